@@ -1,0 +1,114 @@
+// Package awsx is kforge's AWS plumbing: the SDK configuration with
+// kforge's credential precedence, the retry policy, error classes, the
+// ownership tags, and an optional trace of every API call.
+package awsx
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+)
+
+// Credential sources, in order of precedence.
+const (
+	SourceEnv    = "environment (AWS_ACCESS_KEY_ID)"
+	SourceStored = "kforge cred"
+	SourceChain  = "AWS SDK default chain"
+)
+
+// Retry policy: bounded, with jittered exponential backoff, and no client
+// retry quota (a create makes many calls, and a throttled burst must not
+// exhaust a shared budget and fail calls that would succeed on retry).
+const (
+	MaxAttempts = 10
+	MaxBackoff  = 20 * time.Second
+)
+
+// Options select how the SDK configuration is built.
+type Options struct {
+	// Region is the cluster's region.
+	Region string
+	// Home is KFORGE_HOME, where `kforge cred` stores credentials.
+	Home string
+	// TracePath, if set, receives one JSON line per API call attempt
+	// (KFORGE_AWS_TRACE).
+	TracePath string
+}
+
+// Load returns an SDK configuration whose credentials follow kforge's
+// precedence: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment
+// variables, then what `kforge cred` stored, then the SDK's default chain.
+// The SDK's own settings apply, AWS_ENDPOINT_URL among them. It returns the
+// source it chose.
+func Load(ctx context.Context, o Options) (aws.Config, string, error) {
+	opts := []func(*config.LoadOptions) error{
+		config.WithRetryer(NewRetryer),
+	}
+	if o.Region != "" {
+		opts = append(opts, config.WithRegion(o.Region))
+	}
+	source := SourceChain
+	switch {
+	case os.Getenv("AWS_ACCESS_KEY_ID") != "" && os.Getenv("AWS_SECRET_ACCESS_KEY") != "":
+		source = SourceEnv
+	default:
+		stored, err := ReadStoredCredentials(o.Home)
+		if err != nil {
+			return aws.Config{}, "", err
+		}
+		if stored != nil {
+			source = SourceStored
+			opts = append(opts, config.WithCredentialsProvider(
+				credentials.NewStaticCredentialsProvider(stored.AccessKeyID, stored.SecretAccessKey, stored.SessionToken)))
+		}
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, "", fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return aws.Config{}, "", fmt.Errorf("no AWS region: pass --region")
+	}
+	if o.TracePath != "" {
+		t, err := OpenTrace(o.TracePath)
+		if err != nil {
+			return aws.Config{}, "", err
+		}
+		cfg.APIOptions = append(cfg.APIOptions, t.Middleware)
+	}
+	cfg.APIOptions = append(cfg.APIOptions, retryNoticeMiddleware)
+	return cfg, source, nil
+}
+
+// NewRetryer is kforge's retry policy for every AWS call.
+func NewRetryer() aws.Retryer {
+	return retry.NewStandard(func(so *retry.StandardOptions) {
+		so.MaxAttempts = MaxAttempts
+		so.MaxBackoff = MaxBackoff
+		so.RateLimiter = ratelimit.None
+	})
+}
+
+// Eventual wraps a retryer so that errors matched by eventual (an IAM role
+// or instance profile that another service cannot see yet) are retried for
+// about a minute with backoff, on top of the usual retryable errors.
+func Eventual(base aws.Retryer, eventual func(error) bool) aws.Retryer {
+	return retry.NewStandard(func(so *retry.StandardOptions) {
+		so.MaxAttempts = 14
+		so.MaxBackoff = 8 * time.Second
+		so.RateLimiter = ratelimit.None
+		so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+			if eventual(err) {
+				return aws.TrueTernary
+			}
+			return aws.UnknownTernary
+		})}, so.Retryables...)
+	})
+}

@@ -1,0 +1,116 @@
+package awsx
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// TraceRecord is one API call attempt, as KFORGE_AWS_TRACE writes it.
+type TraceRecord struct {
+	Time      time.Time `json:"time"`
+	Service   string    `json:"service"`
+	Operation string    `json:"operation"`
+	Attempt   int       `json:"attempt"`
+	Status    int       `json:"status,omitempty"`
+	Code      string    `json:"code,omitempty"`
+	Millis    float64   `json:"ms"`
+}
+
+// Trace appends a JSON line per AWS call attempt to a file. It never
+// records parameters, so no secret reaches it.
+type Trace struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// OpenTrace opens a trace file for appending. Each record is one write to
+// an O_APPEND file, so several processes can share one trace.
+func OpenTrace(path string) (*Trace, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open AWS trace: %w", err)
+	}
+	return &Trace{f: f}, nil
+}
+
+// Middleware adds the trace to an SDK client's stack, after the retry
+// middleware so that each attempt is seen.
+func (t *Trace) Middleware(stack *middleware.Stack) error {
+	return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("kforgeTrace",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			start := time.Now()
+			out, md, err := next.HandleFinalize(ctx, in)
+			rec := TraceRecord{Time: start.UTC(), Service: awsmw.GetServiceID(ctx), Operation: awsmw.GetOperationName(ctx),
+				Attempt: attemptOf(ctx), Millis: float64(time.Since(start).Microseconds()) / 1000}
+			if resp, ok := awsmw.GetRawResponse(md).(*smithyhttp.Response); ok && resp != nil {
+				rec.Status = resp.StatusCode
+			}
+			if err != nil {
+				rec.Code = Code(err)
+				if rec.Status == 0 {
+					rec.Status = HTTPStatus(err)
+				}
+			}
+			b, _ := json.Marshal(rec)
+			t.mu.Lock()
+			_, _ = t.f.Write(append(b, '\n'))
+			t.mu.Unlock()
+			return out, md, err
+		}), "Retry", middleware.After)
+}
+
+type attemptKey struct{}
+
+func attemptOf(ctx context.Context) int {
+	if n, ok := ctx.Value(attemptKey{}).(*int); ok {
+		return *n
+	}
+	return 1
+}
+
+// RetryNotice is told when an AWS call is retried, so progress can show
+// that kforge waits on AWS.
+type RetryNotice func(service, operation string, attempt int, err error)
+
+type noticeKey struct{}
+
+// WithRetryNotice returns a context whose AWS calls report retries to fn.
+func WithRetryNotice(ctx context.Context, fn RetryNotice) context.Context {
+	return context.WithValue(ctx, noticeKey{}, fn)
+}
+
+// retryNoticeMiddleware numbers the attempts of a call and reports failed
+// attempts that the retryer will retry.
+func retryNoticeMiddleware(stack *middleware.Stack) error {
+	if err := stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("kforgeAttemptCounter",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			n := 0
+			ctx = context.WithValue(ctx, attemptKey{}, &n)
+			return next.HandleFinalize(ctx, in)
+		}), "Retry", middleware.Before); err != nil {
+		return err
+	}
+	return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("kforgeRetryNotice",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			if n, ok := ctx.Value(attemptKey{}).(*int); ok {
+				*n++
+			}
+			out, md, err := next.HandleFinalize(ctx, in)
+			if err != nil {
+				if fn, ok := ctx.Value(noticeKey{}).(RetryNotice); ok && retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(err) == aws.TrueTernary {
+					fn(awsmw.GetServiceID(ctx), awsmw.GetOperationName(ctx), attemptOf(ctx), err)
+				}
+			}
+			return out, md, err
+		}), "Retry", middleware.After)
+}

@@ -1,0 +1,328 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// EventKind says what happened to a step.
+type EventKind int
+
+// Event kinds.
+const (
+	EventStarted EventKind = iota
+	EventWaiting
+	EventDone
+	EventSkipped
+	EventFailed
+)
+
+// Event is a step's progress, for whatever renders it.
+type Event struct {
+	Kind     EventKind
+	Step     string
+	Title    string
+	Msg      string
+	Elapsed  time.Duration
+	Err      error
+	Deleting bool
+}
+
+// Options tune an execution.
+type Options struct {
+	// Parallel bounds how many steps run at once (default 32).
+	Parallel int
+	// Events receives progress; calls are serialised.
+	Events func(Event)
+	// Stop, when closed, makes the executor start nothing new; running
+	// steps finish and are journaled. Cancelling ctx stops them too.
+	Stop <-chan struct{}
+}
+
+// StepError is the failure of one step.
+type StepError struct {
+	Step  string
+	Title string
+	Err   error
+}
+
+// Error is the result of an execution that did not finish: the steps that
+// failed, and whether it was stopped on request.
+type Error struct {
+	Failed      []StepError
+	Interrupted bool
+	// Pending counts steps that did not run.
+	Pending int
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Interrupted {
+		fmt.Fprintf(&b, "interrupted with %d step(s) not run", e.Pending)
+	}
+	for i, f := range e.Failed {
+		if i > 0 || b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %v", f.Step, f.Err)
+	}
+	return b.String()
+}
+
+// Unwrap exposes the step errors to errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f.Err
+	}
+	return errs
+}
+
+// ErrInterrupted matches an Error that was stopped on request.
+var ErrInterrupted = errors.New("interrupted")
+
+// Is makes errors.Is(err, ErrInterrupted) true for a stopped execution.
+func (e *Error) Is(target error) bool { return target == ErrInterrupted && e.Interrupted }
+
+// Apply ensures every step of g that the journal does not hold yet.
+func Apply(ctx context.Context, g *Graph, j *Journal, o Options) error {
+	order, err := g.Order()
+	if err != nil {
+		return err
+	}
+	deps := map[string][]string{}
+	for _, s := range order {
+		deps[s.ID] = s.Needs
+	}
+	x := newExec(j, o)
+	return x.run(ctx, order, deps, false, func(ctx context.Context, s *Step, r *Run) (bool, error) {
+		if _, done := j.Done(s.ID); done {
+			return false, nil
+		}
+		out, err := s.Ensure(ctx, r)
+		if err != nil {
+			return true, err
+		}
+		raw, err := json.Marshal(out)
+		if err != nil {
+			return true, fmt.Errorf("encode outputs: %w", err)
+		}
+		return true, j.Record(ctx, s.ID, raw)
+	})
+}
+
+// Destroy deletes every step of g in reverse dependency order: a step is
+// deleted once every step that needs it is. Steps whose dependents failed
+// are not attempted; independent branches go on, so that as much as
+// possible is removed.
+func Destroy(ctx context.Context, g *Graph, j *Journal, o Options) error {
+	order, err := g.Order()
+	if err != nil {
+		return err
+	}
+	deps := map[string][]string{}
+	for _, s := range order {
+		for _, n := range s.Needs {
+			deps[n] = append(deps[n], s.ID)
+		}
+	}
+	for i, k := 0, len(order)-1; i < k; i, k = i+1, k-1 {
+		order[i], order[k] = order[k], order[i]
+	}
+	x := newExec(j, o)
+	return x.run(ctx, order, deps, true, func(ctx context.Context, s *Step, r *Run) (bool, error) {
+		_, journaled := j.Done(s.ID)
+		if s.Delete == nil {
+			if journaled {
+				return false, j.Forget(ctx, s.ID)
+			}
+			return false, nil
+		}
+		if err := s.Delete(ctx, r); err != nil {
+			return true, err
+		}
+		if journaled {
+			return true, j.Forget(ctx, s.ID)
+		}
+		return true, nil
+	})
+}
+
+// Reconcile moves a cluster from the graph of its old spec to that of its
+// new one: steps only in the old graph are destroyed, then the new graph is
+// applied.
+func Reconcile(ctx context.Context, old, new *Graph, j *Journal, o Options) error {
+	if gone := old.Without(new); gone.Len() > 0 {
+		if err := Destroy(ctx, gone, j, o); err != nil {
+			return err
+		}
+	}
+	return Apply(ctx, new, j, o)
+}
+
+type exec struct {
+	j    *Journal
+	o    Options
+	emu  sync.Mutex
+	emit func(Event)
+}
+
+func newExec(j *Journal, o Options) *exec {
+	if o.Parallel <= 0 {
+		o.Parallel = 32
+	}
+	x := &exec{j: j, o: o}
+	x.emit = func(e Event) {
+		if o.Events == nil {
+			return
+		}
+		x.emu.Lock()
+		defer x.emu.Unlock()
+		o.Events(e)
+	}
+	return x
+}
+
+type result struct {
+	id  string
+	err error
+}
+
+// run executes nodes in order, each once its deps are done. act reports
+// whether it did anything (false: skipped) and its error.
+func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string, goOn bool,
+	act func(context.Context, *Step, *Run) (bool, error)) error {
+	waiting := map[string]int{}
+	dependents := map[string][]string{}
+	for _, s := range order {
+		waiting[s.ID] = len(deps[s.ID])
+		for _, d := range deps[s.ID] {
+			dependents[d] = append(dependents[d], s.ID)
+		}
+	}
+	byID := map[string]*Step{}
+	var ready []string
+	for _, s := range order {
+		byID[s.ID] = s
+		if waiting[s.ID] == 0 {
+			ready = append(ready, s.ID)
+		}
+	}
+	pos := map[string]int{}
+	for i, s := range order {
+		pos[s.ID] = i
+	}
+	deleting := goOn
+	results := make(chan result)
+	running, finished := 0, 0
+	stopped := false
+	blocked := map[string]bool{}
+	var failed []StepError
+
+	start := func(id string) {
+		s := byID[id]
+		r := &Run{step: s, j: x.j, emit: x.emit, started: time.Now()}
+		running++
+		go func() {
+			var err error
+			var did bool
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						err = fmt.Errorf("internal error: %v\n%s", p, debug.Stack())
+					}
+				}()
+				x.emit(Event{Kind: EventStarted, Step: s.ID, Title: s.Title, Deleting: deleting})
+				did, err = act(ctx, s, r)
+			}()
+			switch {
+			case err != nil:
+				x.emit(Event{Kind: EventFailed, Step: s.ID, Title: s.Title, Err: err, Elapsed: time.Since(r.started), Deleting: deleting})
+			case !did:
+				x.emit(Event{Kind: EventSkipped, Step: s.ID, Title: s.Title, Deleting: deleting})
+			default:
+				x.emit(Event{Kind: EventDone, Step: s.ID, Title: s.Title, Elapsed: time.Since(r.started), Deleting: deleting})
+			}
+			results <- result{id: s.ID, err: err}
+		}()
+	}
+	var block func(id string)
+	block = func(id string) {
+		for _, d := range dependents[id] {
+			if !blocked[d] {
+				blocked[d] = true
+				block(d)
+			}
+		}
+	}
+	stopCh := x.o.Stop
+	for {
+		if !stopped && (len(failed) == 0 || goOn) && ctx.Err() == nil {
+			sort.Slice(ready, func(a, b int) bool { return pos[ready[a]] < pos[ready[b]] })
+			for len(ready) > 0 && running < x.o.Parallel {
+				id := ready[0]
+				ready = ready[1:]
+				if blocked[id] {
+					finished++
+					continue
+				}
+				start(id)
+			}
+		}
+		if running == 0 {
+			break
+		}
+		select {
+		case res := <-results:
+			running--
+			finished++
+			if res.err != nil {
+				failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
+				block(res.id)
+				continue
+			}
+			for _, d := range dependents[res.id] {
+				waiting[d]--
+				if waiting[d] == 0 {
+					ready = append(ready, d)
+				}
+			}
+		case <-stopCh:
+			stopped = true
+			stopCh = nil
+		case <-ctx.Done():
+			stopped = true
+			// Running steps see the cancellation and return.
+			res := <-results
+			running--
+			finished++
+			if res.err != nil && !errors.Is(res.err, context.Canceled) {
+				failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
+			}
+			for running > 0 {
+				res := <-results
+				running--
+				finished++
+				if res.err != nil && !errors.Is(res.err, context.Canceled) {
+					failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
+				}
+			}
+		}
+	}
+	pending := len(order) - finished
+	if len(failed) == 0 && !stopped && ctx.Err() == nil {
+		return nil
+	}
+	sort.Slice(failed, func(a, b int) bool { return pos[failed[a].Step] < pos[failed[b].Step] })
+	if len(failed) == 0 && pending == 0 {
+		return nil
+	}
+	return &Error{Failed: failed, Interrupted: stopped || ctx.Err() != nil, Pending: pending}
+}

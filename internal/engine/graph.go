@@ -1,0 +1,210 @@
+// Package engine reconciles a cluster as a graph of steps.
+//
+// A provider (eks, ha) turns a cluster spec into a Graph without calling
+// AWS. Each Step has a stable ID that says what it is ("vpc", "role/cp",
+// "instance/wp/3"), the IDs of the steps it needs, and two idempotent
+// functions: Ensure finds its resource (by the ID journaled in state, else by
+// tags or deterministic name) and creates it only if absent; Delete removes it
+// and treats "not found" as success.
+//
+// The executor runs every step whose needs are met, concurrently and with a
+// bound, journals each result into the state store the moment it completes,
+// and on a failure or a stop request starts nothing new, lets running steps
+// finish and reports every failure. A step recorded in the journal is done:
+// running a command again after a crash or Ctrl-C resumes where it stopped.
+// Destroy walks the graph in reverse dependency order; a scale is the
+// difference between the graph of the old spec and that of the new one.
+// The same graph, printed in order, is the --dry-run plan.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// Step is one unit of reconciliation.
+type Step struct {
+	// ID is stable across runs and says what the step is.
+	ID string
+	// Needs lists the IDs of steps that must be done first.
+	Needs []string
+	// Title says, for the plan and progress, what the step makes.
+	Title string
+	// Ensure makes the step's resource exist and be usable, and returns its
+	// outputs (JSON-encodable), which later steps read with Out.
+	Ensure func(ctx context.Context, r *Run) (any, error)
+	// Delete removes the resource; r.Prev holds the journaled outputs, if
+	// any. Nil means there is nothing to delete.
+	Delete func(ctx context.Context, r *Run) error
+}
+
+// Graph is a set of steps and their dependencies.
+type Graph struct {
+	steps []*Step
+	byID  map[string]*Step
+}
+
+// NewGraph returns an empty graph.
+func NewGraph() *Graph { return &Graph{byID: map[string]*Step{}} }
+
+// Add adds steps to the graph. Adding an ID twice panics: it is a bug in
+// the provider that builds the graph.
+func (g *Graph) Add(steps ...*Step) {
+	for _, s := range steps {
+		if _, dup := g.byID[s.ID]; dup {
+			panic("engine: duplicate step " + s.ID)
+		}
+		g.steps = append(g.steps, s)
+		g.byID[s.ID] = s
+	}
+}
+
+// Step returns the step with the given ID, or nil.
+func (g *Graph) Step(id string) *Step { return g.byID[id] }
+
+// Len returns the number of steps.
+func (g *Graph) Len() int { return len(g.steps) }
+
+// IDs returns the step IDs in insertion order.
+func (g *Graph) IDs() []string {
+	ids := make([]string, len(g.steps))
+	for i, s := range g.steps {
+		ids[i] = s.ID
+	}
+	return ids
+}
+
+// Order returns the steps in a dependency order (each after what it needs),
+// keeping insertion order where dependencies allow. It reports unknown
+// needs and cycles.
+func (g *Graph) Order() ([]*Step, error) {
+	for _, s := range g.steps {
+		for _, n := range s.Needs {
+			if g.byID[n] == nil {
+				return nil, fmt.Errorf("engine: step %s needs unknown step %s", s.ID, n)
+			}
+		}
+	}
+	done := map[string]bool{}
+	var out []*Step
+	for len(out) < len(g.steps) {
+		progressed := false
+		for _, s := range g.steps {
+			if done[s.ID] {
+				continue
+			}
+			ready := true
+			for _, n := range s.Needs {
+				if !done[n] {
+					ready = false
+					break
+				}
+			}
+			if ready {
+				done[s.ID] = true
+				out = append(out, s)
+				progressed = true
+			}
+		}
+		if !progressed {
+			var stuck []string
+			for _, s := range g.steps {
+				if !done[s.ID] {
+					stuck = append(stuck, s.ID)
+				}
+			}
+			return nil, fmt.Errorf("engine: dependency cycle among %s", strings.Join(stuck, ", "))
+		}
+	}
+	return out, nil
+}
+
+// Without returns a graph of the steps of g whose IDs are not in other,
+// with needs pointing outside it dropped. It is what a scale removes.
+func (g *Graph) Without(other *Graph) *Graph {
+	r := NewGraph()
+	for _, s := range g.steps {
+		if other.byID[s.ID] != nil {
+			continue
+		}
+		c := *s
+		c.Needs = nil
+		for _, n := range s.Needs {
+			if other.byID[n] == nil {
+				c.Needs = append(c.Needs, n)
+			}
+		}
+		r.Add(&c)
+	}
+	return r
+}
+
+// CriticalPath returns the length, in steps, of the longest chain of
+// dependent steps.
+func (g *Graph) CriticalPath() int {
+	order, err := g.Order()
+	if err != nil {
+		return 0
+	}
+	depth := map[string]int{}
+	max := 0
+	for _, s := range order {
+		d := 1
+		for _, n := range s.Needs {
+			if depth[n]+1 > d {
+				d = depth[n] + 1
+			}
+		}
+		depth[s.ID] = d
+		if d > max {
+			max = d
+		}
+	}
+	return max
+}
+
+// PlanEntry is one line of a plan.
+type PlanEntry struct {
+	Step  string   `json:"step"`
+	Title string   `json:"title"`
+	Needs []string `json:"needs,omitempty"`
+	Done  bool     `json:"done,omitempty"`
+}
+
+// Plan lists the steps in order. done reports steps already journaled.
+func (g *Graph) Plan(done func(id string) bool) ([]PlanEntry, error) {
+	order, err := g.Order()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PlanEntry, len(order))
+	for i, s := range order {
+		needs := append([]string(nil), s.Needs...)
+		sort.Strings(needs)
+		out[i] = PlanEntry{Step: s.ID, Title: s.Title, Needs: needs, Done: done != nil && done(s.ID)}
+	}
+	return out, nil
+}
+
+// WritePlan prints a plan as a numbered list.
+func WritePlan(w io.Writer, plan []PlanEntry) {
+	width := 0
+	for _, e := range plan {
+		if len(e.Step) > width {
+			width = len(e.Step)
+		}
+	}
+	for i, e := range plan {
+		mark := ""
+		if e.Done {
+			mark = " (done)"
+		}
+		fmt.Fprintf(w, "%3d. %-*s  %s%s\n", i+1, width, e.Step, e.Title, mark)
+		if len(e.Needs) > 0 {
+			fmt.Fprintf(w, "     %-*s  after %s\n", width, "", strings.Join(e.Needs, ", "))
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kforge/kforge/internal/state"
+)
+
+// Journal records completed steps and secrets in a cluster's state, writing
+// it to the store after every change. It is safe for concurrent steps.
+type Journal struct {
+	mu    sync.Mutex
+	store state.Store
+	c     *state.Cluster
+	now   func() time.Time
+}
+
+// NewJournal journals into c, persisting through store.
+func NewJournal(store state.Store, c *state.Cluster) *Journal {
+	if c.Steps == nil {
+		c.Steps = map[string]state.StepRecord{}
+	}
+	if c.Secrets == nil {
+		c.Secrets = map[string][]byte{}
+	}
+	return &Journal{store: store, c: c, now: time.Now}
+}
+
+// Done reports whether a step is recorded, with its outputs.
+func (j *Journal) Done(id string) (json.RawMessage, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r, ok := j.c.Steps[id]
+	return r.Out, ok
+}
+
+// Record journals a completed step and saves the state.
+func (j *Journal) Record(ctx context.Context, id string, out json.RawMessage) error {
+	return j.Update(ctx, func(c *state.Cluster) { c.Steps[id] = state.StepRecord{Out: out, Done: j.now().UTC()} })
+}
+
+// Forget removes a step from the journal and saves the state.
+func (j *Journal) Forget(ctx context.Context, id string) error {
+	return j.Update(ctx, func(c *state.Cluster) { delete(c.Steps, id) })
+}
+
+// Secret returns a stored secret.
+func (j *Journal) Secret(key string) ([]byte, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	v, ok := j.c.Secrets[key]
+	return v, ok
+}
+
+// SetSecret stores a secret and saves the state at once.
+func (j *Journal) SetSecret(ctx context.Context, key string, v []byte) error {
+	return j.Update(ctx, func(c *state.Cluster) { c.Secrets[key] = v })
+}
+
+// Update changes the state under the journal's lock and saves it. The save
+// does not honour ctx cancellation: a completed step is always journaled.
+func (j *Journal) Update(ctx context.Context, change func(c *state.Cluster)) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	change(j.c)
+	j.c.Updated = j.now().UTC()
+	if err := j.store.Put(context.WithoutCancel(ctx), j.c); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
+
+// Cluster returns a snapshot of the journaled state.
+func (j *Journal) Cluster() *state.Cluster {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.c.Clone()
+}

@@ -1,0 +1,76 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Run is what a step's function sees of the execution: the outputs of the
+// steps it needs, its own journaled outputs, secrets, and a way to report
+// that it is waiting.
+type Run struct {
+	step    *Step
+	j       *Journal
+	emit    func(Event)
+	started time.Time
+}
+
+// StepID returns the ID of the running step.
+func (r *Run) StepID() string { return r.step.ID }
+
+// Prev returns this step's journaled outputs, if any: on Delete, what
+// Ensure recorded.
+func (r *Run) Prev() (json.RawMessage, bool) { return r.j.Done(r.step.ID) }
+
+// PrevInto decodes this step's journaled outputs into v and reports whether
+// there were any.
+func (r *Run) PrevInto(v any) bool {
+	raw, ok := r.Prev()
+	if !ok || len(raw) == 0 {
+		return false
+	}
+	return json.Unmarshal(raw, v) == nil
+}
+
+// Secret returns a secret kept in state.
+func (r *Run) Secret(key string) ([]byte, bool) { return r.j.Secret(key) }
+
+// SetSecret keeps a secret in state, saved at once.
+func (r *Run) SetSecret(ctx context.Context, key string, v []byte) error {
+	return r.j.SetSecret(ctx, key, v)
+}
+
+// Waiting reports that the step waits on something slow (AWS, a VM), so
+// progress can show it with the elapsed time.
+func (r *Run) Waiting(format string, a ...any) {
+	r.emit(Event{Kind: EventWaiting, Step: r.step.ID, Title: r.step.Title, Msg: fmt.Sprintf(format, a...), Elapsed: time.Since(r.started)})
+}
+
+// Out decodes the journaled outputs of step id (normally one the running
+// step needs) into a T.
+func Out[T any](r *Run, id string) (T, error) {
+	var v T
+	raw, ok := r.j.Done(id)
+	if !ok {
+		return v, fmt.Errorf("engine: step %s reads outputs of %s, which is not done", r.step.ID, id)
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return v, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("engine: decode outputs of %s: %w", id, err)
+	}
+	return v, nil
+}
+
+// Lookup is Out for a step that may not be done or present: ok is false
+// when it has no journaled outputs.
+func Lookup[T any](r *Run, id string) (v T, ok bool) {
+	raw, done := r.j.Done(id)
+	if !done || len(raw) == 0 {
+		return v, false
+	}
+	return v, json.Unmarshal(raw, &v) == nil
+}

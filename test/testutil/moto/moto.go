@@ -1,0 +1,200 @@
+// Package moto starts the AWS emulator (moto_server) on 127.0.0.1 for
+// tests, seeded with Canonical Ubuntu images, and gives SDK clients and
+// environments that point at it through AWS_ENDPOINT_URL.
+package moto
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+)
+
+//go:embed amis.json
+var amis []byte
+
+// The AMIs the emulator is seeded with: the newest Canonical Ubuntu 24.04
+// images per architecture, and decoys (older, 22.04, another owner).
+const (
+	UbuntuNobleAMD64 = "ami-0a1b2c3d4e5f60002"
+	UbuntuNobleARM64 = "ami-0a1b2c3d4e5f60003"
+)
+
+// Test credentials. The emulator accepts any keys unless IAM enforcement
+// is on.
+const (
+	AccessKeyID     = "AKIAKFORGETEST000001"
+	SecretAccessKey = "kforge-test-secret-not-a-real-one"
+)
+
+// Server is a running moto_server.
+type Server struct {
+	URL  string
+	Port int
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Options tune the emulator.
+type Options struct {
+	// Env adds environment variables (INITIAL_NO_AUTH_ACTION_COUNT, ...).
+	Env []string
+}
+
+// Start runs moto_server on a free loopback port until the test ends.
+func Start(t testing.TB, opts ...Options) *Server {
+	t.Helper()
+	s, err := StartProcess(t.TempDir(), opts...)
+	if err != nil {
+		t.Fatalf("start moto_server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartProcess runs moto_server with its AMI seed in dir; the caller stops
+// it. It is for TestMain and benchmarks, which have no testing.T.
+func StartProcess(dir string, opts ...Options) (*Server, error) {
+	bin, err := exec.LookPath("moto_server")
+	if err != nil {
+		return nil, fmt.Errorf("moto_server is not installed (pip install 'moto[server]'): %w", err)
+	}
+	amiPath := filepath.Join(dir, "amis.json")
+	if err := os.WriteFile(amiPath, amis, 0o600); err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES=true", "MOTO_AMIS_PATH="+amiPath)
+	for _, o := range opts {
+		cmd.Env = append(cmd.Env, o.Env...)
+	}
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Port: port, cmd: cmd, log: log}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.URL + "/moto-api/data.json")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return nil, fmt.Errorf("moto_server did not answer within 30s: %s", log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the emulator.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+}
+
+// Env returns the environment a kforge process needs to use the emulator:
+// the endpoint and test credentials (other AWS_* variables of the test
+// process are dropped).
+func (s *Server) Env() []string {
+	return []string{
+		"AWS_ENDPOINT_URL=" + s.URL,
+		"AWS_ACCESS_KEY_ID=" + AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY=" + SecretAccessKey,
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+// Config returns an SDK configuration for assertions against the emulator.
+func (s *Server) Config(t testing.TB, region string) aws.Config {
+	t.Helper()
+	cfg, err := config.LoadDefaultConfig(context.Background(),
+		config.WithRegion(region),
+		config.WithBaseEndpoint(s.URL),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(AccessKeyID, SecretAccessKey, "")),
+	)
+	if err != nil {
+		t.Fatalf("aws config: %v", err)
+	}
+	return cfg
+}
+
+// Reset clears every resource in the emulator.
+func (s *Server) Reset() error {
+	resp, err := http.Post(s.URL+"/moto-api/reset", "application/json", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// SetAuth turns IAM enforcement on (true) or off (false) at run time.
+func (s *Server) SetAuth(on bool) error {
+	body := "inf"
+	if on {
+		body = "0"
+	}
+	resp, err := http.Post(s.URL+"/moto-api/reset-auth", "text/plain", bytes.NewBufferString(body))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("reset-auth: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// Log returns what the emulator printed.
+func (s *Server) Log() string { return s.log.String() }
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
