@@ -2,6 +2,7 @@ package awsx
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -102,3 +103,15 @@ func IAMName(cluster, suffix string) string { return "kforge-" + cluster + "-" +
 
 // IAMPrefix is the prefix of every IAM name of a cluster.
 func IAMPrefix(cluster string) string { return "kforge-" + cluster + "-" }
+
+// Partition returns the AWS partition of a region ("aws", "aws-cn",
+// "aws-us-gov").
+func Partition(region string) string {
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		return "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		return "aws-us-gov"
+	}
+	return "aws"
+}

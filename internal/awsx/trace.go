@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -46,6 +46,9 @@ func OpenTrace(path string) (*Trace, error) {
 // Middleware adds the trace to an SDK client's stack, after the retry
 // middleware so that each attempt is seen.
 func (t *Trace) Middleware(stack *middleware.Stack) error {
+	if _, ok := stack.Finalize.Get("Retry"); !ok {
+		return nil // a presign stack: nothing is sent
+	}
 	return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("kforgeTrace",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 			start := time.Now()
@@ -92,6 +95,9 @@ func WithRetryNotice(ctx context.Context, fn RetryNotice) context.Context {
 // retryNoticeMiddleware numbers the attempts of a call and reports failed
 // attempts that the retryer will retry.
 func retryNoticeMiddleware(stack *middleware.Stack) error {
+	if _, ok := stack.Finalize.Get("Retry"); !ok {
+		return nil // a presign stack: nothing is sent
+	}
 	if err := stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("kforgeAttemptCounter",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 			n := 0

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +87,10 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
+// ErrAbsent is what a step's Delete returns when there was nothing to
+// delete: Destroy counts it as success and reports the step as skipped.
+var ErrAbsent = errors.New("nothing to delete")
+
 // ErrInterrupted matches an Error that was stopped on request.
 var ErrInterrupted = errors.New("interrupted")
 
@@ -102,10 +108,15 @@ func Apply(ctx context.Context, g *Graph, j *Journal, o Options) error {
 		deps[s.ID] = s.Needs
 	}
 	x := newExec(j, o)
-	return x.run(ctx, order, deps, false, func(ctx context.Context, s *Step, r *Run) (bool, error) {
-		if _, done := j.Done(s.ID); done {
+	return x.run(ctx, order, deps, false, func(ctx context.Context, s *Step, r *Run, started func()) (bool, error) {
+		fp, err := fingerprint(s.Inputs)
+		if err != nil {
+			return true, err
+		}
+		if j.doneWith(s.ID, fp) {
 			return false, nil
 		}
+		started()
 		out, err := s.Ensure(ctx, r)
 		if err != nil {
 			return true, err
@@ -114,8 +125,21 @@ func Apply(ctx context.Context, g *Graph, j *Journal, o Options) error {
 		if err != nil {
 			return true, fmt.Errorf("encode outputs: %w", err)
 		}
-		return true, j.Record(ctx, s.ID, raw)
+		return true, j.record(ctx, s.ID, raw, fp)
 	})
+}
+
+// fingerprint hashes a step's inputs; no inputs give "".
+func fingerprint(inputs any) (string, error) {
+	if inputs == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(inputs)
+	if err != nil {
+		return "", fmt.Errorf("encode inputs: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12]), nil
 }
 
 // Destroy deletes every step of g in reverse dependency order: a step is
@@ -137,7 +161,7 @@ func Destroy(ctx context.Context, g *Graph, j *Journal, o Options) error {
 		order[i], order[k] = order[k], order[i]
 	}
 	x := newExec(j, o)
-	return x.run(ctx, order, deps, true, func(ctx context.Context, s *Step, r *Run) (bool, error) {
+	return x.run(ctx, order, deps, true, func(ctx context.Context, s *Step, r *Run, started func()) (bool, error) {
 		_, journaled := j.Done(s.ID)
 		if s.Delete == nil {
 			if journaled {
@@ -145,13 +169,18 @@ func Destroy(ctx context.Context, g *Graph, j *Journal, o Options) error {
 			}
 			return false, nil
 		}
-		if err := s.Delete(ctx, r); err != nil {
+		started()
+		err := s.Delete(ctx, r)
+		absent := errors.Is(err, ErrAbsent)
+		if err != nil && !absent {
 			return true, err
 		}
 		if journaled {
-			return true, j.Forget(ctx, s.ID)
+			if err := j.Forget(ctx, s.ID); err != nil {
+				return true, err
+			}
 		}
-		return true, nil
+		return !absent, nil
 	})
 }
 
@@ -198,7 +227,7 @@ type result struct {
 // run executes nodes in order, each once its deps are done. act reports
 // whether it did anything (false: skipped) and its error.
 func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string, goOn bool,
-	act func(context.Context, *Step, *Run) (bool, error)) error {
+	act func(ctx context.Context, s *Step, r *Run, started func()) (bool, error)) error {
 	waiting := map[string]int{}
 	dependents := map[string][]string{}
 	for _, s := range order {
@@ -221,7 +250,7 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 	}
 	deleting := goOn
 	results := make(chan result)
-	running, finished := 0, 0
+	running, succeeded := 0, 0
 	stopped := false
 	blocked := map[string]bool{}
 	var failed []StepError
@@ -239,8 +268,10 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 						err = fmt.Errorf("internal error: %v\n%s", p, debug.Stack())
 					}
 				}()
-				x.emit(Event{Kind: EventStarted, Step: s.ID, Title: s.Title, Deleting: deleting})
-				did, err = act(ctx, s, r)
+				did, err = act(ctx, s, r, func() {
+					r.started = time.Now()
+					x.emit(Event{Kind: EventStarted, Step: s.ID, Title: s.Title, Deleting: deleting})
+				})
 			}()
 			switch {
 			case err != nil:
@@ -270,7 +301,6 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 				id := ready[0]
 				ready = ready[1:]
 				if blocked[id] {
-					finished++
 					continue
 				}
 				start(id)
@@ -282,12 +312,12 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 		select {
 		case res := <-results:
 			running--
-			finished++
 			if res.err != nil {
 				failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
 				block(res.id)
 				continue
 			}
+			succeeded++
 			for _, d := range dependents[res.id] {
 				waiting[d]--
 				if waiting[d] == 0 {
@@ -300,29 +330,22 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 		case <-ctx.Done():
 			stopped = true
 			// Running steps see the cancellation and return.
-			res := <-results
-			running--
-			finished++
-			if res.err != nil && !errors.Is(res.err, context.Canceled) {
-				failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
-			}
 			for running > 0 {
 				res := <-results
 				running--
-				finished++
-				if res.err != nil && !errors.Is(res.err, context.Canceled) {
+				switch {
+				case res.err == nil:
+					succeeded++
+				case !errors.Is(res.err, context.Canceled):
 					failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
 				}
 			}
 		}
 	}
-	pending := len(order) - finished
-	if len(failed) == 0 && !stopped && ctx.Err() == nil {
-		return nil
-	}
-	sort.Slice(failed, func(a, b int) bool { return pos[failed[a].Step] < pos[failed[b].Step] })
+	pending := len(order) - succeeded - len(failed)
 	if len(failed) == 0 && pending == 0 {
 		return nil
 	}
+	sort.Slice(failed, func(a, b int) bool { return pos[failed[a].Step] < pos[failed[b].Step] })
 	return &Error{Failed: failed, Interrupted: stopped || ctx.Err() != nil, Pending: pending}
 }

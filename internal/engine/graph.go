@@ -33,6 +33,11 @@ type Step struct {
 	Needs []string
 	// Title says, for the plan and progress, what the step makes.
 	Title string
+	// Inputs, if set, are the wanted settings of the resource (a size, a
+	// member list). They are fingerprinted into the journal; when they
+	// change, Apply runs Ensure again on the done step, which must then
+	// bring the resource to the new settings.
+	Inputs any
 	// Ensure makes the step's resource exist and be usable, and returns its
 	// outputs (JSON-encodable), which later steps read with Out.
 	Ensure func(ctx context.Context, r *Run) (any, error)
@@ -138,6 +143,20 @@ func (g *Graph) Without(other *Graph) *Graph {
 			}
 		}
 		r.Add(&c)
+	}
+	return r
+}
+
+// Union returns a graph of the steps of all graphs; a step present in
+// several is taken from the first that has it.
+func Union(graphs ...*Graph) *Graph {
+	r := NewGraph()
+	for _, g := range graphs {
+		for _, s := range g.steps {
+			if r.byID[s.ID] == nil {
+				r.Add(s)
+			}
+		}
 	}
 	return r
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
 
@@ -40,7 +41,22 @@ func (j *Journal) Done(id string) (json.RawMessage, bool) {
 
 // Record journals a completed step and saves the state.
 func (j *Journal) Record(ctx context.Context, id string, out json.RawMessage) error {
-	return j.Update(ctx, func(c *state.Cluster) { c.Steps[id] = state.StepRecord{Out: out, Done: j.now().UTC()} })
+	return j.record(ctx, id, out, "")
+}
+
+func (j *Journal) record(ctx context.Context, id string, out json.RawMessage, fp string) error {
+	return j.Update(ctx, func(c *state.Cluster) {
+		c.Steps[id] = state.StepRecord{Out: out, Inputs: fp, Done: j.now().UTC()}
+	})
+}
+
+// doneWith reports whether a step is journaled with the given inputs
+// fingerprint.
+func (j *Journal) doneWith(id, fp string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r, ok := j.c.Steps[id]
+	return ok && r.Inputs == fp
 }
 
 // Forget removes a step from the journal and saves the state.
@@ -79,4 +95,11 @@ func (j *Journal) Cluster() *state.Cluster {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.c.Clone()
+}
+
+// identity returns the cluster's ref and creation time.
+func (j *Journal) identity() (spec.Ref, time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.c.Spec.Ref, j.c.Created
 }

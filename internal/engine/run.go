@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -73,4 +75,19 @@ func Lookup[T any](r *Run, id string) (v T, ok bool) {
 		return v, false
 	}
 	return v, json.Unmarshal(raw, &v) == nil
+}
+
+// Token returns an idempotency token (ClientToken, ClientRequestToken) for
+// a create made by this step: the same on every retry and resume of this
+// cluster's life, different for a later cluster of the same name, so AWS
+// returns what the first call made instead of making a second one. parts
+// distinguish several creates of one step.
+func (r *Run) Token(parts ...string) string {
+	ref, created := r.j.identity()
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%s", ref.Type, ref.Name, ref.Region, created.UnixNano(), r.step.ID)
+	for _, p := range parts {
+		fmt.Fprintf(h, "\x00%s", p)
+	}
+	return "kforge-" + hex.EncodeToString(h.Sum(nil))[:32]
 }

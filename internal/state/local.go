@@ -101,7 +101,7 @@ func (l *Local) Put(_ context.Context, c *Cluster) error {
 			return fmt.Errorf("write secrets: %w", err)
 		}
 	}
-	b, err := json.MarshalIndent(c, "", "  ")
+	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}

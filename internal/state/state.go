@@ -35,6 +35,9 @@ type Cluster struct {
 	Updated time.Time             `json:"updated"`
 	Error   string                `json:"error,omitempty"`
 	Steps   map[string]StepRecord `json:"steps,omitempty"`
+	// Pending holds the specs of scales that have not completed: their
+	// steps may still exist and are reconciled away by the next scale.
+	Pending []spec.Spec `json:"pending,omitempty"`
 
 	// Secrets (keys, tokens, kubeconfigs) are kept apart from the rest so
 	// that backends can store them encrypted and listings never read them.
@@ -43,8 +46,10 @@ type Cluster struct {
 
 // StepRecord is the journal entry of a completed lifecycle step.
 type StepRecord struct {
-	Out  json.RawMessage `json:"out,omitempty"`
-	Done time.Time       `json:"done"`
+	Out json.RawMessage `json:"out,omitempty"`
+	// Inputs fingerprints the settings the step was ensured with.
+	Inputs string    `json:"inputs,omitempty"`
+	Done   time.Time `json:"done"`
 }
 
 // Ref returns the identity of the cluster.
@@ -60,6 +65,7 @@ func New(s spec.Spec, now time.Time) *Cluster {
 func (c *Cluster) Clone() *Cluster {
 	d := *c
 	d.Spec.SubnetIDs = append([]string(nil), c.Spec.SubnetIDs...)
+	d.Pending = append([]spec.Spec(nil), c.Pending...)
 	d.Steps = make(map[string]StepRecord, len(c.Steps))
 	for k, v := range c.Steps {
 		d.Steps[k] = v

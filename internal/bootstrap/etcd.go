@@ -1,0 +1,543 @@
+package bootstrap
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kforge/kforge/internal/pki"
+)
+
+// etcd defaults. The release is downloaded from the etcd project's GitHub
+// releases and checked against a pinned SHA-256 before it is unpacked; the
+// checksums are those of the release tarballs (etcd-<version>-linux-<arch>.tar.gz).
+const (
+	DefaultEtcdVersion    = "v3.5.21"
+	DefaultEtcdClientPort = 2379
+	DefaultEtcdPeerPort   = 2380
+	DefaultEtcdDataDir    = "/var/lib/etcd"
+	DefaultEtcdPKIDir     = "/etc/etcd/pki"
+	DefaultEtcdctl        = "/usr/local/bin/etcdctl"
+	DefaultEtcdHealthWait = 3 * time.Minute
+
+	// EtcdConfigPath is where the etcd recipe installs the configuration file.
+	EtcdConfigPath = "/etc/etcd/etcd.yaml"
+)
+
+// DefaultEtcdChecksums returns the SHA-256 of the DefaultEtcdVersion release
+// tarball for each Debian architecture name.
+func DefaultEtcdChecksums() map[string]string {
+	return map[string]string{
+		"amd64": "adddda4b06718e68671ffabff2f8cee48488ba61ad82900e639d108f2148501c",
+		"arm64": "95bf6918623a097c0385b96f139d90248614485e781ec9bee4768dbb6c79c53f",
+	}
+}
+
+// File names inside an etcd PKI directory.
+const (
+	etcdCAFile         = "ca.crt"
+	etcdServerCertFile = "server.crt"
+	etcdServerKeyFile  = "server.key"
+	etcdPeerCertFile   = "peer.crt"
+	etcdPeerKeyFile    = "peer.key"
+	etcdClientCertFile = "client.crt"
+	etcdClientKeyFile  = "client.key"
+)
+
+// EtcdCluster is the etcd cluster as its members and clients see it.
+type EtcdCluster struct {
+	// Members are every member, with their names and private IPs.
+	Members []Node
+	// Token is the initial-cluster-token, unique per cluster (the kforge
+	// cluster name and region make a good one).
+	Token string
+	// ClientPort and PeerPort default to 2379 and 2380.
+	ClientPort int
+	PeerPort   int
+}
+
+func (c EtcdCluster) withDefaults() EtcdCluster {
+	c.ClientPort = orDefault(c.ClientPort, DefaultEtcdClientPort)
+	c.PeerPort = orDefault(c.PeerPort, DefaultEtcdPeerPort)
+	return c
+}
+
+// validate checks members, ports and token.
+func (c EtcdCluster) validate() error {
+	if len(c.Members) == 0 {
+		return errors.New("etcd: at least one member is required")
+	}
+	names := map[string]bool{}
+	ips := map[netip.Addr]bool{}
+	for _, m := range c.Members {
+		if err := m.validate("etcd member", true); err != nil {
+			return err
+		}
+		if names[m.Name] {
+			return fmt.Errorf("etcd member name %q appears twice", m.Name)
+		}
+		names[m.Name] = true
+		if ips[m.privateAddr()] {
+			return fmt.Errorf("etcd member IP %s appears twice", m.PrivateIP)
+		}
+		ips[m.privateAddr()] = true
+	}
+	if err := validPort("etcd client port", c.ClientPort); err != nil {
+		return err
+	}
+	if err := validPort("etcd peer port", c.PeerPort); err != nil {
+		return err
+	}
+	if c.ClientPort == c.PeerPort {
+		return errors.New("etcd client and peer ports must differ")
+	}
+	if !etcdTokenRE.MatchString(c.Token) {
+		return fmt.Errorf("etcd initial-cluster-token %q: want 1-64 letters, digits, '-', '_' or '.'", c.Token)
+	}
+	return nil
+}
+
+var etcdTokenRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ClientURLs returns every member's client URL (https://<private IP>:<client
+// port>), as clients (kube-apiserver, k3s, etcdctl) list them.
+func (c EtcdCluster) ClientURLs() []string {
+	c = c.withDefaults()
+	urls := make([]string, 0, len(c.Members))
+	for _, m := range c.Members {
+		a, err := parseIP(m.PrivateIP)
+		if err != nil {
+			continue
+		}
+		urls = append(urls, httpsURL(a, c.ClientPort))
+	}
+	return urls
+}
+
+// EtcdCerts are the PEM files one etcd member needs.
+type EtcdCerts struct {
+	// CA is the etcd CA certificate (without its key).
+	CA []byte
+	// Server is the member's client-facing certificate; Peer its certificate
+	// for member-to-member traffic (server and client auth).
+	Server pki.PEMPair
+	Peer   pki.PEMPair
+	// Client is a client certificate left on the member for etcdctl (the
+	// etcd-health recipe uses it).
+	Client pki.PEMPair
+}
+
+// IssueEtcdCerts issues a member's server, peer and etcdctl client
+// certificates from the etcd CA. The server certificate is valid for the
+// member's private IP, 127.0.0.1, "localhost" and its name; the peer
+// certificate for its private IP and name.
+func IssueEtcdCerts(ca *pki.KeyPair, member Node) (EtcdCerts, error) {
+	if err := member.validate("etcd member", true); err != nil {
+		return EtcdCerts{}, fmt.Errorf("issue etcd certificates: %w", err)
+	}
+	ip := member.privateAddr()
+	server, err := issuePEM(ca, pki.Request{
+		CommonName: member.Name,
+		DNSNames:   []string{member.Name, "localhost"},
+		IPs:        uniqueAddrs(ip, netip.MustParseAddr("127.0.0.1")),
+		Usage:      pki.Server,
+	})
+	if err != nil {
+		return EtcdCerts{}, fmt.Errorf("issue etcd server certificate for %s: %w", member.Name, err)
+	}
+	peer, err := issuePEM(ca, pki.Request{
+		CommonName: member.Name,
+		DNSNames:   []string{member.Name},
+		IPs:        []netip.Addr{ip},
+		Usage:      pki.Peer,
+	})
+	if err != nil {
+		return EtcdCerts{}, fmt.Errorf("issue etcd peer certificate for %s: %w", member.Name, err)
+	}
+	client, err := issuePEM(ca, pki.Request{CommonName: "etcdctl-" + member.Name, Usage: pki.Client})
+	if err != nil {
+		return EtcdCerts{}, fmt.Errorf("issue etcdctl client certificate for %s: %w", member.Name, err)
+	}
+	return EtcdCerts{CA: ca.CertPEM(), Server: server, Peer: peer, Client: client}, nil
+}
+
+// EtcdClient is what an etcd client (kube-apiserver, k3s) needs to reach the
+// cluster: its members, the CA to trust and a client certificate.
+type EtcdClient struct {
+	Cluster EtcdCluster
+	CA      []byte
+	Client  pki.PEMPair
+}
+
+// IssueEtcdClient issues a client certificate with the given common name
+// from the etcd CA, for the cluster's clients.
+func IssueEtcdClient(ca *pki.KeyPair, cluster EtcdCluster, commonName string) (EtcdClient, error) {
+	client, err := issuePEM(ca, pki.Request{CommonName: commonName, Usage: pki.Client})
+	if err != nil {
+		return EtcdClient{}, fmt.Errorf("issue etcd client certificate %s: %w", commonName, err)
+	}
+	return EtcdClient{Cluster: cluster, CA: ca.CertPEM(), Client: client}, nil
+}
+
+func (c EtcdClient) validate() error {
+	if err := c.Cluster.withDefaults().validate(); err != nil {
+		return err
+	}
+	if _, err := pki.ParseCertificate(c.CA); err != nil {
+		return fmt.Errorf("etcd CA: %w", err)
+	}
+	if _, err := pki.ParseKeyPair(c.Client); err != nil {
+		return fmt.Errorf("etcd client certificate: %w", err)
+	}
+	return nil
+}
+
+func issuePEM(ca *pki.KeyPair, req pki.Request) (pki.PEMPair, error) {
+	kp, err := ca.Issue(req)
+	if err != nil {
+		return pki.PEMPair{}, err
+	}
+	return kp.PEM()
+}
+
+func uniqueAddrs(as ...netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		dup := false
+		for _, b := range out {
+			dup = dup || a == b
+		}
+		if !dup {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// EtcdConfigParams describes one member's configuration file.
+type EtcdConfigParams struct {
+	Cluster EtcdCluster
+	// Member is this member; it must be one of Cluster.Members.
+	Member Node
+	// DataDir and PKIDir default to DefaultEtcdDataDir and DefaultEtcdPKIDir.
+	DataDir string
+	PKIDir  string
+}
+
+func (p EtcdConfigParams) withDefaults() EtcdConfigParams {
+	p.Cluster = p.Cluster.withDefaults()
+	p.DataDir = orDefault(p.DataDir, DefaultEtcdDataDir)
+	p.PKIDir = strings.TrimSuffix(orDefault(p.PKIDir, DefaultEtcdPKIDir), "/")
+	return p
+}
+
+func (p EtcdConfigParams) validate() error {
+	if err := p.Cluster.validate(); err != nil {
+		return err
+	}
+	found := false
+	for _, m := range p.Cluster.Members {
+		found = found || m == p.Member
+	}
+	if !found {
+		return fmt.Errorf("etcd member %s (%s) is not among the cluster's members", p.Member.Name, p.Member.PrivateIP)
+	}
+	for _, d := range []string{p.DataDir, p.PKIDir} {
+		if !strings.HasPrefix(d, "/") {
+			return fmt.Errorf("etcd: %q must be an absolute path", d)
+		}
+	}
+	return nil
+}
+
+// etcdConfig is the subset of etcd's configuration file that kforge sets.
+// Its keys mean the same in etcd 3.4 and 3.5.
+type etcdConfig struct {
+	Name                     string           `json:"name"`
+	DataDir                  string           `json:"data-dir"`
+	ListenClientURLs         string           `json:"listen-client-urls"`
+	AdvertiseClientURLs      string           `json:"advertise-client-urls"`
+	ListenPeerURLs           string           `json:"listen-peer-urls"`
+	InitialAdvertisePeerURLs string           `json:"initial-advertise-peer-urls"`
+	InitialCluster           string           `json:"initial-cluster"`
+	InitialClusterState      string           `json:"initial-cluster-state"`
+	InitialClusterToken      string           `json:"initial-cluster-token"`
+	ClientTransportSecurity  etcdTransportSec `json:"client-transport-security"`
+	PeerTransportSecurity    etcdTransportSec `json:"peer-transport-security"`
+	Logger                   string           `json:"logger"`
+	LogOutputs               []string         `json:"log-outputs"`
+}
+
+type etcdTransportSec struct {
+	CertFile       string `json:"cert-file"`
+	KeyFile        string `json:"key-file"`
+	ClientCertAuth bool   `json:"client-cert-auth"`
+	TrustedCAFile  string `json:"trusted-ca-file"`
+}
+
+// EtcdConfig renders one member's etcd configuration file (YAML, for
+// `etcd --config-file`): TLS with client certificate authentication on both
+// the client and the peer ports, listening on the member's private IP, and
+// an initial cluster of all members in state "new".
+func EtcdConfig(p EtcdConfigParams) ([]byte, error) {
+	p = p.withDefaults()
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("render etcd configuration: %w", err)
+	}
+	c := p.Cluster
+	ip := p.Member.privateAddr()
+	initial := make([]string, 0, len(c.Members))
+	for _, m := range c.Members {
+		initial = append(initial, m.Name+"="+httpsURL(m.privateAddr(), c.PeerPort))
+	}
+	pkiFile := func(name string) string { return p.PKIDir + "/" + name }
+	cfg := etcdConfig{
+		Name:                     p.Member.Name,
+		DataDir:                  p.DataDir,
+		ListenClientURLs:         httpsURL(ip, c.ClientPort),
+		AdvertiseClientURLs:      httpsURL(ip, c.ClientPort),
+		ListenPeerURLs:           httpsURL(ip, c.PeerPort),
+		InitialAdvertisePeerURLs: httpsURL(ip, c.PeerPort),
+		InitialCluster:           strings.Join(initial, ","),
+		InitialClusterState:      "new",
+		InitialClusterToken:      c.Token,
+		ClientTransportSecurity: etcdTransportSec{
+			CertFile:       pkiFile(etcdServerCertFile),
+			KeyFile:        pkiFile(etcdServerKeyFile),
+			ClientCertAuth: true,
+			TrustedCAFile:  pkiFile(etcdCAFile),
+		},
+		PeerTransportSecurity: etcdTransportSec{
+			CertFile:       pkiFile(etcdPeerCertFile),
+			KeyFile:        pkiFile(etcdPeerKeyFile),
+			ClientCertAuth: true,
+			TrustedCAFile:  pkiFile(etcdCAFile),
+		},
+		Logger:     "zap",
+		LogOutputs: []string{"stderr"},
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("render etcd configuration: %w", err)
+	}
+	return out, nil
+}
+
+// EtcdParams configures the etcd recipe on one member.
+type EtcdParams struct {
+	EtcdConfigParams
+	// Version is the etcd release (default DefaultEtcdVersion). Checksums
+	// maps a Debian architecture (amd64, arm64) to the SHA-256 of that
+	// release's tarball; it defaults to DefaultEtcdChecksums only with the
+	// default version.
+	Version   string
+	Checksums map[string]string
+	// Certs are this member's certificates (see IssueEtcdCerts).
+	Certs EtcdCerts
+}
+
+var (
+	etcdVersionRE = regexp.MustCompile(`^v3\.\d+\.\d+$`)
+	sha256RE      = regexp.MustCompile(`^[a-f0-9]{64}$`)
+	debArchRE     = regexp.MustCompile(`^[a-z0-9]+$`)
+)
+
+type etcdScript struct {
+	EtcdParams
+	Arches    []string
+	Config    []byte
+	Unit      []byte
+	CertFiles []etcdFile
+}
+
+type etcdFile struct {
+	Path, Mode, Owner string
+	Content           []byte
+}
+
+const etcdUnit = `[Unit]
+Description=etcd key-value store (kforge)
+Documentation=https://etcd.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=notify
+User=etcd
+Group=etcd
+ExecStart=/usr/local/bin/etcd --config-file ` + EtcdConfigPath + `
+Restart=on-failure
+RestartSec=5
+TimeoutStartSec=300
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+`
+
+const etcdBody = `
+main() {
+	local version={{q .Version}} arch sum
+	arch=$(dpkg --print-architecture)
+	case $arch in
+{{- range .Arches}}
+	{{.}}) sum={{q (index $.Checksums .)}} ;;
+{{- end}}
+	*) kforge_fail "no etcd $version checksum for architecture $arch" ;;
+	esac
+
+	if [[ ! -x /usr/local/bin/etcd ]] || [[ $(/usr/local/bin/etcd --version 2>/dev/null | head -n 1) != "etcd Version: ${version#v}" ]]; then
+		kforge_log "installing etcd $version ($arch)"
+		local tmp
+		tmp=$(mktemp -d)
+		# shellcheck disable=SC2064 # expand now: tmp is local to main
+		trap "rm -rf '$tmp'" EXIT
+		kforge_download "https://github.com/etcd-io/etcd/releases/download/$version/etcd-$version-linux-$arch.tar.gz" "$tmp/etcd.tar.gz"
+		if ! echo "$sum  $tmp/etcd.tar.gz" | sha256sum --check --status; then
+			kforge_fail "etcd $version for $arch does not match its pinned SHA-256; refusing to install it"
+		fi
+		tar -xzf "$tmp/etcd.tar.gz" -C "$tmp" --strip-components=1
+		install -m 0755 "$tmp/etcd" "$tmp/etcdctl" /usr/local/bin/
+	fi
+
+	if ! id -u etcd >/dev/null 2>&1; then
+		useradd --system --home-dir {{q .DataDir}} --no-create-home --shell /usr/sbin/nologin etcd
+	fi
+	kforge_dir /etc/etcd 0755 root:root
+	kforge_dir {{q .PKIDir}} 0750 root:etcd
+	kforge_dir {{q .DataDir}} 0700 etcd:etcd
+
+	kforge_changed=0
+{{- range .CertFiles}}
+	{{write .Path .Mode .Owner .Content}}
+{{- end}}
+	{{write "` + EtcdConfigPath + `" "0644" "root:root" .Config}}
+	local config_changed=$kforge_changed
+
+	kforge_changed=0
+	{{write "/etc/systemd/system/etcd.service" "0644" "root:root" .Unit}}
+	if ((kforge_changed)); then
+		systemctl daemon-reload
+	fi
+	config_changed=$((config_changed | kforge_changed))
+
+	# --no-block: a member reports ready only once the cluster has quorum,
+	# so the first member must not wait for the others here.
+	systemctl enable --now --no-block etcd.service
+	if ((config_changed)) && systemctl is-active --quiet etcd.service; then
+		kforge_log "configuration changed; restarting etcd"
+		systemctl restart --no-block etcd.service
+	fi
+	echo "etcd {{.Member.Name}} installed ($version)"
+}
+`
+
+// RenderEtcd renders the etcd recipe for one member: install the pinned etcd
+// release (checksum-verified) into /usr/local/bin, write the CA, server, peer
+// and etcdctl client certificates (keys 0600), the configuration file from
+// EtcdConfig and a systemd unit running etcd as user etcd, then enable and
+// start it (restarting only when something changed). It does not wait for
+// the cluster: run etcd-health once every member has run this recipe.
+func RenderEtcd(p EtcdParams) (string, error) {
+	p.EtcdConfigParams = p.EtcdConfigParams.withDefaults()
+	if p.Version == "" {
+		p.Version = DefaultEtcdVersion
+		if p.Checksums == nil {
+			p.Checksums = DefaultEtcdChecksums()
+		}
+	}
+	if !etcdVersionRE.MatchString(p.Version) {
+		return "", fmt.Errorf("etcd recipe: version %q: want a release such as %s", p.Version, DefaultEtcdVersion)
+	}
+	if len(p.Checksums) == 0 {
+		return "", fmt.Errorf("etcd recipe: etcd %s needs the SHA-256 of its release tarball for each architecture", p.Version)
+	}
+	var arches []string
+	for arch, sum := range p.Checksums {
+		if !debArchRE.MatchString(arch) || !sha256RE.MatchString(sum) {
+			return "", fmt.Errorf("etcd recipe: checksum for %q: want a Debian architecture and 64 lowercase hex digits", arch)
+		}
+		arches = append(arches, arch)
+	}
+	slices.Sort(arches)
+	cfg, err := EtcdConfig(p.EtcdConfigParams)
+	if err != nil {
+		return "", fmt.Errorf("etcd recipe: %w", err)
+	}
+	if _, err := pki.ParseCertificate(p.Certs.CA); err != nil {
+		return "", fmt.Errorf("etcd recipe: CA: %w", err)
+	}
+	for what, kp := range map[string]pki.PEMPair{"server": p.Certs.Server, "peer": p.Certs.Peer, "client": p.Certs.Client} {
+		if _, err := pki.ParseKeyPair(kp); err != nil {
+			return "", fmt.Errorf("etcd recipe: %s certificate of %s: %w", what, p.Member.Name, err)
+		}
+	}
+	dir := p.PKIDir + "/"
+	files := []etcdFile{
+		{dir + etcdCAFile, "0644", "root:root", p.Certs.CA},
+		{dir + etcdServerCertFile, "0644", "root:root", p.Certs.Server.Cert},
+		{dir + etcdServerKeyFile, "0600", "etcd:etcd", p.Certs.Server.Key},
+		{dir + etcdPeerCertFile, "0644", "root:root", p.Certs.Peer.Cert},
+		{dir + etcdPeerKeyFile, "0600", "etcd:etcd", p.Certs.Peer.Key},
+		{dir + etcdClientCertFile, "0644", "root:root", p.Certs.Client.Cert},
+		{dir + etcdClientKeyFile, "0600", "root:root", p.Certs.Client.Key},
+	}
+	return renderScript(RecipeEtcd, etcdBody, etcdScript{
+		EtcdParams: p, Arches: arches, Config: cfg, Unit: []byte(etcdUnit), CertFiles: files,
+	})
+}
+
+// EtcdHealthParams configures etcd-health, which runs on an etcd member.
+type EtcdHealthParams struct {
+	Cluster EtcdCluster
+	// PKIDir holds ca.crt, client.crt and client.key (default
+	// DefaultEtcdPKIDir, where the etcd recipe puts them).
+	PKIDir string
+	// Etcdctl is the etcdctl binary (default DefaultEtcdctl).
+	Etcdctl string
+	// Wait bounds how long to wait for every member to become healthy
+	// (default DefaultEtcdHealthWait).
+	Wait time.Duration
+}
+
+const etcdHealthBody = `
+main() {
+	local pki={{q .PKIDir}}
+	local endpoints={{q (join .Cluster.ClientURLs ",")}}
+	local deadline=$((SECONDS + {{seconds .Wait}})) out
+	until out=$(ETCDCTL_API=3 {{q .Etcdctl}} --endpoints="$endpoints" \
+		--cacert="$pki/ca.crt" --cert="$pki/client.crt" --key="$pki/client.key" \
+		--dial-timeout=3s --command-timeout=5s endpoint health 2>&1); do
+		if ((SECONDS >= deadline)); then
+			printf '%s\n' "$out" >&2
+			kforge_fail "etcd is not healthy on every member after {{seconds .Wait}}s"
+		fi
+		sleep {{pollSeconds .Wait}}
+	done
+	printf '%s\n' "$out"
+}
+`
+
+// RenderEtcdHealth renders etcd-health: it waits (bounded by Wait) until
+// `etcdctl endpoint health` succeeds against every member with the client
+// certificate, prints the result, and exits non-zero if some member is still
+// unhealthy.
+func RenderEtcdHealth(p EtcdHealthParams) (string, error) {
+	p.Cluster = p.Cluster.withDefaults()
+	if err := p.Cluster.validate(); err != nil {
+		return "", fmt.Errorf("etcd-health: %w", err)
+	}
+	p.PKIDir = strings.TrimSuffix(orDefault(p.PKIDir, DefaultEtcdPKIDir), "/")
+	p.Etcdctl = orDefault(p.Etcdctl, DefaultEtcdctl)
+	if p.Wait < 0 {
+		return "", errors.New("etcd-health: the wait must not be negative")
+	}
+	p.Wait = orDefault(p.Wait, DefaultEtcdHealthWait)
+	return renderScript(RecipeEtcdHealth, etcdHealthBody, p)
+}

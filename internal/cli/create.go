@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"context"
+	"errors"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
+)
+
+func (a *App) createCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "create <type>",
+		Short: "Create a cluster (aws: managed EKS; ha-aws: self-managed HA on EC2)",
+		Long: `Create a cluster. The type is aws (managed EKS) or ha-aws (self-managed HA).
+
+Progress goes to stderr. A create that stops (Ctrl-C, a crash, an AWS error)
+continues where it stopped when you run the same command again; it never
+makes a second copy of anything. --dry-run prints the plan and makes no AWS
+call.`,
+	}
+	c.AddCommand(a.createEKSCommand(), a.createHACommand())
+	return c
+}
+
+// createFlags are the flags every create has.
+type createFlags struct {
+	refFlags
+	dryRun bool
+	output string
+}
+
+func (f *createFlags) register(c *cobra.Command) {
+	f.refFlags.register(c.Flags())
+	c.Flags().BoolVar(&f.dryRun, "dry-run", false, "print the plan (what would be created, in order) and make no AWS call; needs no credentials")
+	addOutputFlag(c, &f.output)
+}
+
+func (a *App) createEKSCommand() *cobra.Command {
+	var f createFlags
+	s := spec.Spec{}
+	c := &cobra.Command{
+		Use:   "aws --name NAME --region REGION",
+		Short: "Create a managed EKS cluster",
+		Long: `Create a managed EKS cluster: unless --vpc-id is given, a VPC with DNS
+hostnames and support, public subnets in two availability zones, an internet
+gateway and a route table; the IAM roles kforge-<name>-cp-role (trusted by
+eks.amazonaws.com) and kforge-<name>-wp-role (trusted by ec2.amazonaws.com);
+the EKS cluster, waited on until ACTIVE (EKS takes 10-15 minutes); and a
+managed node group of --nodes nodes of --node-size.
+
+With --vpc-id, kforge checks that the VPC has DNS hostnames and DNS support
+and never modifies it; --subnet-ids picks its subnets (else kforge adds its
+own subnets in free address ranges of the VPC).`,
+		Example: `  kforge create aws --name demo --region us-east-1 --dry-run
+  kforge create aws --name demo --region us-east-1 --nodes 3 --node-size t3.large --version 1.33
+  kforge create aws --name demo --region us-east-1 --vpc-id vpc-0abc --subnet-ids subnet-1a,subnet-1b`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s.Ref = spec.Ref{Type: spec.TypeEKS, Name: f.name, Region: f.region}
+			return a.create(cmd.Context(), s, f)
+		},
+	}
+	f.register(c)
+	fl := c.Flags()
+	fl.StringVar(&s.Version, "version", spec.DefaultEKSVersion, "Kubernetes minor version of the EKS cluster")
+	fl.StringVar(&s.NodeSize, "node-size", spec.DefaultNodeSize, "EC2 instance type of the nodes")
+	fl.IntVar(&s.Nodes, "nodes", spec.DefaultNodes, "number of nodes in the managed node group")
+	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; never modified)")
+	fl.StringSliceVar(&s.SubnetIDs, "subnet-ids", nil, "with --vpc-id: subnets to use, comma-separated, in at least two availability zones")
+	return c
+}
+
+func (a *App) createHACommand() *cobra.Command {
+	var f createFlags
+	s := spec.Spec{}
+	c := &cobra.Command{
+		Use:   "ha-aws --name NAME --region REGION",
+		Short: "Create a self-managed, highly available cluster on EC2",
+		Long: `Create a self-managed, highly available cluster on EC2 VMs: a VPC (or
+subnets of kforge's own in --vpc-id), security groups per role, IAM instance
+profiles, etcd VMs (TLS, PKI made by kforge), one HAProxy load balancer in
+front of the control planes, control-plane VMs and worker VMs, bootstrapped
+over SSH with k3s or kubeadm.
+
+kforge makes an SSH key pair per cluster and pins each VM's host key (it
+hands the VM its key in cloud-init). With --ssh-jump user@host:port it
+reaches the VMs' private addresses through that host, like ssh -J; the jump
+host's own key must be in ~/.ssh/known_hosts.`,
+		Example: `  kforge create ha-aws --name prod --region eu-west-1 --dry-run
+  kforge create ha-aws --name prod --region eu-west-1 --bootstrap kubeadm --control-planes 3 --workers 2 --etcd 3 --ssh-cidr 203.0.113.7/32`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s.Ref = spec.Ref{Type: spec.TypeHA, Name: f.name, Region: f.region}
+			if !cmd.Flags().Changed("ssh-cidr") && !f.dryRun {
+				fprintf(a.Stderr, "Warning: --ssh-cidr not given: port 22 of the VMs is open to 0.0.0.0/0. Pass --ssh-cidr <your address>/32 to restrict it.\n")
+			}
+			return a.create(cmd.Context(), s, f)
+		},
+	}
+	f.register(c)
+	fl := c.Flags()
+	fl.StringVar(&s.Bootstrap, "bootstrap", spec.BootstrapK3s, "bootstrap tool: k3s or kubeadm")
+	fl.IntVar(&s.ControlPlanes, "control-planes", spec.DefaultControl, "number of control-plane VMs")
+	fl.IntVar(&s.Workers, "workers", spec.DefaultWorkers, "number of worker VMs")
+	fl.IntVar(&s.Etcd, "etcd", spec.DefaultEtcd, "number of etcd VMs (odd)")
+	fl.StringVar(&s.CPSize, "cp-size", spec.DefaultCPSize, "EC2 instance type of the control planes")
+	fl.StringVar(&s.WPSize, "wp-size", spec.DefaultWPSize, "EC2 instance type of the workers")
+	fl.StringVar(&s.EtcdSize, "etcd-size", spec.DefaultEtcdSize, "EC2 instance type of the etcd VMs")
+	fl.StringVar(&s.LBSize, "lb-size", spec.DefaultLBSize, "EC2 instance type of the load balancer")
+	fl.StringVar(&s.K8sVersion, "k8s-version", spec.DefaultK8sVersion, "Kubernetes version")
+	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; kforge adds its own subnets and never modifies the VPC)")
+	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image for the instance type's architecture)")
+	fl.StringVar(&s.SSHCIDR, "ssh-cidr", spec.DefaultSSHCIDR, "who may reach port 22 of the VMs")
+	fl.StringVar(&s.SSHJump, "ssh-jump", "", "reach the VMs through this SSH server (user@host:port), at their private addresses")
+	fl.StringVar(&s.SSHJumpKey, "ssh-jump-key", "", "private key file for --ssh-jump (default: the cluster's key)")
+	return c
+}
+
+// create runs or plans a create.
+func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
+	if err := checkOutput(f.output); err != nil {
+		return err
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if f.dryRun {
+		return a.plan(ctx, s, f.output)
+	}
+	store, err := a.openStore()
+	if err != nil {
+		return err
+	}
+	p, _, err := a.provider(ctx, s.Ref)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(a.Stderr)
+	defer prog.close()
+	fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, store.Location())
+	ctx = awsx.WithRetryNotice(ctx, prog.retryNotice())
+	c, err := a.runner(store, prog).Create(ctx, p, s)
+	prog.close()
+	if err != nil {
+		var iu *state.InUseError
+		if errors.As(err, &iu) {
+			return err
+		}
+		return a.reportRunError(err, "create")
+	}
+	return a.printCreated(p, c, f.output)
+}
+
+func (a *App) printCreated(p cluster.Provider, c *state.Cluster, output string) error {
+	info := p.Info(c)
+	if output == outputJSON {
+		return writeJSON(a.Stdout, info)
+	}
+	fprintf(a.Stderr, "\n%s is running.\n", c.Ref())
+	writeInfo(a.Stdout, info)
+	fprintf(a.Stderr, "\nNext: kforge switch %s   # then: kubectl get nodes\n", c.Ref().Args())
+	return nil
+}
+
+// plan prints the steps a create would run, without AWS.
+func (a *App) plan(ctx context.Context, s spec.Spec, output string) error {
+	p, err := a.offlineProvider(s.Type)
+	if err != nil {
+		return err
+	}
+	r := &cluster.Runner{}
+	if store, err := a.openStore(); err == nil {
+		r.Store = store
+	}
+	plan, err := r.Plan(ctx, p, s)
+	if err != nil {
+		return err
+	}
+	if output == outputJSON {
+		return writeJSON(a.Stdout, struct {
+			Cluster spec.Spec          `json:"cluster"`
+			Steps   []engine.PlanEntry `json:"steps"`
+		}{s, plan})
+	}
+	fprintf(a.Stdout, "Plan for %s (%d steps; nothing is created with --dry-run):\n", s.Ref, len(plan))
+	engine.WritePlan(a.Stdout, plan)
+	fprintf(a.Stdout, "\nRun the same command without --dry-run to create it.\n")
+	return nil
+}

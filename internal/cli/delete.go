@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/ekstoken"
+	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
+)
+
+func (a *App) deleteCommand() *cobra.Command {
+	return typeCommands(&cobra.Command{
+		Use:   "delete <type>",
+		Short: "Delete a cluster and every AWS resource kforge made for it",
+		Long: `Delete a cluster and every AWS resource kforge made for it, in reverse
+order of creation, waiting for each; then its state. Without state (lost or
+never written), kforge finds the resources by their kforge.io/cluster tags and
+its IAM roles by their kforge-<name>- names. Running it again is safe.
+
+On a terminal it asks for confirmation; --yes skips it. Without a terminal
+and without --yes it refuses (exit 2).`,
+	}, func(typ string) *cobra.Command {
+		var f refFlags
+		var yes bool
+		var jump, jumpKey string
+		c := &cobra.Command{
+			Use:     typ + " --name NAME --region REGION",
+			Short:   fmt.Sprintf("Delete an %s cluster", typ),
+			Example: fmt.Sprintf("  kforge delete %s --name demo --region us-east-1 --yes", typ),
+			Args:    cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				ref, err := f.ref(typ)
+				if err != nil {
+					return err
+				}
+				if err := a.confirmDelete(ref, yes); err != nil {
+					return err
+				}
+				store, err := a.openStore()
+				if err != nil {
+					return err
+				}
+				p, _, err := a.provider(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				prog := newProgress(a.Stderr)
+				defer prog.close()
+				ctx := awsx.WithRetryNotice(cmd.Context(), prog.retryNotice())
+				res, err := a.runner(store, prog).Delete(ctx, p, ref, func(s *spec.Spec) {
+					if jump != "" {
+						s.SSHJump = jump
+					}
+					if jumpKey != "" {
+						s.SSHJumpKey = jumpKey
+					}
+				})
+				prog.close()
+				if err != nil {
+					var iu *state.InUseError
+					if errors.As(err, &iu) {
+						return err
+					}
+					return a.reportRunError(err, "delete")
+				}
+				if !res.StateFound && res.Deleted == 0 {
+					fprintf(a.Stderr, "Nothing to delete: kforge has no state for %s and found no AWS resources of it.\n", ref)
+					return nil
+				}
+				fprintf(a.Stderr, "Deleted %s.\n", ref)
+				a.forgetKubeconfig(ref)
+				return nil
+			},
+		}
+		f.register(c.Flags())
+		c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+		if typ == spec.TypeHA {
+			c.Flags().StringVar(&jump, "ssh-jump", "", "SSH jump host user@host:port (default: what create was given)")
+			c.Flags().StringVar(&jumpKey, "ssh-jump-key", "", "private key file for --ssh-jump")
+		}
+		return c
+	})
+}
+
+func (a *App) confirmDelete(ref spec.Ref, yes bool) error {
+	if yes {
+		return nil
+	}
+	if !isTerminal(a.Stdin) {
+		return spec.Usagef("refusing to delete %s without confirmation: no terminal to ask on; pass --yes", ref)
+	}
+	fprintf(a.Stderr, "This deletes %s and every AWS resource kforge made for it.\nType the cluster name to confirm: ", ref)
+	line, _ := bufio.NewReader(a.Stdin).ReadString('\n')
+	if strings.TrimSpace(line) != ref.Name {
+		return spec.Usagef("not confirmed; nothing was deleted")
+	}
+	return nil
+}
+
+// forgetKubeconfig removes a deleted cluster's context from the default
+// kubeconfig and its cached tokens; failures only warn.
+func (a *App) forgetKubeconfig(ref spec.Ref) {
+	if err := kubeconfig.Remove(kubeconfig.Path(""), cluster.ContextName(ref)); err != nil {
+		fprintf(a.Stderr, "Warning: could not remove context %s from the kubeconfig: %v\n", cluster.ContextName(ref), err)
+	}
+	if home, err := a.Home(); err == nil && ref.Type == spec.TypeEKS {
+		_ = ekstoken.Cache{Dir: filepath.Join(home, "cache", "tokens")}.Forget(ref.Name, ref.Region)
+	}
+}

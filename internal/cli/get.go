@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
+)
+
+// listItem is one cluster in `kforge get -o json`.
+type listItem struct {
+	Name    string    `json:"name"`
+	Type    string    `json:"type"`
+	Region  string    `json:"region"`
+	Status  string    `json:"status"`
+	Nodes   int       `json:"nodes"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+	Error   string    `json:"error,omitempty"`
+}
+
+func (a *App) getCommand() *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:     "get",
+		Aliases: []string{"list", "ls"},
+		Short:   "List every cluster in the state store",
+		Long: `List every cluster in the state store, one row each: name, type, region,
+status (creating, running, failed, deleting), worker nodes and creation time.
+It reads only the state store: no AWS call and no secret is read.`,
+		Example: `  kforge get
+  kforge get -o json | jq -r '.[] | select(.status=="failed") | .name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			store, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			list, err := store.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			items := make([]listItem, 0, len(list))
+			for _, c := range list {
+				items = append(items, listItem{Name: c.Spec.Name, Type: c.Spec.Type, Region: c.Spec.Region, Status: c.Status,
+					Nodes: c.Spec.WorkerCount(), Created: c.Created, Updated: c.Updated, Error: c.Error})
+			}
+			if output == outputJSON {
+				return writeJSON(a.Stdout, items)
+			}
+			if len(items) == 0 {
+				fprintf(a.Stderr, "No clusters in %s. Create one with: kforge create aws --name demo --region us-east-1\n", store.Location())
+				return nil
+			}
+			t := newTable(a.Stdout)
+			fmt.Fprintln(t, "NAME\tTYPE\tREGION\tSTATUS\tNODES\tCREATED")
+			for _, i := range items {
+				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", i.Name, i.Type, i.Region, i.Status, i.Nodes, i.Created.Format(time.RFC3339))
+			}
+			return t.Flush()
+		},
+	}
+	addOutputFlag(c, &output)
+	return c
+}
+
+// typeCommands adds one subcommand per cluster type to parent, built by mk.
+func typeCommands(parent *cobra.Command, mk func(typ string) *cobra.Command) *cobra.Command {
+	for _, t := range spec.Types {
+		parent.AddCommand(mk(t))
+	}
+	return parent
+}
+
+func (a *App) infoCommand() *cobra.Command {
+	return typeCommands(&cobra.Command{
+		Use:   "info <type>",
+		Short: "Show a cluster's resources, nodes, versions and status",
+	}, func(typ string) *cobra.Command {
+		var f refFlags
+		var output string
+		c := &cobra.Command{
+			Use:   typ + " --name NAME --region REGION",
+			Short: fmt.Sprintf("Show an %s cluster's AWS resources, nodes, versions and status", typ),
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
+				ref, err := f.ref(typ)
+				if err != nil {
+					return err
+				}
+				store, err := a.openStore()
+				if err != nil {
+					return err
+				}
+				c, err := store.Get(cmd.Context(), ref)
+				if err == state.ErrNotFound {
+					return notFound(ref)
+				}
+				if err != nil {
+					return err
+				}
+				p, err := a.offlineProvider(typ)
+				if err != nil {
+					return err
+				}
+				info := p.Info(c)
+				if output == outputJSON {
+					return writeJSON(a.Stdout, info)
+				}
+				writeInfo(a.Stdout, info)
+				return nil
+			},
+		}
+		f.register(c.Flags())
+		addOutputFlag(c, &output)
+		return c
+	})
+}
+
+// writeInfo prints a cluster's description for people.
+func writeInfo(w io.Writer, i cluster.Info) {
+	t := newTable(w)
+	fmt.Fprintf(t, "Name:\t%s\nType:\t%s\nRegion:\t%s\nStatus:\t%s\nNodes:\t%d\nCreated:\t%s\n", i.Name, i.Type, i.Region, i.Status, i.Nodes, i.Created.Format(time.RFC3339))
+	if i.Endpoint != "" {
+		fmt.Fprintf(t, "Endpoint:\t%s\n", i.Endpoint)
+	}
+	if i.Error != "" {
+		fmt.Fprintf(t, "Last error:\t%s\n", i.Error)
+	}
+	keys := make([]string, 0, len(i.Versions))
+	for k := range i.Versions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(t, "Version (%s):\t%s\n", k, i.Versions[k])
+	}
+	t.Flush()
+	if len(i.Resources) > 0 {
+		fmt.Fprintln(w, "\nResources:")
+		keys = keys[:0]
+		for k := range i.Resources {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		t = newTable(w)
+		for _, k := range keys {
+			v := i.Resources[k]
+			if l, ok := v.([]string); ok {
+				v = strings.Join(l, ", ")
+			}
+			fmt.Fprintf(t, "  %s\t%v\n", k, v)
+		}
+		t.Flush()
+	}
+	if len(i.Instances) > 0 {
+		fmt.Fprintln(w, "\nInstances:")
+		t = newTable(w)
+		fmt.Fprintln(t, "  ROLE\tNAME\tID\tZONE\tPRIVATE IP\tPUBLIC IP")
+		for _, in := range i.Instances {
+			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\t%s\t%s\n", in.Role, orDash(in.Name), in.ID, orDash(in.Zone), orDash(in.PrivateIP), orDash(in.PublicIP))
+		}
+		t.Flush()
+	}
+}

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
+)
+
+func (a *App) scaleCommand() *cobra.Command {
+	return typeCommands(&cobra.Command{
+		Use:   "scale <type>",
+		Short: "Grow or shrink a cluster's worker pool",
+	}, func(typ string) *cobra.Command {
+		var f refFlags
+		var output, jump, jumpKey string
+		var n int
+		flag := "nodes"
+		long := "Change the EKS managed node group's desired size (and its minimum and\nmaximum as needed), and wait until it is ACTIVE."
+		if typ == spec.TypeHA {
+			flag = "workers"
+			long = "Add worker VMs (launched and joined) or remove the newest ones (drained and\ndeleted from Kubernetes before their VMs are terminated)."
+		}
+		c := &cobra.Command{
+			Use:     fmt.Sprintf("%s --name NAME --region REGION --%s K", typ, flag),
+			Short:   fmt.Sprintf("Set the number of worker nodes of an %s cluster", typ),
+			Long:    long,
+			Example: fmt.Sprintf("  kforge scale %s --name demo --region us-east-1 --%s 5", typ, flag),
+			Args:    cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
+				ref, err := f.ref(typ)
+				if err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed(flag) {
+					return spec.Usagef("--%s is required: the number of worker nodes wanted", flag)
+				}
+				if n < 1 || n > spec.MaxNodesPerCluster {
+					return spec.Usagef("invalid --%s %d: use a number from 1 to %d", flag, n, spec.MaxNodesPerCluster)
+				}
+				store, err := a.openStore()
+				if err != nil {
+					return err
+				}
+				p, _, err := a.provider(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				prog := newProgress(a.Stderr)
+				defer prog.close()
+				ctx := awsx.WithRetryNotice(cmd.Context(), prog.retryNotice())
+				c, err := a.runner(store, prog).Scale(ctx, p, ref, func(s *spec.Spec) {
+					if typ == spec.TypeEKS {
+						s.Nodes = n
+					} else {
+						s.Workers = n
+					}
+					if jump != "" {
+						s.SSHJump = jump
+					}
+					if jumpKey != "" {
+						s.SSHJumpKey = jumpKey
+					}
+				})
+				prog.close()
+				if err != nil {
+					var iu *state.InUseError
+					var ue *spec.UsageError
+					if errors.As(err, &iu) || errors.As(err, &ue) {
+						return err
+					}
+					if c == nil {
+						return err
+					}
+					return a.reportRunError(err, "scale")
+				}
+				return a.printCreated(p, c, output)
+			},
+		}
+		f.register(c.Flags())
+		c.Flags().IntVar(&n, flag, 0, "number of worker nodes wanted")
+		addOutputFlag(c, &output)
+		if typ == spec.TypeHA {
+			c.Flags().StringVar(&jump, "ssh-jump", "", "SSH jump host user@host:port (default: what create was given)")
+			c.Flags().StringVar(&jumpKey, "ssh-jump-key", "", "private key file for --ssh-jump")
+		}
+		return c
+	})
+}

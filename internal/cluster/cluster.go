@@ -1,0 +1,332 @@
+// Package cluster runs the lifecycle operations (create, scale, delete) that
+// both cluster types share: it takes the cluster's lock, loads or starts its
+// state, asks the type's Provider for the graph of steps, and lets the
+// engine reconcile it. Provider packages (eks, ha) supply the steps.
+package cluster
+
+import (
+	"io"
+
+	"context"
+	"errors"
+	"fmt"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"reflect"
+	"time"
+
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
+)
+
+// Provider builds the lifecycle graphs of one cluster type.
+type Provider interface {
+	// Graph returns the steps that make a cluster of spec s. It makes no
+	// AWS call, so it also serves --dry-run.
+	Graph(s spec.Spec) (*engine.Graph, error)
+	// Teardown returns the steps that remove a cluster of spec s, in
+	// creation order (Destroy runs them in reverse). When the state is
+	// lost, s holds only the Ref: the steps find resources by tags and
+	// names.
+	Teardown(s spec.Spec) (*engine.Graph, error)
+	// Check makes the read-only AWS checks that must refuse a create
+	// before anything is made (a VPC without DNS support, IAM names of
+	// another cluster). A refusal is a *spec.UsageError.
+	Check(ctx context.Context, s spec.Spec) error
+	// Info describes a cluster from its state.
+	Info(c *state.Cluster) Info
+	// Kubeconfig returns the kubeconfig entry that reaches the cluster.
+	Kubeconfig(ctx context.Context, c *state.Cluster, o KubeconfigOptions) (kubeconfig.Entry, error)
+}
+
+// KubeconfigOptions tune the kubeconfig entry of a cluster.
+type KubeconfigOptions struct {
+	// KforgePath is the absolute path of the kforge binary, for exec
+	// credential plugins.
+	KforgePath string
+	// StaticToken embeds a short-lived token instead of an exec plugin
+	// (aws only).
+	StaticToken bool
+}
+
+// ContextName is the kubeconfig context of a cluster:
+// kforge-<type>-<name>-<region>.
+func ContextName(ref spec.Ref) string {
+	return "kforge-" + ref.Type + "-" + ref.Name + "-" + ref.Region
+}
+
+// Info is what `kforge info` shows of a cluster.
+type Info struct {
+	Name      string            `json:"name"`
+	Type      string            `json:"type"`
+	Region    string            `json:"region"`
+	Status    string            `json:"status"`
+	Nodes     int               `json:"nodes"`
+	Created   time.Time         `json:"created"`
+	Error     string            `json:"error,omitempty"`
+	Endpoint  string            `json:"endpoint,omitempty"`
+	Versions  map[string]string `json:"versions"`
+	Spec      spec.Spec         `json:"spec"`
+	Resources map[string]any    `json:"resources"`
+	Instances []Instance        `json:"instances,omitempty"`
+}
+
+// Instance is a VM of an ha-aws cluster.
+type Instance struct {
+	ID        string `json:"id"`
+	Role      string `json:"role"`
+	Name      string `json:"name,omitempty"`
+	Zone      string `json:"zone,omitempty"`
+	PrivateIP string `json:"privateIp"`
+	PublicIP  string `json:"publicIp"`
+}
+
+// Runner runs lifecycle operations against a state store.
+type Runner struct {
+	Store state.Store
+	// Events receives step progress.
+	Events func(engine.Event)
+	// Stop, when closed, stops the operation at the next safe point.
+	Stop <-chan struct{}
+	// Command names the running command in the lock, for "in use" errors.
+	Command string
+	// Parallel bounds concurrent steps (0: the engine's default).
+	Parallel int
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+}
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Runner) options(events func(engine.Event)) engine.Options {
+	return engine.Options{Parallel: r.Parallel, Events: events, Stop: r.Stop}
+}
+
+func (r *Runner) lock(ctx context.Context, ref spec.Ref) (state.Lock, error) {
+	return r.Store.Lock(ctx, ref, state.CurrentHolder(r.Command))
+}
+
+// ErrNoCluster is returned for an operation on a cluster with no state.
+var ErrNoCluster = errors.New("no such cluster")
+
+// Plan returns the dry-run plan of a create: the steps in order, marking
+// those a previous run completed when state exists (it is read without
+// locking and never written).
+func (r *Runner) Plan(ctx context.Context, p Provider, s spec.Spec) ([]engine.PlanEntry, error) {
+	g, err := p.Graph(s)
+	if err != nil {
+		return nil, err
+	}
+	var done func(string) bool
+	if r.Store != nil {
+		if c, err := r.Store.Get(ctx, s.Ref); err == nil {
+			done = func(id string) bool { _, ok := c.Steps[id]; return ok }
+		}
+	}
+	return g.Plan(done)
+}
+
+// sameShape reports whether two specs ask for the same cluster, ignoring
+// how kforge reaches it (the SSH jump host may change between runs).
+func sameShape(a, b spec.Spec) bool {
+	a.SSHJump, a.SSHJumpKey, b.SSHJump, b.SSHJumpKey = "", "", "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// Create makes the cluster of spec s, or continues a create that stopped.
+func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec) (*state.Cluster, error) {
+	lk, err := r.lock(ctx, s.Ref)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+
+	c, err := r.Store.Get(ctx, s.Ref)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		if err := p.Check(ctx, s); err != nil {
+			return nil, err
+		}
+		c = state.New(s, r.now())
+		if err := r.Store.Put(ctx, c); err != nil {
+			return nil, fmt.Errorf("save state: %w", err)
+		}
+	case err != nil:
+		return nil, err
+	default:
+		switch {
+		case c.Status == state.StatusDeleting:
+			return nil, spec.Usagef("%s is being deleted; finish with `kforge delete %s`", s.Ref, s.Ref.Args())
+		case c.Status == state.StatusRunning && sameShape(c.Spec, s):
+			// Already there: the reconcile below verifies nothing is
+			// missing and is cheap when everything is journaled.
+		case !sameShape(c.Spec, s) && c.Status == state.StatusRunning:
+			return nil, spec.Usagef("%s already exists with other settings; change its size with `kforge scale %s`, or delete it first", s.Ref, s.Ref.Args())
+		case !sameShape(c.Spec, s):
+			return nil, spec.Usagef("a create of %s with other settings did not finish; run it again with the same flags to continue (see `kforge info %s`), or delete it", s.Ref, s.Ref.Args())
+		}
+		c.Spec.SSHJump, c.Spec.SSHJumpKey = s.SSHJump, s.SSHJumpKey
+	}
+	g, err := p.Graph(c.Spec)
+	if err != nil {
+		return nil, err
+	}
+	j := engine.NewJournal(r.Store, c)
+	if err := j.Update(ctx, func(c *state.Cluster) { c.Status, c.Error = state.StatusCreating, "" }); err != nil {
+		return nil, err
+	}
+	runErr := engine.Apply(ctx, g, j, r.options(r.Events))
+	return r.finish(ctx, j, runErr, state.StatusRunning)
+}
+
+// finish records the outcome of an operation in state.
+func (r *Runner) finish(ctx context.Context, j *engine.Journal, runErr error, ok string) (*state.Cluster, error) {
+	err := j.Update(ctx, func(c *state.Cluster) {
+		if runErr == nil {
+			c.Status, c.Error, c.Pending = ok, "", nil
+			return
+		}
+		c.Status, c.Error = state.StatusFailed, runErr.Error()
+	})
+	if runErr != nil {
+		return j.Cluster(), runErr
+	}
+	return j.Cluster(), err
+}
+
+// Scale changes a running cluster's spec with change and reconciles it:
+// steps that only the old spec had are destroyed, new ones are made.
+func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change func(*spec.Spec)) (*state.Cluster, error) {
+	lk, err := r.lock(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	c, err := r.Store.Get(ctx, ref)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Status != state.StatusRunning && len(c.Pending) == 0 {
+		return nil, fmt.Errorf("%s is %s, not running: finish its create first (`kforge create %s`)", ref, c.Status, ref.Args())
+	}
+	next := c.Spec
+	change(&next)
+	if err := next.Validate(); err != nil {
+		return nil, err
+	}
+	olds := append([]spec.Spec{c.Spec}, c.Pending...)
+	var oldGraphs []*engine.Graph
+	for _, s := range olds {
+		g, err := p.Graph(s)
+		if err != nil {
+			return nil, err
+		}
+		oldGraphs = append(oldGraphs, g)
+	}
+	newGraph, err := p.Graph(next)
+	if err != nil {
+		return nil, err
+	}
+	j := engine.NewJournal(r.Store, c)
+	if err := j.Update(ctx, func(c *state.Cluster) {
+		c.Pending = append(c.Pending, c.Spec)
+		c.Spec = next
+		c.Status = state.StatusCreating
+	}); err != nil {
+		return nil, err
+	}
+	runErr := engine.Reconcile(ctx, engine.Union(oldGraphs...), newGraph, j, r.options(r.Events))
+	return r.finish(ctx, j, runErr, state.StatusRunning)
+}
+
+// DeleteResult says what a delete did.
+type DeleteResult struct {
+	// StateFound is false when no state existed and resources were looked
+	// up by tags and names only.
+	StateFound bool
+	// Deleted counts the steps that removed something.
+	Deleted int
+}
+
+// Delete removes every AWS resource of a cluster, then its state. Without
+// state it finds the resources by their tags and names. override adjusts
+// the stored spec (SSH jump host) before the teardown.
+func (r *Runner) Delete(ctx context.Context, p Provider, ref spec.Ref, override func(*spec.Spec)) (DeleteResult, error) {
+	var res DeleteResult
+	lk, err := r.lock(ctx, ref)
+	if err != nil {
+		return res, err
+	}
+	defer lk.Unlock()
+	c, err := r.Store.Get(ctx, ref)
+	var store state.Store = r.Store
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		c = state.New(spec.Spec{Ref: ref}, r.now())
+		store = discard{}
+	case err != nil:
+		var ce *state.CorruptError
+		if !errors.As(err, &ce) {
+			return res, err
+		}
+		// Unreadable state: fall back to tags and names, and leave the
+		// file for the user to inspect until the teardown succeeds.
+		c = state.New(spec.Spec{Ref: ref}, r.now())
+		store = discard{}
+	default:
+		res.StateFound = true
+	}
+	if override != nil {
+		override(&c.Spec)
+	}
+	g, err := p.Teardown(c.Spec)
+	if err != nil {
+		return res, err
+	}
+	j := engine.NewJournal(store, c)
+	if err := j.Update(ctx, func(c *state.Cluster) { c.Status, c.Error = state.StatusDeleting, "" }); err != nil {
+		return res, err
+	}
+	count := func(e engine.Event) {
+		if e.Kind == engine.EventDone {
+			res.Deleted++
+		}
+		if r.Events != nil {
+			r.Events(e)
+		}
+	}
+	if err := engine.Destroy(ctx, g, j, r.options(count)); err != nil {
+		_ = j.Update(ctx, func(c *state.Cluster) { c.Error = err.Error() })
+		return res, err
+	}
+	if err := r.Store.Delete(ctx, ref); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// discard is a store that keeps nothing: a delete without state must not
+// create any.
+type discard struct{ state.Store }
+
+func (discard) Put(context.Context, *state.Cluster) error { return nil }
+
+// Env is what a provider gets to work with.
+type Env struct {
+	// AWS is the SDK configuration for the cluster's region (empty when
+	// planning offline).
+	AWS aws.Config
+	// Home is KFORGE_HOME.
+	Home string
+	// Log receives warnings meant for the user (stderr).
+	Log io.Writer
+}

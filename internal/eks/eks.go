@@ -1,0 +1,173 @@
+// Package eks is the `aws` cluster type: managed EKS. It turns a spec into
+// the engine's steps: the network (shared with ha-aws), the two IAM roles
+// kforge-<name>-cp-role and kforge-<name>-wp-role, the EKS cluster and one
+// managed node group.
+package eks
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+
+	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/iamrole"
+	"github.com/kforge/kforge/internal/leftovers"
+	"github.com/kforge/kforge/internal/network"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
+)
+
+// Step IDs.
+const (
+	StepCPRole    = "role/cp"
+	StepWPRole    = "role/wp"
+	StepCluster   = "eks-cluster"
+	StepNodegroup = "nodegroup"
+)
+
+// Role suffixes: kforge-<name>-cp-role and kforge-<name>-wp-role.
+const (
+	CPRoleSuffix = "cp-role"
+	WPRoleSuffix = "wp-role"
+)
+
+// Managed policies of the roles.
+var (
+	CPPolicies = []string{"AmazonEKSClusterPolicy"}
+	WPPolicies = []string{"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"}
+)
+
+// Provider builds the steps of EKS clusters.
+type Provider struct {
+	ec2  *ec2.Client
+	iam  *iam.Client
+	eks  *eks.Client
+	elb  *elasticloadbalancing.Client
+	elb2 *elasticloadbalancingv2.Client
+	cfg  aws.Config
+	log  io.Writer
+}
+
+// New returns the EKS provider. It makes no AWS call.
+func New(env cluster.Env) cluster.Provider {
+	return &Provider{
+		ec2:  ec2.NewFromConfig(env.AWS),
+		iam:  iam.NewFromConfig(env.AWS),
+		eks:  eks.NewFromConfig(env.AWS),
+		elb:  elasticloadbalancing.NewFromConfig(env.AWS),
+		elb2: elasticloadbalancingv2.NewFromConfig(env.AWS),
+		cfg:  env.AWS,
+		log:  env.Log,
+	}
+}
+
+func (p *Provider) netSpec(s spec.Spec) network.Spec {
+	return network.Spec{Ref: s.Ref, VPCID: s.VPCID, SubnetIDs: s.SubnetIDs, Zones: 2}
+}
+
+// Graph implements cluster.Provider.
+func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
+	g := engine.NewGraph()
+	g.Add(network.Steps(&network.Clients{EC2: p.ec2}, p.netSpec(s))...)
+	g.Add(leftovers.Step(&leftovers.Clients{EC2: p.ec2, ELB: p.elb, ELBv2: p.elb2}, s.Ref, []string{network.StepID}))
+	g.Add(
+		iamrole.Step(p.iam, s.Ref, StepCPRole, iamrole.Role{Suffix: CPRoleSuffix, Service: "eks.amazonaws.com", Managed: CPPolicies}),
+		iamrole.Step(p.iam, s.Ref, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: ec2Service(s.Region), Managed: WPPolicies}),
+		p.clusterStep(s),
+		p.nodegroupStep(s),
+	)
+	return g, nil
+}
+
+// Teardown implements cluster.Provider: the same graph, run in reverse.
+func (p *Provider) Teardown(s spec.Spec) (*engine.Graph, error) { return p.Graph(s) }
+
+func ec2Service(region string) string {
+	if strings.HasPrefix(region, "cn-") {
+		return "ec2.amazonaws.com.cn"
+	}
+	return "ec2.amazonaws.com"
+}
+
+// Check implements cluster.Provider: the VPC's DNS settings, the IAM role
+// names, and the EKS cluster name must be free for this cluster.
+func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
+	if s.VPCID != "" {
+		if err := network.CheckVPC(ctx, &network.Clients{EC2: p.ec2}, s.VPCID, s.SubnetIDs); err != nil {
+			return err
+		}
+	}
+	for _, suffix := range []string{CPRoleSuffix, WPRoleSuffix} {
+		if err := iamrole.CheckOwner(ctx, p.iam, s.Ref, suffix); err != nil {
+			if _, ok := err.(*iamrole.OwnerError); ok {
+				return spec.Usagef("%v", err)
+			}
+			return err
+		}
+	}
+	out, err := p.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)})
+	if err == nil && !ownedBy(out.Cluster.Tags, s.Ref) {
+		return spec.Usagef("an EKS cluster named %s already exists in %s and was not made by kforge for this cluster: pick another name", s.Name, s.Region)
+	}
+	return nil
+}
+
+// Info implements cluster.Provider.
+func (p *Provider) Info(c *state.Cluster) cluster.Info {
+	s := c.Spec
+	info := cluster.Info{
+		Name: s.Name, Type: s.Type, Region: s.Region, Status: c.Status, Nodes: s.Nodes, Created: c.Created,
+		Error: c.Error, Spec: s, Versions: map[string]string{"kubernetes": s.Version}, Resources: map[string]any{},
+	}
+	var net network.Network
+	if decode(c, network.StepID, &net) {
+		info.Resources["vpc"] = net.VPCID
+		var subnets []string
+		for _, sn := range net.Subnets {
+			subnets = append(subnets, sn.ID)
+		}
+		info.Resources["subnets"] = subnets
+	}
+	var role iamrole.Out
+	if decode(c, StepCPRole, &role) {
+		info.Resources["cpRole"] = role.Name
+	}
+	if decode(c, StepWPRole, &role) {
+		info.Resources["wpRole"] = role.Name
+	}
+	var cl ClusterOut
+	if decode(c, StepCluster, &cl) {
+		info.Resources["eksCluster"] = cl.ARN
+		info.Endpoint = cl.Endpoint
+		if cl.Version != "" {
+			info.Versions["kubernetes"] = cl.Version
+		}
+		if cl.PlatformVersion != "" {
+			info.Versions["eksPlatform"] = cl.PlatformVersion
+		}
+	}
+	var ng NodegroupOut
+	if decode(c, StepNodegroup, &ng) {
+		info.Resources["nodegroup"] = ng.ARN
+	}
+	return info
+}
+
+func decode(c *state.Cluster, id string, v any) bool {
+	r, ok := c.Steps[id]
+	if !ok || len(r.Out) == 0 {
+		return false
+	}
+	return jsonUnmarshal(r.Out, v) == nil
+}
+
+// NodegroupName is the name of the cluster's managed node group.
+func NodegroupName(cluster string) string { return cluster + "-workers" }

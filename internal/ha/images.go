@@ -1,0 +1,147 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/spec"
+)
+
+// CanonicalOwner is the AWS account of Canonical's Ubuntu images.
+const CanonicalOwner = "099720109477"
+
+// Image is the AMI a VM boots.
+type Image struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Arch       string `json:"arch"`
+	RootDevice string `json:"rootDevice"`
+}
+
+// imagesOut maps each instance type of the cluster to its image.
+type imagesOut struct {
+	ByType map[string]Image `json:"byType"`
+}
+
+// ubuntuArch is Canonical's name for an EC2 architecture.
+func ubuntuArch(arch string) string {
+	if arch == "arm64" {
+		return "arm64"
+	}
+	return "amd64"
+}
+
+// imagesStep looks up, once per create, the architecture of every instance
+// type the cluster uses (one DescribeInstanceTypes) and the newest Ubuntu
+// 24.04 LTS image of Canonical for each architecture (one DescribeImages
+// each), or checks the --ami given.
+func (p *Provider) imagesStep(s spec.Spec) *engine.Step {
+	types := map[string]bool{}
+	for _, role := range Roles {
+		types[size(s, role)] = true
+	}
+	var typeList []string
+	for t := range types {
+		typeList = append(typeList, t)
+	}
+	sort.Strings(typeList)
+	title := fmt.Sprintf("find the newest Ubuntu 24.04 LTS image of Canonical for %v", typeList)
+	if s.AMI != "" {
+		title = fmt.Sprintf("check image %s for %v", s.AMI, typeList)
+	}
+	return &engine.Step{
+		ID:     StepImages,
+		Title:  title,
+		Inputs: struct{ Types []string }{typeList},
+		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
+			out, err := p.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: toInstanceTypes(typeList)})
+			if err != nil {
+				return nil, fmt.Errorf("look up instance types %v in %s (is each offered there?): %w", typeList, s.Region, err)
+			}
+			arch := map[string]string{}
+			for _, it := range out.InstanceTypes {
+				a := "x86_64"
+				if it.ProcessorInfo != nil {
+					for _, sa := range it.ProcessorInfo.SupportedArchitectures {
+						if sa == ec2types.ArchitectureTypeArm64 {
+							a = "arm64"
+						}
+					}
+				}
+				arch[string(it.InstanceType)] = a
+			}
+			for _, t := range typeList {
+				if arch[t] == "" {
+					return nil, fmt.Errorf("instance type %s is not offered in %s", t, s.Region)
+				}
+			}
+			byArch := map[string]Image{}
+			res := imagesOut{ByType: map[string]Image{}}
+			for _, t := range typeList {
+				a := arch[t]
+				img, ok := byArch[a]
+				if !ok {
+					if img, err = p.findImage(ctx, s, a); err != nil {
+						return nil, err
+					}
+					byArch[a] = img
+				}
+				if img.Arch != a {
+					return nil, fmt.Errorf("image %s is for %s, but instance type %s is %s", img.ID, img.Arch, t, a)
+				}
+				res.ByType[t] = img
+			}
+			return res, nil
+		},
+	}
+}
+
+func toInstanceTypes(l []string) []ec2types.InstanceType {
+	out := make([]ec2types.InstanceType, len(l))
+	for i, t := range l {
+		out[i] = ec2types.InstanceType(t)
+	}
+	return out
+}
+
+func (p *Provider) findImage(ctx context.Context, s spec.Spec, arch string) (Image, error) {
+	in := &ec2.DescribeImagesInput{}
+	if s.AMI != "" {
+		in.ImageIds = []string{s.AMI}
+	} else {
+		in.Owners = []string{CanonicalOwner}
+		in.Filters = []ec2types.Filter{
+			{Name: aws.String("name"), Values: []string{"ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-" + ubuntuArch(arch) + "-server-*"}},
+			{Name: aws.String("architecture"), Values: []string{arch}},
+			{Name: aws.String("state"), Values: []string{"available"}},
+			{Name: aws.String("root-device-type"), Values: []string{"ebs"}},
+		}
+	}
+	out, err := p.ec2.DescribeImages(ctx, in)
+	if err != nil {
+		return Image{}, fmt.Errorf("look up images: %w", err)
+	}
+	var best *ec2types.Image
+	for i := range out.Images {
+		im := &out.Images[i]
+		if s.AMI == "" && aws.ToString(im.OwnerId) != CanonicalOwner {
+			continue
+		}
+		if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) {
+			best = im
+		}
+	}
+	if best == nil {
+		if s.AMI != "" {
+			return Image{}, fmt.Errorf("image %s is not found in %s", s.AMI, s.Region)
+		}
+		return Image{}, fmt.Errorf("no Ubuntu 24.04 LTS image of Canonical for %s in %s: pass --ami", arch, s.Region)
+	}
+	return Image{ID: aws.ToString(best.ImageId), Name: aws.ToString(best.Name), Arch: string(best.Architecture), RootDevice: aws.ToString(best.RootDeviceName)}, nil
+}

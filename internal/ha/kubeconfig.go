@@ -1,0 +1,26 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/state"
+)
+
+// Kubeconfig implements cluster.Provider: the admin kubeconfig read from
+// the first control plane, with its server at the load balancer's public
+// address.
+func (p *Provider) Kubeconfig(_ context.Context, c *state.Cluster, _ cluster.KubeconfigOptions) (kubeconfig.Entry, error) {
+	admin, ok := c.Secrets[secretAdmin]
+	var lb VMOut
+	if !ok || !decode(c, VMStepID(RoleLB, 0), &lb) || lb.PublicIP == "" {
+		return kubeconfig.Entry{}, fmt.Errorf("%s has no admin kubeconfig yet (status %s): finish its create with `kforge create %s`", c.Ref(), c.Status, c.Ref().Args())
+	}
+	kc, user, err := kubeconfig.FromAdmin(admin, "https://"+lb.PublicIP+":6443")
+	if err != nil {
+		return kubeconfig.Entry{}, err
+	}
+	return kubeconfig.Entry{Context: cluster.ContextName(c.Ref()), Cluster: kc, User: user}, nil
+}

@@ -1,0 +1,329 @@
+// Package iamrole reconciles the IAM roles and instance profiles a cluster
+// runs with, as engine steps. IAM names are global to the account, so every
+// role and profile kforge makes is named kforge-<cluster>-<suffix> and
+// tagged with its cluster; kforge never touches one tagged for another.
+package iamrole
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/spec"
+)
+
+// Role is the wanted state of a role.
+type Role struct {
+	// Suffix makes the name: kforge-<cluster>-<suffix>.
+	Suffix string
+	// Service is the principal trusted to assume the role
+	// ("eks.amazonaws.com", "ec2.amazonaws.com").
+	Service string
+	// Managed lists AWS managed policy names to attach
+	// ("AmazonEKSClusterPolicy").
+	Managed []string
+	// Inline is an inline policy document (JSON), put as policy "kforge".
+	Inline string
+	// Profile makes an instance profile of the same name holding the role.
+	Profile bool
+}
+
+// Out is the output of a role step.
+type Out struct {
+	Name       string `json:"name"`
+	ARN        string `json:"arn"`
+	ProfileARN string `json:"profileArn,omitempty"`
+}
+
+// InlinePolicyName is the name of the inline policy kforge puts on a role.
+const InlinePolicyName = "kforge"
+
+// Step returns the step with ID id that makes role r for cluster ref.
+func Step(c *iam.Client, ref spec.Ref, id string, r Role, needs ...string) *engine.Step {
+	name := awsx.IAMName(ref.Name, r.Suffix)
+	title := fmt.Sprintf("IAM role %s (trusted by %s)", name, r.Service)
+	if r.Profile {
+		title = fmt.Sprintf("IAM role and instance profile %s (trusted by %s)", name, r.Service)
+	}
+	return &engine.Step{
+		ID:    id,
+		Needs: needs,
+		Title: title,
+		Ensure: func(ctx context.Context, run *engine.Run) (any, error) {
+			return ensure(ctx, c, ref, name, r)
+		},
+		Delete: func(ctx context.Context, _ *engine.Run) error {
+			return Delete(ctx, c, ref, name)
+		},
+	}
+}
+
+// PolicyARN returns the ARN of an AWS managed policy in region's partition.
+func PolicyARN(region, policy string) string {
+	return fmt.Sprintf("arn:%s:iam::aws:policy/%s", awsx.Partition(region), policy)
+}
+
+func trustPolicy(service string) string {
+	doc := map[string]any{
+		"Version": "2012-10-17",
+		"Statement": []map[string]any{{
+			"Effect":    "Allow",
+			"Principal": map[string]any{"Service": service},
+			"Action":    "sts:AssumeRole",
+		}},
+	}
+	b, _ := json.Marshal(doc)
+	return string(b)
+}
+
+// OwnerError says that an IAM name belongs to another cluster (or to
+// no kforge cluster).
+type OwnerError struct {
+	Kind, Name string
+	Owner      spec.Ref
+}
+
+func (e *OwnerError) Error() string {
+	if e.Owner.Name == "" {
+		return fmt.Sprintf("IAM %s %s exists but was not made by kforge; kforge will not use or change it: pick another cluster name", e.Kind, e.Name)
+	}
+	return fmt.Sprintf("IAM %s %s belongs to %s (IAM names are global to the account): pick another cluster name, or delete that cluster", e.Kind, e.Name, e.Owner)
+}
+
+func owner(tags []iamtypes.Tag) spec.Ref {
+	var r spec.Ref
+	for _, t := range tags {
+		switch aws.ToString(t.Key) {
+		case awsx.TagCluster:
+			r.Name = aws.ToString(t.Value)
+		case awsx.TagType:
+			r.Type = aws.ToString(t.Value)
+		case awsx.TagRegion:
+			r.Region = aws.ToString(t.Value)
+		}
+	}
+	return r
+}
+
+// CheckOwner returns an *OwnerError if the role name exists and is not
+// ref's; nil if it is absent or ref's.
+func CheckOwner(ctx context.Context, c *iam.Client, ref spec.Ref, suffix string) error {
+	name := awsx.IAMName(ref.Name, suffix)
+	out, err := c.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(name)})
+	if awsx.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up IAM role %s: %w", name, err)
+	}
+	if o := owner(out.Role.Tags); o != ref {
+		return &OwnerError{Kind: "role", Name: name, Owner: o}
+	}
+	return nil
+}
+
+func ensure(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Role) (Out, error) {
+	out := Out{Name: name}
+	got, err := c.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(name)})
+	switch {
+	case awsx.IsNotFound(err):
+		created, err := c.CreateRole(ctx, &iam.CreateRoleInput{
+			RoleName:                 aws.String(name),
+			AssumeRolePolicyDocument: aws.String(trustPolicy(r.Service)),
+			Description:              aws.String(fmt.Sprintf("kforge %s cluster %s in %s", ref.Type, ref.Name, ref.Region)),
+			Tags:                     awsx.IAMTags(awsx.Tags(ref, name)),
+		})
+		if awsx.Code(err) == "EntityAlreadyExists" {
+			// A concurrent or lost earlier call made it: adopt it after
+			// checking whose it is.
+			return ensure(ctx, c, ref, name, r)
+		}
+		if err != nil {
+			return out, fmt.Errorf("create IAM role %s: %w", name, err)
+		}
+		out.ARN = aws.ToString(created.Role.Arn)
+	case err != nil:
+		return out, fmt.Errorf("look up IAM role %s: %w", name, err)
+	default:
+		if o := owner(got.Role.Tags); o != ref {
+			return out, &OwnerError{Kind: "role", Name: name, Owner: o}
+		}
+		out.ARN = aws.ToString(got.Role.Arn)
+	}
+	for _, p := range r.Managed {
+		if _, err := c.AttachRolePolicy(ctx, &iam.AttachRolePolicyInput{RoleName: aws.String(name), PolicyArn: aws.String(PolicyARN(ref.Region, p))}); err != nil {
+			return out, fmt.Errorf("attach %s to IAM role %s: %w", p, name, err)
+		}
+	}
+	if r.Inline != "" {
+		if _, err := c.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(InlinePolicyName), PolicyDocument: aws.String(r.Inline)}); err != nil {
+			return out, fmt.Errorf("put the inline policy of IAM role %s: %w", name, err)
+		}
+	}
+	if r.Profile {
+		arn, err := ensureProfile(ctx, c, ref, name)
+		if err != nil {
+			return out, err
+		}
+		out.ProfileARN = arn
+	}
+	return out, nil
+}
+
+func ensureProfile(ctx context.Context, c *iam.Client, ref spec.Ref, name string) (string, error) {
+	var prof *iamtypes.InstanceProfile
+	got, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
+	switch {
+	case awsx.IsNotFound(err):
+		created, err := c.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{
+			InstanceProfileName: aws.String(name),
+			Tags:                awsx.IAMTags(awsx.Tags(ref, name)),
+		})
+		if awsx.Code(err) == "EntityAlreadyExists" {
+			return ensureProfile(ctx, c, ref, name)
+		}
+		if err != nil {
+			return "", fmt.Errorf("create instance profile %s: %w", name, err)
+		}
+		prof = created.InstanceProfile
+	case err != nil:
+		return "", fmt.Errorf("look up instance profile %s: %w", name, err)
+	default:
+		prof = got.InstanceProfile
+		if o := owner(prof.Tags); o != ref && len(prof.Tags) > 0 {
+			return "", &OwnerError{Kind: "instance profile", Name: name, Owner: o}
+		}
+	}
+	for _, r := range prof.Roles {
+		if aws.ToString(r.RoleName) == name {
+			return aws.ToString(prof.Arn), nil
+		}
+	}
+	_, err = c.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(name), RoleName: aws.String(name)})
+	if err != nil && awsx.Code(err) != "LimitExceeded" {
+		return "", fmt.Errorf("add role %s to its instance profile: %w", name, err)
+	}
+	return aws.ToString(prof.Arn), nil
+}
+
+// Delete removes role name and the instance profile of the same name:
+// detaches managed policies, deletes inline ones, takes the role out of
+// every instance profile, then deletes both. Absent is engine.ErrAbsent; a
+// role of another owner is refused.
+func Delete(ctx context.Context, c *iam.Client, ref spec.Ref, name string) error {
+	deleted := false
+	prof, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
+	switch {
+	case awsx.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("look up instance profile %s: %w", name, err)
+	default:
+		if o := owner(prof.InstanceProfile.Tags); o != ref && len(prof.InstanceProfile.Tags) > 0 {
+			return &OwnerError{Kind: "instance profile", Name: name, Owner: o}
+		}
+		for _, r := range prof.InstanceProfile.Roles {
+			if _, err := c.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
+				InstanceProfileName: aws.String(name), RoleName: r.RoleName}); err != nil && !awsx.IsNotFound(err) {
+				return fmt.Errorf("remove role from instance profile %s: %w", name, err)
+			}
+		}
+		if _, err := c.DeleteInstanceProfile(ctx, &iam.DeleteInstanceProfileInput{InstanceProfileName: aws.String(name)}); err != nil && !awsx.IsNotFound(err) {
+			return fmt.Errorf("delete instance profile %s: %w", name, err)
+		}
+		deleted = true
+	}
+
+	role, err := c.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(name)})
+	if awsx.IsNotFound(err) {
+		if deleted {
+			return nil
+		}
+		return engine.ErrAbsent
+	}
+	if err != nil {
+		return fmt.Errorf("look up IAM role %s: %w", name, err)
+	}
+	if o := owner(role.Role.Tags); o != ref {
+		return &OwnerError{Kind: "role", Name: name, Owner: o}
+	}
+	attached := iam.NewListAttachedRolePoliciesPaginator(c, &iam.ListAttachedRolePoliciesInput{RoleName: aws.String(name)})
+	for attached.HasMorePages() {
+		page, err := attached.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list policies of IAM role %s: %w", name, err)
+		}
+		for _, p := range page.AttachedPolicies {
+			if _, err := c.DetachRolePolicy(ctx, &iam.DetachRolePolicyInput{RoleName: aws.String(name), PolicyArn: p.PolicyArn}); err != nil && !awsx.IsNotFound(err) {
+				return fmt.Errorf("detach %s from IAM role %s: %w", aws.ToString(p.PolicyName), name, err)
+			}
+		}
+	}
+	inline := iam.NewListRolePoliciesPaginator(c, &iam.ListRolePoliciesInput{RoleName: aws.String(name)})
+	for inline.HasMorePages() {
+		page, err := inline.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list inline policies of IAM role %s: %w", name, err)
+		}
+		for _, p := range page.PolicyNames {
+			if _, err := c.DeleteRolePolicy(ctx, &iam.DeleteRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(p)}); err != nil && !awsx.IsNotFound(err) {
+				return fmt.Errorf("delete inline policy %s of IAM role %s: %w", p, name, err)
+			}
+		}
+	}
+	profiles, err := c.ListInstanceProfilesForRole(ctx, &iam.ListInstanceProfilesForRoleInput{RoleName: aws.String(name)})
+	if err != nil && !awsx.IsNotFound(err) {
+		return fmt.Errorf("list instance profiles of IAM role %s: %w", name, err)
+	}
+	if profiles != nil {
+		for _, p := range profiles.InstanceProfiles {
+			if _, err := c.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
+				InstanceProfileName: p.InstanceProfileName, RoleName: aws.String(name)}); err != nil && !awsx.IsNotFound(err) {
+				return fmt.Errorf("remove IAM role %s from instance profile %s: %w", name, aws.ToString(p.InstanceProfileName), err)
+			}
+		}
+	}
+	if _, err := c.DeleteRole(ctx, &iam.DeleteRoleInput{RoleName: aws.String(name)}); err != nil && !awsx.IsNotFound(err) {
+		return fmt.Errorf("delete IAM role %s: %w", name, err)
+	}
+	return nil
+}
+
+// ListNames returns the names of the account's roles and instance profiles
+// that start with kforge-<cluster>- (for a delete without state, and for
+// tests that check nothing is left).
+func ListNames(ctx context.Context, c *iam.Client, cluster string) ([]string, error) {
+	prefix := awsx.IAMPrefix(cluster)
+	var names []string
+	roles := iam.NewListRolesPaginator(c, &iam.ListRolesInput{})
+	for roles.HasMorePages() {
+		page, err := roles.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page.Roles {
+			if strings.HasPrefix(aws.ToString(r.RoleName), prefix) {
+				names = append(names, "role/"+aws.ToString(r.RoleName))
+			}
+		}
+	}
+	profs := iam.NewListInstanceProfilesPaginator(c, &iam.ListInstanceProfilesInput{})
+	for profs.HasMorePages() {
+		page, err := profs.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range page.InstanceProfiles {
+			if strings.HasPrefix(aws.ToString(p.InstanceProfileName), prefix) {
+				names = append(names, "instance-profile/"+aws.ToString(p.InstanceProfileName))
+			}
+		}
+	}
+	return names, nil
+}

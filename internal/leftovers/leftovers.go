@@ -1,0 +1,609 @@
+// Package leftovers removes what Kubernetes itself created in AWS for a
+// cluster, so that the cluster's network can be deleted after it: load
+// balancers and target groups made for Services and Ingresses (by the cloud
+// controller or the AWS Load Balancer Controller), their security groups,
+// EBS volumes of persistent volumes, and detached network interfaces.
+//
+// It is one engine step, StepID. Its Ensure does nothing. Its Delete finds
+// the resources by the tags Kubernetes puts on them,
+// kubernetes.io/cluster/<name>=owned and, for EKS, elbv2.k8s.aws/cluster=<name>
+// (for network interfaces of the VPC CNI, cluster.k8s.amazonaws.com/name),
+// restricted to the cluster's VPC when the network step's output is known.
+// Security groups, interfaces and volumes that carry kforge.io/cluster are
+// kforge's own, deleted by their own steps (or with their instances), and
+// left alone. The step needs the network steps, so a
+// destroy runs it before the network; providers make their cluster and
+// instance steps need it, so it runs after those are gone.
+//
+// Order: load balancers (listeners go with them), waiting until they are
+// gone; target groups; detached network interfaces; security groups, after
+// revoking the rules of other groups that reference them; available EBS
+// volumes. Whatever still cannot be removed after a bounded wait
+// (Clients.InUseTimeout) is named, with its ID and owner, in the error.
+package leftovers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing/types"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbv2types "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/network"
+	"github.com/kforge/kforge/internal/spec"
+)
+
+// StepID is the ID of the step.
+const StepID = "k8s-leftovers"
+
+// Tags Kubernetes components put on what they create.
+const (
+	// TagLBController is set by the AWS Load Balancer Controller.
+	TagLBController = "elbv2.k8s.aws/cluster"
+	// TagVPCCNI is set by the Amazon VPC CNI on the interfaces it makes.
+	TagVPCCNI = "cluster.k8s.amazonaws.com/name"
+)
+
+// Clients are the AWS clients the step uses, and how long its delete waits
+// for resources that are still in use to be released.
+type Clients struct {
+	EC2   *ec2.Client
+	ELBv2 *elasticloadbalancingv2.Client
+	ELB   *elasticloadbalancing.Client
+	// InUseTimeout bounds the waits for each kind of resource to be
+	// released: load balancers to be gone, target groups, interfaces and
+	// volumes to be detached, security groups to be unused (default
+	// network.DefaultInUseTimeout).
+	InUseTimeout time.Duration
+}
+
+func (c *Clients) timeout() time.Duration {
+	if c.InUseTimeout > 0 {
+		return c.InUseTimeout
+	}
+	return network.DefaultInUseTimeout
+}
+
+// Step returns the step that removes the cluster's Kubernetes-made
+// resources on delete. needs are the steps it must run before on delete
+// (network.StepID is enough: the network's other steps come after it).
+func Step(c *Clients, ref spec.Ref, needs []string) *engine.Step {
+	return &engine.Step{
+		ID:    StepID,
+		Needs: needs,
+		Title: "on delete: load balancers, volumes, security groups and interfaces that Kubernetes made",
+		Ensure: func(context.Context, *engine.Run) (any, error) {
+			return nil, nil
+		},
+		Delete: func(ctx context.Context, r *engine.Run) error {
+			d := &deleter{c: c, ref: ref, r: r}
+			if n, ok := engine.Lookup[network.Network](r, network.StepID); ok {
+				d.vpc = n.VPCID
+			}
+			return d.run(ctx)
+		},
+	}
+}
+
+// deleter is one run of the step's Delete.
+type deleter struct {
+	c   *Clients
+	ref spec.Ref
+	r   *engine.Run
+	vpc string // "" when unknown: the whole region
+	// left names what could not be removed; errs are AWS failures.
+	left []string
+	errs []error
+}
+
+// deadline returns when the waits of a kind of resource must end.
+func (d *deleter) deadline() time.Time { return time.Now().Add(d.c.timeout()) }
+
+func (d *deleter) fail(format string, a ...any) { d.errs = append(d.errs, fmt.Errorf(format, a...)) }
+
+func (d *deleter) waiting(format string, a ...any) {
+	if d.r != nil {
+		d.r.Waiting(format, a...)
+	}
+}
+
+func (d *deleter) run(ctx context.Context) error {
+	d.loadBalancers(ctx)
+	d.targetGroups(ctx)
+	d.interfaces(ctx)
+	d.securityGroups(ctx)
+	d.volumes(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if len(d.left) == 0 && len(d.errs) == 0 {
+		return nil
+	}
+	var msg strings.Builder
+	if len(d.left) > 0 {
+		fmt.Fprintf(&msg, "resources Kubernetes created in AWS for the cluster remain: %s. Remove them (or what holds them)", strings.Join(d.left, "; "))
+	} else {
+		msg.WriteString("could not remove all resources Kubernetes created in AWS for the cluster. Fix the cause below")
+	}
+	fmt.Fprintf(&msg, ", then run `kforge delete %s` again", d.ref.Args())
+	if len(d.errs) > 0 {
+		return fmt.Errorf("%s: %w", msg.String(), errors.Join(d.errs...))
+	}
+	return errors.New(msg.String())
+}
+
+// owns reports whether a resource's tags say Kubernetes made it for this
+// cluster.
+func (d *deleter) owns(tags map[string]string) bool {
+	if tags[awsx.KubernetesClusterTag(d.ref.Name)] == "owned" {
+		return true
+	}
+	return d.ref.Type == spec.TypeEKS && tags[TagLBController] == d.ref.Name
+}
+
+func (d *deleter) inVPC(vpc *string) bool { return d.vpc == "" || aws.ToString(vpc) == d.vpc }
+
+// k8sOwner says which Kubernetes object a resource was made for, from the
+// tags controllers set.
+func k8sOwner(tags map[string]string) string {
+	for _, k := range []string{"kubernetes.io/service-name", "service.k8s.aws/stack", "ingress.k8s.aws/stack"} {
+		if v := tags[k]; v != "" {
+			kind := "service"
+			if strings.HasPrefix(k, "ingress") {
+				kind = "ingress"
+			}
+			return kind + " " + v
+		}
+	}
+	if ns, name := tags["kubernetes.io/created-for/pvc/namespace"], tags["kubernetes.io/created-for/pvc/name"]; name != "" {
+		return "PVC " + ns + "/" + name
+	}
+	return ""
+}
+
+func describe(id string, details ...string) string {
+	var parts []string
+	for _, s := range details {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) == 0 {
+		return id
+	}
+	return id + " (" + strings.Join(parts, ", ") + ")"
+}
+
+// loadBalancers deletes the cluster's ELBv2 and classic load balancers and
+// waits for the ELBv2 ones to be gone.
+func (d *deleter) loadBalancers(ctx context.Context) {
+	lbs, tags, err := d.elbv2LoadBalancers(ctx)
+	if err != nil {
+		d.fail("list load balancers: %w", err)
+	}
+	var deleted []elbv2types.LoadBalancer
+	deadline := d.deadline()
+	for _, lb := range lbs {
+		arn := aws.ToString(lb.LoadBalancerArn)
+		_, err := d.c.ELBv2.DeleteLoadBalancer(ctx, &elasticloadbalancingv2.DeleteLoadBalancerInput{LoadBalancerArn: lb.LoadBalancerArn})
+		switch {
+		case err == nil || awsx.IsNotFound(err):
+			deleted = append(deleted, lb)
+		default:
+			d.left = append(d.left, describe("load balancer "+aws.ToString(lb.LoadBalancerName), arn, k8sOwner(tags[arn]), awsx.Message(err)))
+		}
+	}
+	for _, lb := range deleted {
+		arn := aws.ToString(lb.LoadBalancerArn)
+		if time.Until(deadline) <= 0 {
+			d.left = append(d.left, describe("load balancer "+aws.ToString(lb.LoadBalancerName), arn, k8sOwner(tags[arn]), "still being deleted"))
+			continue
+		}
+		d.waiting("waiting for load balancer %s to be deleted", aws.ToString(lb.LoadBalancerName))
+		err := elasticloadbalancingv2.NewLoadBalancersDeletedWaiter(d.c.ELBv2, func(o *elasticloadbalancingv2.LoadBalancersDeletedWaiterOptions) {
+			o.MinDelay = 2 * time.Second
+		}).Wait(ctx, &elasticloadbalancingv2.DescribeLoadBalancersInput{LoadBalancerArns: []string{arn}}, time.Until(deadline))
+		if err != nil {
+			d.left = append(d.left, describe("load balancer "+aws.ToString(lb.LoadBalancerName), arn, k8sOwner(tags[arn]), "still being deleted: "+err.Error()))
+		}
+	}
+
+	classic, ctags, err := d.classicLoadBalancers(ctx)
+	if err != nil {
+		d.fail("list classic load balancers: %w", err)
+	}
+	for _, lb := range classic {
+		name := aws.ToString(lb.LoadBalancerName)
+		_, err := d.c.ELB.DeleteLoadBalancer(ctx, &elasticloadbalancing.DeleteLoadBalancerInput{LoadBalancerName: lb.LoadBalancerName})
+		if err != nil && !awsx.IsNotFound(err) {
+			d.left = append(d.left, describe("classic load balancer "+name, k8sOwner(ctags[name]), awsx.Message(err)))
+		}
+	}
+}
+
+// elbv2LoadBalancers returns the cluster's ELBv2 load balancers with the
+// tags of each, by ARN.
+func (d *deleter) elbv2LoadBalancers(ctx context.Context) ([]elbv2types.LoadBalancer, map[string]map[string]string, error) {
+	var all []elbv2types.LoadBalancer
+	p := elasticloadbalancingv2.NewDescribeLoadBalancersPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeLoadBalancersInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, lb := range page.LoadBalancers {
+			if d.inVPC(lb.VpcId) {
+				all = append(all, lb)
+			}
+		}
+	}
+	arns := make([]string, len(all))
+	for i, lb := range all {
+		arns[i] = aws.ToString(lb.LoadBalancerArn)
+	}
+	tags, err := d.elbv2Tags(ctx, arns)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []elbv2types.LoadBalancer
+	for _, lb := range all {
+		if d.owns(tags[aws.ToString(lb.LoadBalancerArn)]) {
+			out = append(out, lb)
+		}
+	}
+	return out, tags, nil
+}
+
+// elbv2Tags returns the tags of ELBv2 resources by ARN, 20 per call (the
+// API's limit).
+func (d *deleter) elbv2Tags(ctx context.Context, arns []string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for i := 0; i < len(arns); i += 20 {
+		res, err := d.c.ELBv2.DescribeTags(ctx, &elasticloadbalancingv2.DescribeTagsInput{ResourceArns: arns[i:min(i+20, len(arns))]})
+		if err != nil {
+			return nil, fmt.Errorf("read load balancer tags: %w", err)
+		}
+		for _, td := range res.TagDescriptions {
+			m := map[string]string{}
+			for _, t := range td.Tags {
+				m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+			}
+			out[aws.ToString(td.ResourceArn)] = m
+		}
+	}
+	return out, nil
+}
+
+// classicLoadBalancers returns the cluster's classic load balancers with
+// the tags of each, by name.
+func (d *deleter) classicLoadBalancers(ctx context.Context) ([]elbtypes.LoadBalancerDescription, map[string]map[string]string, error) {
+	var all []elbtypes.LoadBalancerDescription
+	p := elasticloadbalancing.NewDescribeLoadBalancersPaginator(d.c.ELB, &elasticloadbalancing.DescribeLoadBalancersInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, lb := range page.LoadBalancerDescriptions {
+			if d.inVPC(lb.VPCId) {
+				all = append(all, lb)
+			}
+		}
+	}
+	tags := map[string]map[string]string{}
+	for i := 0; i < len(all); i += 20 {
+		var names []string
+		for _, lb := range all[i:min(i+20, len(all))] {
+			names = append(names, aws.ToString(lb.LoadBalancerName))
+		}
+		res, err := d.c.ELB.DescribeTags(ctx, &elasticloadbalancing.DescribeTagsInput{LoadBalancerNames: names})
+		if err != nil {
+			return nil, nil, fmt.Errorf("read classic load balancer tags: %w", err)
+		}
+		for _, td := range res.TagDescriptions {
+			m := map[string]string{}
+			for _, t := range td.Tags {
+				m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+			}
+			tags[aws.ToString(td.LoadBalancerName)] = m
+		}
+	}
+	var out []elbtypes.LoadBalancerDescription
+	for _, lb := range all {
+		if d.owns(tags[aws.ToString(lb.LoadBalancerName)]) {
+			out = append(out, lb)
+		}
+	}
+	return out, tags, nil
+}
+
+// targetGroups deletes the cluster's target groups, retrying while a load
+// balancer that is going away still uses one.
+func (d *deleter) targetGroups(ctx context.Context) {
+	var all []elbv2types.TargetGroup
+	p := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeTargetGroupsInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			d.fail("list target groups: %w", err)
+			return
+		}
+		for _, tg := range page.TargetGroups {
+			if d.inVPC(tg.VpcId) {
+				all = append(all, tg)
+			}
+		}
+	}
+	arns := make([]string, len(all))
+	for i, tg := range all {
+		arns[i] = aws.ToString(tg.TargetGroupArn)
+	}
+	tags, err := d.elbv2Tags(ctx, arns)
+	if err != nil {
+		d.fail("%w", err)
+		return
+	}
+	deadline := d.deadline()
+	for _, tg := range all {
+		arn := aws.ToString(tg.TargetGroupArn)
+		if !d.owns(tags[arn]) {
+			continue
+		}
+		name := aws.ToString(tg.TargetGroupName)
+		err := network.RetryInUse(ctx, time.Until(deadline), d.waiting, "target group "+name, func(ctx context.Context) error {
+			_, err := d.c.ELBv2.DeleteTargetGroup(ctx, &elasticloadbalancingv2.DeleteTargetGroupInput{TargetGroupArn: tg.TargetGroupArn})
+			return err
+		})
+		if err != nil {
+			d.left = append(d.left, describe("target group "+name, arn, k8sOwner(tags[arn]), "used by "+strings.Join(tg.LoadBalancerArns, " "), awsx.Message(err)))
+		}
+	}
+}
+
+// ec2Filters returns the filter sets that select the cluster's EC2
+// resources (one query each), within its VPC if known.
+func (d *deleter) ec2Filters(vpcFilter string, tags ...string) [][]ec2types.Filter {
+	var sets [][]ec2types.Filter
+	for i := 0; i+1 < len(tags); i += 2 {
+		f := []ec2types.Filter{{Name: aws.String("tag:" + tags[i]), Values: []string{tags[i+1]}}}
+		if d.vpc != "" && vpcFilter != "" {
+			f = append(f, ec2types.Filter{Name: aws.String(vpcFilter), Values: []string{d.vpc}})
+		}
+		sets = append(sets, f)
+	}
+	return sets
+}
+
+func ec2TagMap(tags []ec2types.Tag) map[string]string {
+	m := map[string]string{}
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+// interfaces deletes the cluster's network interfaces, waiting for those
+// still attached to be released.
+func (d *deleter) interfaces(ctx context.Context) {
+	tags := []string{awsx.KubernetesClusterTag(d.ref.Name), "owned"}
+	if d.ref.Type == spec.TypeEKS {
+		tags = append(tags, TagVPCCNI, d.ref.Name)
+	}
+	seen := map[string]bool{}
+	var enis []ec2types.NetworkInterface
+	for _, f := range d.ec2Filters("vpc-id", tags...) {
+		p := ec2.NewDescribeNetworkInterfacesPaginator(d.c.EC2, &ec2.DescribeNetworkInterfacesInput{Filters: f})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				d.fail("list network interfaces: %w", err)
+				return
+			}
+			for _, ni := range page.NetworkInterfaces {
+				if awsx.EC2TagValue(ni.TagSet, awsx.TagCluster) != "" {
+					continue // kforge's own, deleted by its own step
+				}
+				if id := aws.ToString(ni.NetworkInterfaceId); !seen[id] {
+					seen[id] = true
+					enis = append(enis, ni)
+				}
+			}
+		}
+	}
+	deadline := d.deadline()
+	for _, ni := range enis {
+		id := aws.ToString(ni.NetworkInterfaceId)
+		if ni.Status != ec2types.NetworkInterfaceStatusAvailable && time.Until(deadline) > 0 {
+			// Wait until it is detached; whatever the wait ends with, the
+			// delete below says whether it can go.
+			d.waiting("waiting for network interface %s to be released", id)
+			_ = ec2.NewNetworkInterfaceAvailableWaiter(d.c.EC2, func(o *ec2.NetworkInterfaceAvailableWaiterOptions) {
+				o.MinDelay = 2 * time.Second
+			}).Wait(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{id}}, time.Until(deadline))
+		}
+		_, err := d.c.EC2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(id)})
+		if err != nil && !awsx.IsNotFound(err) {
+			d.left = append(d.left, "network interface "+network.DescribeENI(ni)+": "+awsx.Message(err))
+		}
+	}
+}
+
+// securityGroups deletes the security groups Kubernetes made, after
+// revoking the rules of other groups that reference them, retrying while
+// the interfaces of deleted load balancers still use them.
+func (d *deleter) securityGroups(ctx context.Context) {
+	tags := []string{awsx.KubernetesClusterTag(d.ref.Name), "owned"}
+	if d.ref.Type == spec.TypeEKS {
+		tags = append(tags, TagLBController, d.ref.Name)
+	}
+	targets := map[string]ec2types.SecurityGroup{}
+	for _, f := range d.ec2Filters("vpc-id", tags...) {
+		p := ec2.NewDescribeSecurityGroupsPaginator(d.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: f})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				d.fail("list security groups: %w", err)
+				return
+			}
+			for _, g := range page.SecurityGroups {
+				// kforge's own groups are deleted by their own steps.
+				if awsx.EC2TagValue(g.Tags, awsx.TagCluster) != "" || aws.ToString(g.GroupName) == "default" {
+					continue
+				}
+				targets[aws.ToString(g.GroupId)] = g
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(targets))
+	vpcs := map[string]bool{}
+	for id, g := range targets {
+		ids = append(ids, id)
+		vpcs[aws.ToString(g.VpcId)] = true
+	}
+	sort.Strings(ids)
+	for vpc := range vpcs {
+		d.revokeReferences(ctx, vpc, targets)
+	}
+	deadline := d.deadline()
+	for _, id := range ids {
+		g := targets[id]
+		err := network.RetryInUse(ctx, time.Until(deadline), d.waiting, "security group "+id, func(ctx context.Context) error {
+			_, err := d.c.EC2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
+			return err
+		})
+		if err == nil {
+			continue
+		}
+		var users []string
+		if res, lerr := d.c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{
+			Filters: []ec2types.Filter{{Name: aws.String("group-id"), Values: []string{id}}}}); lerr == nil {
+			for _, ni := range res.NetworkInterfaces {
+				users = append(users, network.DescribeENI(ni))
+			}
+		}
+		used := ""
+		if len(users) > 0 {
+			used = "used by " + strings.Join(users, ", ")
+		}
+		d.left = append(d.left, describe("security group "+id, aws.ToString(g.GroupName), "owner "+aws.ToString(g.OwnerId),
+			k8sOwner(ec2TagMap(g.Tags)), used, awsx.Message(err)))
+	}
+}
+
+// revokeReferences removes, from every group of a VPC, the rules that
+// refer to one of targets (other than a target's rules to itself), since
+// AWS refuses to delete a group that another group's rule references.
+func (d *deleter) revokeReferences(ctx context.Context, vpc string, targets map[string]ec2types.SecurityGroup) {
+	p := ec2.NewDescribeSecurityGroupsPaginator(d.c.EC2, &ec2.DescribeSecurityGroupsInput{
+		Filters: []ec2types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpc}}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			d.fail("list the security groups of VPC %s: %w", vpc, err)
+			return
+		}
+		for _, g := range page.SecurityGroups {
+			gid := aws.ToString(g.GroupId)
+			ingress := referencing(g.IpPermissions, gid, targets)
+			egress := referencing(g.IpPermissionsEgress, gid, targets)
+			if len(ingress) > 0 {
+				_, err := d.c.EC2.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{GroupId: g.GroupId, IpPermissions: ingress})
+				if err != nil && !awsx.IsNotFound(err) {
+					d.fail("revoke the rules of security group %s that refer to the cluster's load balancer groups: %w", gid, err)
+				}
+			}
+			if len(egress) > 0 {
+				_, err := d.c.EC2.RevokeSecurityGroupEgress(ctx, &ec2.RevokeSecurityGroupEgressInput{GroupId: g.GroupId, IpPermissions: egress})
+				if err != nil && !awsx.IsNotFound(err) {
+					d.fail("revoke the egress rules of security group %s that refer to the cluster's load balancer groups: %w", gid, err)
+				}
+			}
+		}
+	}
+}
+
+// referencing returns the parts of perms that refer to a group in targets
+// other than self.
+func referencing(perms []ec2types.IpPermission, self string, targets map[string]ec2types.SecurityGroup) []ec2types.IpPermission {
+	var out []ec2types.IpPermission
+	for _, p := range perms {
+		var pairs []ec2types.UserIdGroupPair
+		for _, pair := range p.UserIdGroupPairs {
+			ref := aws.ToString(pair.GroupId)
+			if _, ok := targets[ref]; ok && ref != self {
+				pairs = append(pairs, ec2types.UserIdGroupPair{GroupId: pair.GroupId, UserId: pair.UserId})
+			}
+		}
+		if len(pairs) > 0 {
+			out = append(out, ec2types.IpPermission{IpProtocol: p.IpProtocol, FromPort: p.FromPort, ToPort: p.ToPort, UserIdGroupPairs: pairs})
+		}
+	}
+	return out
+}
+
+// volumes deletes the cluster's EBS volumes, waiting for attached ones to
+// be released.
+func (d *deleter) volumes(ctx context.Context) {
+	var vols []ec2types.Volume
+	for _, f := range d.ec2Filters("", awsx.KubernetesClusterTag(d.ref.Name), "owned") {
+		p := ec2.NewDescribeVolumesPaginator(d.c.EC2, &ec2.DescribeVolumesInput{Filters: f})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				d.fail("list volumes: %w", err)
+				return
+			}
+			for _, v := range page.Volumes {
+				if awsx.EC2TagValue(v.Tags, awsx.TagCluster) == "" { // else kforge's own
+					vols = append(vols, v)
+				}
+			}
+		}
+	}
+	deadline := d.deadline()
+	for _, v := range vols {
+		id := aws.ToString(v.VolumeId)
+		if v.State == ec2types.VolumeStateDeleting || v.State == ec2types.VolumeStateDeleted {
+			continue
+		}
+		if v.State != ec2types.VolumeStateAvailable && time.Until(deadline) > 0 {
+			// Wait until it is detached; whatever the wait ends with, the
+			// delete below says whether it can go.
+			d.waiting("waiting for volume %s to be detached", id)
+			_ = ec2.NewVolumeAvailableWaiter(d.c.EC2, func(o *ec2.VolumeAvailableWaiterOptions) {
+				o.MinDelay = 2 * time.Second
+			}).Wait(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}}, time.Until(deadline))
+		}
+		_, err := d.c.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(id)})
+		if err != nil && !awsx.IsNotFound(err) {
+			d.left = append(d.left, describeVolume(v)+": "+awsx.Message(err))
+		}
+	}
+}
+
+func describeVolume(v ec2types.Volume) string {
+	var attached []string
+	for _, a := range v.Attachments {
+		attached = append(attached, aws.ToString(a.InstanceId))
+	}
+	at := ""
+	if len(attached) > 0 {
+		at = "attached to " + strings.Join(attached, " ")
+	}
+	return describe("volume "+aws.ToString(v.VolumeId), string(v.State), at, k8sOwner(ec2TagMap(v.Tags)))
+}

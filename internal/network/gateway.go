@@ -1,0 +1,353 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/engine"
+)
+
+// igwOut is the output of the igw step. ID is empty when an existing VPC
+// has no internet gateway.
+type igwOut struct {
+	ID  string `json:"id,omitempty"`
+	Own bool   `json:"own"`
+}
+
+// rtbOut is the output of the rtb step. ID is empty when there is no
+// internet gateway to route through.
+type rtbOut struct {
+	ID string `json:"id,omitempty"`
+}
+
+func (b *builder) igwStep() *engine.Step {
+	if b.s.VPCID != "" {
+		return &engine.Step{
+			ID:    StepIGW,
+			Needs: []string{StepVPC},
+			Title: fmt.Sprintf("internet gateway of VPC %s (found, not modified)", b.s.VPCID),
+			Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
+				return b.findAttachedIGW(ctx)
+			},
+			// No Delete: the gateway of an existing VPC is not kforge's.
+		}
+	}
+	return &engine.Step{
+		ID:     StepIGW,
+		Needs:  []string{StepVPC},
+		Title:  "internet gateway attached to the VPC",
+		Ensure: b.ensureIGW,
+		Delete: b.deleteIGW,
+	}
+}
+
+// findAttachedIGW returns the internet gateway attached to an existing VPC,
+// or an empty output if it has none.
+func (b *builder) findAttachedIGW(ctx context.Context) (igwOut, error) {
+	out, err := b.c.EC2.DescribeInternetGateways(ctx, &ec2.DescribeInternetGatewaysInput{
+		Filters: []types.Filter{{Name: aws.String("attachment.vpc-id"), Values: []string{b.s.VPCID}}},
+	})
+	if err != nil {
+		return igwOut{}, fmt.Errorf("look up the internet gateway of VPC %s: %w", b.s.VPCID, err)
+	}
+	for _, g := range out.InternetGateways {
+		for _, a := range g.Attachments {
+			if aws.ToString(a.VpcId) == b.s.VPCID && (a.State == types.AttachmentStatusAttached || a.State == "available") {
+				return igwOut{ID: aws.ToString(g.InternetGatewayId)}, nil
+			}
+		}
+	}
+	return igwOut{}, nil
+}
+
+// ownIGWs returns the cluster's internet gateways: the journaled one first
+// if it exists, then those found by tags.
+func (b *builder) ownIGWs(ctx context.Context, prevID string) ([]types.InternetGateway, error) {
+	var out []types.InternetGateway
+	seen := map[string]bool{}
+	if prevID != "" {
+		res, err := b.c.EC2.DescribeInternetGateways(ctx, &ec2.DescribeInternetGatewaysInput{InternetGatewayIds: []string{prevID}})
+		if err != nil && !awsx.IsNotFound(err) {
+			return nil, fmt.Errorf("describe internet gateway %s: %w", prevID, err)
+		}
+		if err == nil && len(res.InternetGateways) > 0 {
+			out = append(out, res.InternetGateways[0])
+			seen[prevID] = true
+		}
+	}
+	var tagged []types.InternetGateway
+	p := ec2.NewDescribeInternetGatewaysPaginator(b.c.EC2, &ec2.DescribeInternetGatewaysInput{
+		Filters: awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("igw")),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("look up the cluster's internet gateway by tags: %w", err)
+		}
+		for _, g := range page.InternetGateways {
+			if id := aws.ToString(g.InternetGatewayId); !seen[id] {
+				seen[id] = true
+				tagged = append(tagged, g)
+			}
+		}
+	}
+	sort.Slice(tagged, func(i, j int) bool {
+		return aws.ToString(tagged[i].InternetGatewayId) < aws.ToString(tagged[j].InternetGatewayId)
+	})
+	return append(out, tagged...), nil
+}
+
+func attachedTo(g types.InternetGateway, vpcID string) bool {
+	for _, a := range g.Attachments {
+		if aws.ToString(a.VpcId) == vpcID {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *builder) ensureIGW(ctx context.Context, r *engine.Run) (any, error) {
+	vpc, err := engine.Out[vpcOut](r, StepVPC)
+	if err != nil {
+		return nil, err
+	}
+	var prev igwOut
+	r.PrevInto(&prev)
+	found, err := b.ownIGWs(ctx, prev.ID)
+	if err != nil {
+		return nil, err
+	}
+	var g *types.InternetGateway
+	// Prefer a gateway attached to the VPC already, then a free one.
+	for i := range found {
+		if attachedTo(found[i], vpc.ID) {
+			g = &found[i]
+			break
+		}
+	}
+	for i := range found {
+		if g == nil && len(found[i].Attachments) == 0 {
+			g = &found[i]
+		}
+	}
+	if g == nil {
+		out, err := b.c.EC2.CreateInternetGateway(ctx, &ec2.CreateInternetGatewayInput{
+			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeInternetGateway, awsx.Tags(b.ref(), b.name("igw"))),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create internet gateway: %w", err)
+		}
+		g = out.InternetGateway
+	}
+	id := aws.ToString(g.InternetGatewayId)
+	if !attachedTo(*g, vpc.ID) {
+		_, err := b.c.EC2.AttachInternetGateway(ctx, &ec2.AttachInternetGatewayInput{InternetGatewayId: aws.String(id), VpcId: aws.String(vpc.ID)}, eventual)
+		if err != nil && !awsx.HasCode(err, "Resource.AlreadyAssociated") {
+			return nil, fmt.Errorf("attach internet gateway %s to VPC %s: %w", id, vpc.ID, err)
+		}
+	}
+	return igwOut{ID: id, Own: true}, nil
+}
+
+func (b *builder) deleteIGW(ctx context.Context, r *engine.Run) error {
+	var prev igwOut
+	r.PrevInto(&prev)
+	found, err := b.ownIGWs(ctx, prev.ID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range found {
+		if err := b.deleteOneIGW(ctx, r, g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *builder) deleteOneIGW(ctx context.Context, r *engine.Run, g types.InternetGateway) error {
+	id := aws.ToString(g.InternetGatewayId)
+	for _, a := range g.Attachments {
+		vpcID := aws.ToString(a.VpcId)
+		// AWS refuses the detach while the VPC has public IPs mapped
+		// (instances, load balancers, NAT gateways still going away).
+		err := RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "internet gateway "+id, func(ctx context.Context) error {
+			_, err := b.c.EC2.DetachInternetGateway(ctx, &ec2.DetachInternetGatewayInput{InternetGatewayId: aws.String(id), VpcId: aws.String(vpcID)})
+			if awsx.HasCode(err, "Gateway.NotAttached") {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return b.inUseError(ctx, "internet gateway", id, "vpc-id", vpcID, fmt.Errorf("detach from VPC %s: %w", vpcID, err))
+		}
+	}
+	err := RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "internet gateway "+id, func(ctx context.Context) error {
+		_, err := b.c.EC2.DeleteInternetGateway(ctx, &ec2.DeleteInternetGatewayInput{InternetGatewayId: aws.String(id)})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete internet gateway %s: %w", id, err)
+	}
+	return nil
+}
+
+func (b *builder) rtbStep() *engine.Step {
+	title := "route table with 0.0.0.0/0 to the internet gateway"
+	if b.s.VPCID != "" {
+		title = fmt.Sprintf("route table in VPC %s with 0.0.0.0/0 to its internet gateway (none if it has no gateway)", b.s.VPCID)
+	}
+	return &engine.Step{
+		ID:     StepRouteTable,
+		Needs:  []string{StepVPC, StepIGW},
+		Title:  title,
+		Ensure: b.ensureRTB,
+		Delete: b.deleteRTB,
+	}
+}
+
+// ownRTBs returns the cluster's route tables: the journaled one first if
+// it exists, then those found by tags (in vpcID, if not empty).
+func (b *builder) ownRTBs(ctx context.Context, prevID, vpcID string) ([]types.RouteTable, error) {
+	var out []types.RouteTable
+	seen := map[string]bool{}
+	if prevID != "" {
+		res, err := b.c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{prevID}})
+		if err != nil && !awsx.IsNotFound(err) {
+			return nil, fmt.Errorf("describe route table %s: %w", prevID, err)
+		}
+		if err == nil && len(res.RouteTables) > 0 && (vpcID == "" || aws.ToString(res.RouteTables[0].VpcId) == vpcID) {
+			out = append(out, res.RouteTables[0])
+			seen[prevID] = true
+		}
+	}
+	filters := awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("rtb"))
+	if vpcID != "" {
+		filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
+	}
+	var tagged []types.RouteTable
+	p := ec2.NewDescribeRouteTablesPaginator(b.c.EC2, &ec2.DescribeRouteTablesInput{Filters: filters})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("look up the cluster's route table by tags: %w", err)
+		}
+		for _, t := range page.RouteTables {
+			if id := aws.ToString(t.RouteTableId); !seen[id] {
+				seen[id] = true
+				tagged = append(tagged, t)
+			}
+		}
+	}
+	sort.Slice(tagged, func(i, j int) bool {
+		return aws.ToString(tagged[i].RouteTableId) < aws.ToString(tagged[j].RouteTableId)
+	})
+	return append(out, tagged...), nil
+}
+
+func (b *builder) ensureRTB(ctx context.Context, r *engine.Run) (any, error) {
+	vpc, err := engine.Out[vpcOut](r, StepVPC)
+	if err != nil {
+		return nil, err
+	}
+	igw, err := engine.Out[igwOut](r, StepIGW)
+	if err != nil {
+		return nil, err
+	}
+	if igw.ID == "" {
+		// An existing VPC without an internet gateway: the subnets use
+		// the VPC's main route table.
+		return rtbOut{}, nil
+	}
+	var prev rtbOut
+	r.PrevInto(&prev)
+	found, err := b.ownRTBs(ctx, prev.ID, vpc.ID)
+	if err != nil {
+		return nil, err
+	}
+	var t types.RouteTable
+	if len(found) > 0 {
+		t = found[0]
+	} else {
+		out, err := b.c.EC2.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{
+			VpcId:             aws.String(vpc.ID),
+			ClientToken:       aws.String(b.clientToken(StepRouteTable, vpc.ID)),
+			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeRouteTable, awsx.Tags(b.ref(), b.name("rtb"))),
+		}, eventual)
+		if err != nil {
+			return nil, fmt.Errorf("create route table in VPC %s: %w", vpc.ID, err)
+		}
+		t = *out.RouteTable
+	}
+	id := aws.ToString(t.RouteTableId)
+	if err := b.ensureDefaultRoute(ctx, t, igw.ID); err != nil {
+		return nil, fmt.Errorf("route table %s: %w", id, err)
+	}
+	return rtbOut{ID: id}, nil
+}
+
+// ensureDefaultRoute makes 0.0.0.0/0 go to the internet gateway.
+func (b *builder) ensureDefaultRoute(ctx context.Context, t types.RouteTable, igwID string) error {
+	id := aws.ToString(t.RouteTableId)
+	for _, rt := range t.Routes {
+		if aws.ToString(rt.DestinationCidrBlock) != "0.0.0.0/0" {
+			continue
+		}
+		if aws.ToString(rt.GatewayId) == igwID && rt.State != types.RouteStateBlackhole {
+			return nil
+		}
+		_, err := b.c.EC2.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{RouteTableId: aws.String(id),
+			DestinationCidrBlock: aws.String("0.0.0.0/0"), GatewayId: aws.String(igwID)}, eventual)
+		if err != nil {
+			return fmt.Errorf("route 0.0.0.0/0 to %s: %w", igwID, err)
+		}
+		return nil
+	}
+	_, err := b.c.EC2.CreateRoute(ctx, &ec2.CreateRouteInput{RouteTableId: aws.String(id),
+		DestinationCidrBlock: aws.String("0.0.0.0/0"), GatewayId: aws.String(igwID)}, eventual)
+	if err != nil && !awsx.HasCode(err, "RouteAlreadyExists") {
+		return fmt.Errorf("route 0.0.0.0/0 to %s: %w", igwID, err)
+	}
+	return nil
+}
+
+func (b *builder) deleteRTB(ctx context.Context, r *engine.Run) error {
+	var prev rtbOut
+	r.PrevInto(&prev)
+	found, err := b.ownRTBs(ctx, prev.ID, "")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range found {
+		id := aws.ToString(t.RouteTableId)
+		if err := b.deleteOneRTB(ctx, r, t); err != nil {
+			errs = append(errs, fmt.Errorf("delete route table %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *builder) deleteOneRTB(ctx context.Context, r *engine.Run, t types.RouteTable) error {
+	id := aws.ToString(t.RouteTableId)
+	for _, a := range t.Associations {
+		if aws.ToBool(a.Main) {
+			return fmt.Errorf("it is the main route table of VPC %s; kforge does not delete it", aws.ToString(t.VpcId))
+		}
+		_, err := b.c.EC2.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: a.RouteTableAssociationId})
+		if err != nil && !awsx.IsNotFound(err) {
+			return fmt.Errorf("disassociate %s: %w", aws.ToString(a.SubnetId), err)
+		}
+	}
+	return RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "route table "+id, func(ctx context.Context) error {
+		_, err := b.c.EC2.DeleteRouteTable(ctx, &ec2.DeleteRouteTableInput{RouteTableId: aws.String(id)})
+		return err
+	})
+}

@@ -1,0 +1,282 @@
+// Package network builds the network that both cluster types run in, as
+// engine steps shared by the eks and ha providers: a VPC, an internet
+// gateway, a route table and one public subnet per availability zone.
+//
+// Three shapes, chosen by the Spec:
+//
+//   - Own VPC (VPCID empty): kforge creates the VPC (DNS hostnames and DNS
+//     support on), an internet gateway attached to it, a route table with
+//     0.0.0.0/0 to the gateway, and Zones subnets of /SubnetPrefix carved in
+//     order from the VPC CIDR (10.0.0.0/16 and /20 by default), each public
+//     (MapPublicIpOnLaunch, kubernetes.io/role/elb=1). Delete removes all of it.
+//   - Existing VPC (VPCID set, no SubnetIDs): the VPC is checked (it exists,
+//     DNS hostnames and DNS support are on) and never modified or deleted.
+//     kforge uses the internet gateway already attached to it, never creates
+//     one, adds its own route table through that gateway and creates Zones
+//     subnets in free /SubnetPrefix blocks (/24 by default) of the VPC's CIDR
+//     blocks, recomputing the block when another cluster takes it first. If
+//     the VPC has no internet gateway, kforge creates no route table: the new
+//     subnets are private (no public IPs, kubernetes.io/role/internal-elb=1)
+//     and use the VPC's main route table, which the VPC's owner may route
+//     through a NAT gateway or a transit gateway. Delete removes only kforge's
+//     subnets and route table.
+//   - Existing subnets (VPCID and SubnetIDs set): the subnets are checked and
+//     adopted as they are; nothing is created or deleted.
+//
+// Every resource kforge creates is tagged in its create call with the
+// ownership tags of CONTRACT.md, so an Ensure that runs again after a crash
+// (even one right after the create call returned, before the journal was
+// written) finds it by its tags instead of creating a second one; subnets
+// are found by their index tag (kforge.io/subnet). Delete finds resources by
+// the journaled ID and by tags, so it works when the state is lost.
+//
+// AWS releases the network interfaces of terminated instances and deleted
+// load balancers minutes after they go, so deleting a subnet, a gateway or
+// the VPC retries DependencyViolation for a bounded time (Clients.InUseTimeout)
+// and then fails with an error that lists what still uses it.
+//
+// Providers read one output: engine.Out[network.Network](r, network.StepID).
+package network
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/spec"
+)
+
+// Step IDs. StepID is the final step, whose output is a Network.
+const (
+	StepID         = "network"
+	StepZones      = "azs"
+	StepVPC        = "vpc"
+	StepIGW        = "igw"
+	StepRouteTable = "rtb"
+)
+
+// SubnetStepID is the ID of the step that makes subnet i.
+func SubnetStepID(i int) string { return "subnet/" + strconv.Itoa(i) }
+
+// Tags kforge and Kubernetes read on subnets.
+const (
+	// TagSubnet holds the index of a kforge subnet, so a re-run finds it.
+	TagSubnet = "kforge.io/subnet"
+	// TagELB marks public subnets for internet-facing load balancers.
+	TagELB = "kubernetes.io/role/elb"
+	// TagInternalELB marks private subnets for internal load balancers.
+	TagInternalELB = "kubernetes.io/role/internal-elb"
+)
+
+// Defaults.
+const (
+	DefaultZones          = 3
+	DefaultOwnPrefix      = 20
+	DefaultExistingPrefix = 24
+	DefaultInUseTimeout   = 3 * time.Minute
+	MaxZones              = 16
+)
+
+// Spec is the network a cluster wants.
+type Spec struct {
+	// Ref is the cluster the network belongs to.
+	Ref spec.Ref
+	// VPCID names an existing VPC; empty means kforge creates one.
+	VPCID string
+	// SubnetIDs, only with VPCID, are existing subnets used as they are.
+	SubnetIDs []string
+	// Zones is how many availability zones, and subnets, to use (at least
+	// 2; default 3). A region with fewer usable zones gets the subnets
+	// spread round-robin over the zones it has.
+	Zones int
+	// CIDR is the CIDR of an own VPC (default 10.0.0.0/16).
+	CIDR string
+	// SubnetPrefix is the prefix length of new subnets: default /20 in an
+	// own VPC (carved in order from its CIDR), /24 in an existing VPC (the
+	// first free blocks of its CIDR blocks).
+	SubnetPrefix int
+	// ExcludeZoneIDs are availability zone IDs not to use (for example
+	// "use1-az3", where EKS cannot place a control plane).
+	ExcludeZoneIDs []string
+	// Generation tells apart incarnations of a cluster of the same name
+	// (the creation time of its state is a good one). It goes into the
+	// ClientTokens of idempotent creates, so a cluster created again after
+	// a delete does not get back the deleted resources' IDs.
+	Generation string
+}
+
+// Clients are the AWS clients the steps use, and how long a delete waits
+// for AWS to release what still uses a subnet or VPC.
+type Clients struct {
+	EC2 *ec2.Client
+	// InUseTimeout bounds the wait for DependencyViolation to clear on a
+	// delete (default DefaultInUseTimeout).
+	InUseTimeout time.Duration
+}
+
+func (c *Clients) inUseTimeout() time.Duration {
+	if c.InUseTimeout > 0 {
+		return c.InUseTimeout
+	}
+	return DefaultInUseTimeout
+}
+
+// Network is the output of the final step, the only thing providers read.
+type Network struct {
+	VPCID   string `json:"vpcId"`
+	VPCCIDR string `json:"vpcCidr"`
+	// OwnVPC is true when kforge created the VPC.
+	OwnVPC bool `json:"ownVpc"`
+	// InternetGatewayID is the gateway the subnets route through; empty
+	// for adopted subnets or an existing VPC without one.
+	InternetGatewayID string `json:"internetGatewayId,omitempty"`
+	// RouteTableID is kforge's route table, if it made one.
+	RouteTableID string   `json:"routeTableId,omitempty"`
+	Subnets      []Subnet `json:"subnets"`
+}
+
+// Subnet is one subnet of the cluster.
+type Subnet struct {
+	ID   string `json:"id"`
+	Zone string `json:"zone"`
+	CIDR string `json:"cidr"`
+	// Own is true when kforge created the subnet.
+	Own bool `json:"own"`
+	// Public is true when instances get a public IP and a route to the
+	// internet gateway.
+	Public bool `json:"public"`
+}
+
+// SubnetIDs returns the IDs of the subnets, in order.
+func (n Network) SubnetIDs() []string {
+	ids := make([]string, len(n.Subnets))
+	for i, s := range n.Subnets {
+		ids[i] = s.ID
+	}
+	return ids
+}
+
+// Resources lists the network's AWS IDs by kind, for `kforge info`.
+func (n Network) Resources() map[string]any {
+	m := map[string]any{"vpc": n.VPCID, "subnets": n.SubnetIDs()}
+	if n.InternetGatewayID != "" {
+		m["internetGateway"] = n.InternetGatewayID
+	}
+	if n.RouteTableID != "" {
+		m["routeTable"] = n.RouteTableID
+	}
+	return m
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (s Spec) withDefaults() Spec {
+	if s.Zones == 0 {
+		s.Zones = DefaultZones
+	}
+	if s.VPCID == "" && s.CIDR == "" {
+		s.CIDR = spec.DefaultVPCCIDR
+	}
+	if s.SubnetPrefix == 0 {
+		if s.VPCID == "" {
+			s.SubnetPrefix = DefaultOwnPrefix
+		} else {
+			s.SubnetPrefix = DefaultExistingPrefix
+		}
+	}
+	return s
+}
+
+func (s Spec) adopt() bool { return s.VPCID != "" && len(s.SubnetIDs) > 0 }
+
+// Validate checks a network spec, with defaults applied, without calling
+// AWS. Errors are *spec.UsageError.
+func (s Spec) Validate() error {
+	s = s.withDefaults()
+	if err := spec.ValidateRef(s.Ref); err != nil {
+		return err
+	}
+	if len(s.SubnetIDs) > 0 && s.VPCID == "" {
+		return spec.Usagef("subnets %s need the ID of their VPC: pass --vpc-id", strings.Join(s.SubnetIDs, ", "))
+	}
+	if s.adopt() {
+		return nil
+	}
+	if s.Zones < 2 || s.Zones > MaxZones {
+		return spec.Usagef("invalid number of availability zones %d: use 2 to %d", s.Zones, MaxZones)
+	}
+	if s.SubnetPrefix < 16 || s.SubnetPrefix > 28 {
+		return spec.Usagef("invalid subnet size /%d: use a prefix length from /16 to /28", s.SubnetPrefix)
+	}
+	if s.VPCID != "" {
+		return nil
+	}
+	p, err := netip.ParsePrefix(s.CIDR)
+	if err != nil || !p.Addr().Is4() || p.Masked() != p {
+		return spec.Usagef("invalid VPC CIDR %q: give an IPv4 network such as %s", s.CIDR, spec.DefaultVPCCIDR)
+	}
+	if p.Bits() < 16 || p.Bits() > 28 {
+		return spec.Usagef("invalid VPC CIDR %s: AWS allows prefix lengths from /16 to /28", s.CIDR)
+	}
+	if s.SubnetPrefix < p.Bits() || 1<<(s.SubnetPrefix-p.Bits()) < s.Zones {
+		return spec.Usagef("VPC CIDR %s cannot hold %d subnets of /%d: use a larger VPC or smaller subnets", s.CIDR, s.Zones, s.SubnetPrefix)
+	}
+	return nil
+}
+
+// Summary describes the network in one line, for a plan's header.
+func Summary(s Spec) string {
+	s = s.withDefaults()
+	switch {
+	case s.adopt():
+		return fmt.Sprintf("existing VPC %s with existing subnets %s (checked, not modified)", s.VPCID, strings.Join(s.SubnetIDs, ", "))
+	case s.VPCID != "":
+		return fmt.Sprintf("existing VPC %s (checked, not modified) with %d new /%d subnets in %d availability zones", s.VPCID, s.Zones, s.SubnetPrefix, s.Zones)
+	default:
+		return fmt.Sprintf("new VPC %s with %d public /%d subnets in %d availability zones", s.CIDR, s.Zones, s.SubnetPrefix, s.Zones)
+	}
+}
+
+// Steps returns the network's steps, the last one with ID StepID. It makes
+// no AWS call. An invalid spec makes the first step fail with the error of
+// Validate.
+func Steps(c *Clients, s Spec) []*engine.Step {
+	b := &builder{c: c, s: s.withDefaults()}
+	if b.s.adopt() {
+		return []*engine.Step{b.vpcStep(), b.adoptStep()}
+	}
+	steps := []*engine.Step{b.zonesStep(), b.vpcStep(), b.igwStep(), b.rtbStep()}
+	needs := []string{StepVPC, StepIGW, StepRouteTable}
+	for i := range b.s.Zones {
+		steps = append(steps, b.subnetStep(i))
+		needs = append(needs, SubnetStepID(i))
+	}
+	return append(steps, b.networkStep(needs))
+}
+
+// builder holds what every step of one network shares.
+type builder struct {
+	c *Clients
+	s Spec
+}
+
+func (b *builder) ref() spec.Ref { return b.s.Ref }
+
+func (b *builder) name(suffix string) string { return "kforge-" + b.s.Ref.Name + "-" + suffix }
+
+// clientToken is the idempotency token of a create: the same for a retry or
+// a resume of one cluster incarnation's step in one VPC, different for
+// anything else.
+func (b *builder) clientToken(step, vpcID string) string {
+	r := b.s.Ref
+	h := sha256.Sum256([]byte(strings.Join([]string{r.Type, r.Region, r.Name, b.s.Generation, step, vpcID}, "\x00")))
+	return "kforge-" + hex.EncodeToString(h[:20])
+}
+
+func (b *builder) resume() string { return "kforge delete " + b.s.Ref.Args() }
