@@ -7,6 +7,7 @@ import (
 
 	"github.com/kforge/kforge/internal/cli"
 	"github.com/kforge/kforge/internal/eks"
+	"github.com/kforge/kforge/internal/ha"
 )
 
 // Set by the linker: -ldflags "-X main.version=... -X main.commit=...".
@@ -24,7 +25,8 @@ func main() {
 		Args:   os.Args[1:],
 		Build:  cli.Build{Version: version, Commit: commit},
 		Providers: map[string]cli.ProviderFactory{
-			"aws": eks.New,
+			"aws":    eks.New,
+			"ha-aws": ha.New,
 		},
 	}))
 }

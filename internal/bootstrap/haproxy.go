@@ -67,7 +67,9 @@ func (p HAProxyParams) validate() error {
 // A control plane whose API port stops accepting connections is taken out of
 // rotation; a connection that fails at connect time is retried on another
 // control plane (option redispatch). Client and server timeouts are long
-// (4h) so that watches, logs and exec sessions survive.
+// (4h) so that watches, logs and exec sessions survive. maxconn is 4000,
+// ample for an API endpoint and within the usual open-file limit haproxy
+// needs for it (twice maxconn).
 func HAProxyConfig(p HAProxyParams) (string, error) {
 	p = p.withDefaults()
 	if err := p.validate(); err != nil {

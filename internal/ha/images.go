@@ -133,7 +133,10 @@ func (p *Provider) findImage(ctx context.Context, s spec.Spec, arch string) (Ima
 		if s.AMI == "" && aws.ToString(im.OwnerId) != CanonicalOwner {
 			continue
 		}
-		if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) {
+		// Newest first; Canonical's names end in the build date, which
+		// breaks ties.
+		if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) ||
+			aws.ToString(im.CreationDate) == aws.ToString(best.CreationDate) && aws.ToString(im.Name) > aws.ToString(best.Name) {
 			best = im
 		}
 	}

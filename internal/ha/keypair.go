@@ -27,10 +27,12 @@ func ec2Owner(tags []ec2types.Tag) spec.Ref {
 }
 
 func (p *Provider) findKeyPair(ctx context.Context, name string) (*ec2types.KeyPairInfo, error) {
-	out, err := p.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{name}, IncludePublicKey: aws.Bool(true)})
-	if awsx.IsNotFound(err) {
-		return nil, nil
-	}
+	// A filter, not KeyNames: an absent key is an empty answer, not an
+	// error.
+	out, err := p.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{
+		Filters:          []ec2types.Filter{{Name: aws.String("key-name"), Values: []string{name}}},
+		IncludePublicKey: aws.Bool(true),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("look up key pair %s: %w", name, err)
 	}

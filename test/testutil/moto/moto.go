@@ -23,6 +23,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 )
 
+// amis seeds the emulator's images. They carry no creation_date: moto 5.2
+// parses the dates of MOTO_AMIS_PATH in place when the first region loads
+// them, and every later region then fails with HTTP 500. Without dates,
+// moto stamps each image in file order, so a later entry is newer.
+//
 //go:embed amis.json
 var amis []byte
 
