@@ -83,7 +83,9 @@ func IsAccessDenied(err error) bool {
 		c == "Client.UnauthorizedOperation" {
 		return true
 	}
-	return HTTPStatus(err) == 403 && c == ""
+	// Some bodies (IAM, STS and ELBv2 under the emulator's enforcement)
+	// are not decoded into a code: the status says it.
+	return HTTPStatus(err) == 403 && (c == "" || c == "UnknownError")
 }
 
 // IsDependency reports whether AWS refused a delete because something still

@@ -108,6 +108,9 @@ func (a *App) Execute(ctx context.Context) int {
 	}
 	var ue *spec.UsageError
 	switch {
+	case strings.HasPrefix(err.Error(), "unknown command"):
+		fmt.Fprintf(a.Stderr, "Error: %v\nRun 'kforge --help' for usage.\n", err)
+		return ExitUsage
 	case errors.As(err, &ue):
 		fmt.Fprintf(a.Stderr, "Error: %v\n", err)
 		return ExitUsage
