@@ -98,17 +98,13 @@ func NewRetryer() aws.Retryer {
 
 // Eventual wraps a retryer so that errors matched by eventual (an IAM role
 // or instance profile that another service cannot see yet) are retried for
-// about a minute with backoff, on top of the usual retryable errors.
+// about a minute with the base's backoff, on top of what the base retries.
+// It composes: Eventual(SafeRetryer(r), m) retries m's errors and what
+// SafeRetryer retries, nothing else.
 func Eventual(base aws.Retryer, eventual func(error) bool) aws.Retryer {
-	return retry.NewStandard(func(so *retry.StandardOptions) {
-		so.MaxAttempts = 14
-		so.MaxBackoff = 8 * time.Second
-		so.RateLimiter = ratelimit.None
-		so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-			if eventual(err) {
-				return aws.TrueTernary
-			}
-			return aws.UnknownTernary
-		})}, so.Retryables...)
-	})
+	return &wrapped{RetryerV2: asV2(base), retryable: eventual, extend: true, attempts: eventualAttempts}
 }
+
+// eventualAttempts bounds the retries of IAM's eventual consistency: with
+// the backoff capped at MaxBackoff, about a minute.
+const eventualAttempts = 8

@@ -7,28 +7,65 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 )
 
 // SafeRetryer wraps the retry policy for create calls that have no
-// idempotency token (CreateVpc, CreateSecurityGroup, ...). It retries only
-// what AWS cannot have processed: throttling and a connection that was
-// never made. Anything else (a reset after the request was sent, a lost
-// response, a 5xx) is returned to CreateOnce, which looks for the resource
-// before it tries again, so that a retry never makes a second copy.
-func SafeRetryer(aws.Retryer) aws.Retryer {
-	return retry.NewStandard(func(so *retry.StandardOptions) {
-		so.MaxAttempts = MaxAttempts
-		so.MaxBackoff = MaxBackoff
-		so.RateLimiter = ratelimit.None
-		so.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-			if notSent(err) || retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err) == aws.TrueTernary {
-				return aws.TrueTernary
-			}
-			return aws.FalseTernary
-		})}
-	})
+// idempotency token (CreateVpc, CreateSecurityGroup, ...), or whose token
+// the emulator ignores. It retries only what AWS cannot have processed:
+// throttling and a connection that was never made. Anything else (a reset
+// after the request was sent, a lost response, a 5xx) is returned to
+// CreateOnce, which looks for the resource before it tries again, so that a
+// retry never makes a second copy. The base's backoff and attempts stay.
+func SafeRetryer(base aws.Retryer) aws.Retryer {
+	return &wrapped{RetryerV2: asV2(base), retryable: func(error) bool { return false }}
+}
+
+// wrapped changes which errors a retryer retries, and optionally its
+// attempts, keeping the rest of it.
+type wrapped struct {
+	aws.RetryerV2
+	// retryable is asked first; when it says no, throttling and requests
+	// never sent are still retried, and nothing else.
+	retryable func(error) bool
+	// extend, if true, also retries what the base retries.
+	extend   bool
+	attempts int
+}
+
+func (w *wrapped) IsErrorRetryable(err error) bool {
+	if w.retryable(err) {
+		return true
+	}
+	if w.extend {
+		return w.RetryerV2.IsErrorRetryable(err)
+	}
+	return notSent(err) || retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err) == aws.TrueTernary
+}
+
+func (w *wrapped) MaxAttempts() int {
+	if w.attempts > w.RetryerV2.MaxAttempts() {
+		return w.attempts
+	}
+	return w.RetryerV2.MaxAttempts()
+}
+
+// asV2 returns base as a RetryerV2 (a nil base is the default policy).
+func asV2(base aws.Retryer) aws.RetryerV2 {
+	switch b := base.(type) {
+	case nil:
+		return NewRetryer().(aws.RetryerV2)
+	case aws.RetryerV2:
+		return b
+	default:
+		return v2Adapter{b}
+	}
+}
+
+type v2Adapter struct{ aws.Retryer }
+
+func (a v2Adapter) GetAttemptToken(context.Context) (func(error) error, error) {
+	return a.GetInitialToken(), nil
 }
 
 // notSent reports whether err says the request never reached AWS.

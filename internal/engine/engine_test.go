@@ -361,3 +361,21 @@ func TestTokenStableAndDistinct(t *testing.T) {
 		t.Errorf("token of %d chars exceeds EC2's 64", n)
 	}
 }
+
+func TestTokenChangesAfterDelete(t *testing.T) {
+	j, _ := newJournal(t)
+	r := &Run{step: &Step{ID: "vm/wp/3"}, j: j}
+	before := r.Token()
+	if err := j.Record(context.Background(), "vm/wp/3", []byte(`"i-1"`)); err != nil {
+		t.Fatal(err)
+	}
+	if r.Token() != before {
+		t.Error("the token changed while the resource exists")
+	}
+	if err := j.Forget(context.Background(), "vm/wp/3"); err != nil {
+		t.Fatal(err)
+	}
+	if r.Token() == before {
+		t.Error("a resource made again after its delete would reuse the deleted one's token")
+	}
+}

@@ -59,9 +59,16 @@ func (j *Journal) doneWith(id, fp string) bool {
 	return ok && r.Inputs == fp
 }
 
-// Forget removes a step from the journal and saves the state.
+// Forget removes a step from the journal, counts a new generation of it
+// (its next create gets a new idempotency token), and saves the state.
 func (j *Journal) Forget(ctx context.Context, id string) error {
-	return j.Update(ctx, func(c *state.Cluster) { delete(c.Steps, id) })
+	return j.Update(ctx, func(c *state.Cluster) {
+		delete(c.Steps, id)
+		if c.Generations == nil {
+			c.Generations = map[string]int{}
+		}
+		c.Generations[id]++
+	})
 }
 
 // Secret returns a stored secret.
@@ -97,9 +104,10 @@ func (j *Journal) Cluster() *state.Cluster {
 	return j.c.Clone()
 }
 
-// identity returns the cluster's ref and creation time.
-func (j *Journal) identity() (spec.Ref, time.Time) {
+// identity returns the cluster's ref, its creation time and the
+// generation of a step.
+func (j *Journal) identity(step string) (spec.Ref, time.Time, int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.c.Spec.Ref, j.c.Created
+	return j.c.Spec.Ref, j.c.Created, j.c.Generations[step]
 }

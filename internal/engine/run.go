@@ -78,14 +78,15 @@ func Lookup[T any](r *Run, id string) (v T, ok bool) {
 }
 
 // Token returns an idempotency token (ClientToken, ClientRequestToken) for
-// a create made by this step: the same on every retry and resume of this
-// cluster's life, different for a later cluster of the same name, so AWS
-// returns what the first call made instead of making a second one. parts
-// distinguish several creates of one step.
+// a create made by this step: the same on every retry and resume, so AWS
+// returns what the first call made instead of making a second one; and
+// different for a later cluster of the same name, or after the step's
+// resource was deleted (a scale down, then up), so AWS does not answer
+// with the deleted resource. parts distinguish several creates of one step.
 func (r *Run) Token(parts ...string) string {
-	ref, created := r.j.identity()
+	ref, created, gen := r.j.identity(r.step.ID)
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%s", ref.Type, ref.Name, ref.Region, created.UnixNano(), r.step.ID)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%s\x00%d", ref.Type, ref.Name, ref.Region, created.UnixNano(), r.step.ID, gen)
 	for _, p := range parts {
 		fmt.Fprintf(h, "\x00%s", p)
 	}

@@ -100,7 +100,7 @@ func (p *Provider) sgStep(s spec.Spec, role string) *engine.Step {
 			// AWS refuses to delete a group that an instance or a network
 			// interface still uses: the teardown waits for the VMs to be
 			// terminated first; what remains is waited on, then named.
-			return network.RetryInUse(ctx, network.DefaultInUseTimeout, r.Waiting, "security group "+g.ID, func(ctx context.Context) error {
+			return awsx.RetryInUse(ctx, network.DefaultInUseTimeout, r.Waiting, "security group "+g.ID, func(ctx context.Context) error {
 				_, err := p.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(g.ID)})
 				if awsx.IsNotFound(err) {
 					return nil

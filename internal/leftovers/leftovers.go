@@ -20,6 +20,8 @@
 // revoking the rules of other groups that reference them; available EBS
 // volumes. Whatever still cannot be removed after a bounded wait
 // (Clients.InUseTimeout) is named, with its ID and owner, in the error.
+// When it finds nothing Kubernetes made, Delete returns engine.ErrAbsent,
+// so the step is reported as skipped rather than deleted.
 package leftovers
 
 import (
@@ -105,6 +107,8 @@ type deleter struct {
 	// left names what could not be removed; errs are AWS failures.
 	left []string
 	errs []error
+	// removed counts what was deleted.
+	removed int
 }
 
 // deadline returns when the waits of a kind of resource must end.
@@ -128,6 +132,9 @@ func (d *deleter) run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if len(d.left) == 0 && len(d.errs) == 0 {
+		if d.removed == 0 {
+			return engine.ErrAbsent
+		}
 		return nil
 	}
 	var msg strings.Builder
@@ -141,6 +148,18 @@ func (d *deleter) run(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", msg.String(), errors.Join(d.errs...))
 	}
 	return errors.New(msg.String())
+}
+
+// retryDelete runs del under awsx.RetryInUse until deadline and counts
+// the resource as removed if del removed it.
+func (d *deleter) retryDelete(ctx context.Context, deadline time.Time, what string, del func(context.Context) error) error {
+	return awsx.RetryInUse(ctx, time.Until(deadline), d.waiting, what, func(ctx context.Context) error {
+		err := del(ctx)
+		if err == nil {
+			d.removed++
+		}
+		return err
+	})
 }
 
 // owns reports whether a resource's tags say Kubernetes made it for this
@@ -198,7 +217,10 @@ func (d *deleter) loadBalancers(ctx context.Context) {
 		arn := aws.ToString(lb.LoadBalancerArn)
 		_, err := d.c.ELBv2.DeleteLoadBalancer(ctx, &elasticloadbalancingv2.DeleteLoadBalancerInput{LoadBalancerArn: lb.LoadBalancerArn})
 		switch {
-		case err == nil || awsx.IsNotFound(err):
+		case err == nil:
+			d.removed++
+			deleted = append(deleted, lb)
+		case awsx.IsNotFound(err):
 			deleted = append(deleted, lb)
 		default:
 			d.left = append(d.left, describe("load balancer "+aws.ToString(lb.LoadBalancerName), arn, k8sOwner(tags[arn]), awsx.Message(err)))
@@ -226,7 +248,10 @@ func (d *deleter) loadBalancers(ctx context.Context) {
 	for _, lb := range classic {
 		name := aws.ToString(lb.LoadBalancerName)
 		_, err := d.c.ELB.DeleteLoadBalancer(ctx, &elasticloadbalancing.DeleteLoadBalancerInput{LoadBalancerName: lb.LoadBalancerName})
-		if err != nil && !awsx.IsNotFound(err) {
+		switch {
+		case err == nil:
+			d.removed++
+		case !awsx.IsNotFound(err):
 			d.left = append(d.left, describe("classic load balancer "+name, k8sOwner(ctags[name]), awsx.Message(err)))
 		}
 	}
@@ -361,7 +386,7 @@ func (d *deleter) targetGroups(ctx context.Context) {
 			continue
 		}
 		name := aws.ToString(tg.TargetGroupName)
-		err := network.RetryInUse(ctx, time.Until(deadline), d.waiting, "target group "+name, func(ctx context.Context) error {
+		err := d.retryDelete(ctx, deadline, "target group "+name, func(ctx context.Context) error {
 			_, err := d.c.ELBv2.DeleteTargetGroup(ctx, &elasticloadbalancingv2.DeleteTargetGroupInput{TargetGroupArn: tg.TargetGroupArn})
 			return err
 		})
@@ -433,7 +458,10 @@ func (d *deleter) interfaces(ctx context.Context) {
 			}).Wait(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{id}}, time.Until(deadline))
 		}
 		_, err := d.c.EC2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(id)})
-		if err != nil && !awsx.IsNotFound(err) {
+		switch {
+		case err == nil:
+			d.removed++
+		case !awsx.IsNotFound(err):
 			d.left = append(d.left, "network interface "+network.DescribeENI(ni)+": "+awsx.Message(err))
 		}
 	}
@@ -481,7 +509,7 @@ func (d *deleter) securityGroups(ctx context.Context) {
 	deadline := d.deadline()
 	for _, id := range ids {
 		g := targets[id]
-		err := network.RetryInUse(ctx, time.Until(deadline), d.waiting, "security group "+id, func(ctx context.Context) error {
+		err := d.retryDelete(ctx, deadline, "security group "+id, func(ctx context.Context) error {
 			_, err := d.c.EC2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
 			return err
 		})
@@ -590,7 +618,10 @@ func (d *deleter) volumes(ctx context.Context) {
 			}).Wait(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}}, time.Until(deadline))
 		}
 		_, err := d.c.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(id)})
-		if err != nil && !awsx.IsNotFound(err) {
+		switch {
+		case err == nil:
+			d.removed++
+		case !awsx.IsNotFound(err):
 			d.left = append(d.left, describeVolume(v)+": "+awsx.Message(err))
 		}
 	}

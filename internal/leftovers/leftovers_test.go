@@ -94,6 +94,41 @@ func newCluster(t *testing.T, e env, ref spec.Ref, cidr string, timeout time.Dur
 	return c
 }
 
+// destroy runs a destroy of the cluster's graph with journal j and returns
+// how each step ended: done, skipped or failed.
+func (c *cluster) destroy(j *engine.Journal) (map[string]engine.EventKind, error) {
+	ended := map[string]engine.EventKind{}
+	err := engine.Destroy(context.Background(), c.g, j, engine.Options{Events: func(e engine.Event) {
+		switch e.Kind {
+		case engine.EventDone, engine.EventSkipped, engine.EventFailed:
+			ended[e.Step] = e.Kind
+		}
+	}})
+	return ended, err
+}
+
+// lostState is a journal of the cluster without any step, as after the
+// state was lost.
+func (c *cluster) lostState(t *testing.T) *engine.Journal {
+	t.Helper()
+	store, err := state.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return engine.NewJournal(store, state.New(spec.Spec{Ref: c.ref}, time.Now()))
+}
+
+// checkAllSkipped asserts that a destroy found nothing: every step ended
+// skipped, none done.
+func checkAllSkipped(t *testing.T, c *cluster, ended map[string]engine.EventKind) {
+	t.Helper()
+	for _, id := range c.g.IDs() {
+		if k, ok := ended[id]; !ok || k != engine.EventSkipped {
+			t.Errorf("step %s ended with event kind %d, want skipped (%d)", id, k, engine.EventSkipped)
+		}
+	}
+}
+
 func tagSpec(rt ec2types.ResourceType, kv ...string) []ec2types.TagSpecification {
 	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -245,8 +280,14 @@ func TestDestroyRemovesKubernetesLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := engine.Destroy(ctx, c.g, c.j, engine.Options{}); err != nil {
+	ended, err := c.destroy(c.j)
+	if err != nil {
 		t.Fatalf("destroy: %v", err)
+	}
+	for _, id := range []string{leftovers.StepID, network.StepVPC} {
+		if ended[id] != engine.EventDone {
+			t.Errorf("step %s ended with event kind %d, want done", id, ended[id])
+		}
 	}
 	if vols, err := e.ec2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{aws.ToString(kv.VolumeId)}}); err != nil || len(vols.Volumes) != 1 {
 		t.Errorf("kforge's own volume was deleted by the leftovers step: %v", err)
@@ -287,6 +328,34 @@ func TestDestroyRemovesKubernetesLeftovers(t *testing.T) {
 	if _, ok := c.j.Done(leftovers.StepID); ok {
 		t.Error("the leftovers step is still journaled")
 	}
+	// A second delete, with the state or without it, finds nothing.
+	for _, j := range []*engine.Journal{c.j, c.lostState(t)} {
+		ended, err := c.destroy(j)
+		if err != nil {
+			t.Fatalf("second destroy: %v", err)
+		}
+		checkAllSkipped(t, c, ended)
+	}
+}
+
+// A cluster in which Kubernetes made nothing: the step says it found
+// nothing, while the network is deleted.
+func TestDestroyWithoutLeftovers(t *testing.T) {
+	e := newEnv(t)
+	c := newCluster(t, e, spec.Ref{Type: spec.TypeHA, Name: "lo-none", Region: region}, "10.73.0.0/16", time.Second)
+	ended, err := c.destroy(c.j)
+	if err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	if ended[leftovers.StepID] != engine.EventSkipped || ended[network.StepVPC] != engine.EventDone {
+		t.Errorf("leftovers ended with %d, vpc with %d: want skipped (%d) and done (%d)",
+			ended[leftovers.StepID], ended[network.StepVPC], engine.EventSkipped, engine.EventDone)
+	}
+	ended, err = c.destroy(c.lostState(t))
+	if err != nil {
+		t.Fatalf("second destroy: %v", err)
+	}
+	checkAllSkipped(t, c, ended)
 }
 
 // An attached volume that kforge does not own the instance of cannot be

@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 
@@ -138,13 +137,26 @@ func (b *builder) ensureIGW(ctx context.Context, r *engine.Run) (any, error) {
 		}
 	}
 	if g == nil {
-		out, err := b.c.EC2.CreateInternetGateway(ctx, &ec2.CreateInternetGatewayInput{
-			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeInternetGateway, awsx.Tags(b.ref(), b.name("igw"))),
+		find := func(ctx context.Context) (types.InternetGateway, bool, error) {
+			found, err := b.ownIGWs(ctx, "")
+			if err != nil || len(found) == 0 {
+				return types.InternetGateway{}, false, err
+			}
+			return found[0], true, nil
+		}
+		created, err := awsx.CreateOnce(ctx, find, func(ctx context.Context) (types.InternetGateway, error) {
+			out, err := b.c.EC2.CreateInternetGateway(ctx, &ec2.CreateInternetGatewayInput{
+				TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeInternetGateway, awsx.Tags(b.ref(), b.name("igw"))),
+			}, safe)
+			if err != nil {
+				return types.InternetGateway{}, err
+			}
+			return *out.InternetGateway, nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("create internet gateway: %w", err)
 		}
-		g = out.InternetGateway
+		g = &created
 	}
 	id := aws.ToString(g.InternetGatewayId)
 	if !attachedTo(*g, vpc.ID) {
@@ -164,21 +176,26 @@ func (b *builder) deleteIGW(ctx context.Context, r *engine.Run) error {
 		return err
 	}
 	var errs []error
+	removed := false
 	for _, g := range found {
-		if err := b.deleteOneIGW(ctx, r, g); err != nil {
+		ok, err := b.deleteOneIGW(ctx, r, g)
+		if err != nil {
 			errs = append(errs, err)
 		}
+		removed = removed || ok
 	}
-	return errors.Join(errs...)
+	return deleted(removed, errs)
 }
 
-func (b *builder) deleteOneIGW(ctx context.Context, r *engine.Run, g types.InternetGateway) error {
+// deleteOneIGW detaches and deletes a gateway and reports whether it
+// removed it (false: it was gone already).
+func (b *builder) deleteOneIGW(ctx context.Context, r *engine.Run, g types.InternetGateway) (bool, error) {
 	id := aws.ToString(g.InternetGatewayId)
 	for _, a := range g.Attachments {
 		vpcID := aws.ToString(a.VpcId)
 		// AWS refuses the detach while the VPC has public IPs mapped
 		// (instances, load balancers, NAT gateways still going away).
-		err := RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "internet gateway "+id, func(ctx context.Context) error {
+		err := awsx.RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "internet gateway "+id, func(ctx context.Context) error {
 			_, err := b.c.EC2.DetachInternetGateway(ctx, &ec2.DetachInternetGatewayInput{InternetGatewayId: aws.String(id), VpcId: aws.String(vpcID)})
 			if awsx.HasCode(err, "Gateway.NotAttached") {
 				return nil
@@ -186,17 +203,17 @@ func (b *builder) deleteOneIGW(ctx context.Context, r *engine.Run, g types.Inter
 			return err
 		})
 		if err != nil {
-			return b.inUseError(ctx, "internet gateway", id, "vpc-id", vpcID, fmt.Errorf("detach from VPC %s: %w", vpcID, err))
+			return false, b.inUseError(ctx, "internet gateway", id, "vpc-id", vpcID, fmt.Errorf("detach from VPC %s: %w", vpcID, err))
 		}
 	}
-	err := RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "internet gateway "+id, func(ctx context.Context) error {
+	removed, err := b.retryDelete(ctx, r, "internet gateway "+id, func(ctx context.Context) error {
 		_, err := b.c.EC2.DeleteInternetGateway(ctx, &ec2.DeleteInternetGatewayInput{InternetGatewayId: aws.String(id)})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("delete internet gateway %s: %w", id, err)
+		return false, fmt.Errorf("delete internet gateway %s: %w", id, err)
 	}
-	return nil
+	return removed, nil
 }
 
 func (b *builder) rtbStep() *engine.Step {
@@ -278,7 +295,7 @@ func (b *builder) ensureRTB(ctx context.Context, r *engine.Run) (any, error) {
 	} else {
 		out, err := b.c.EC2.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{
 			VpcId:             aws.String(vpc.ID),
-			ClientToken:       aws.String(b.clientToken(StepRouteTable, vpc.ID)),
+			ClientToken:       aws.String(r.Token(vpc.ID)),
 			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeRouteTable, awsx.Tags(b.ref(), b.name("rtb"))),
 		}, eventual)
 		if err != nil {
@@ -326,27 +343,32 @@ func (b *builder) deleteRTB(ctx context.Context, r *engine.Run) error {
 		return err
 	}
 	var errs []error
+	removed := false
 	for _, t := range found {
 		id := aws.ToString(t.RouteTableId)
-		if err := b.deleteOneRTB(ctx, r, t); err != nil {
+		ok, err := b.deleteOneRTB(ctx, r, t)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("delete route table %s: %w", id, err))
 		}
+		removed = removed || ok
 	}
-	return errors.Join(errs...)
+	return deleted(removed, errs)
 }
 
-func (b *builder) deleteOneRTB(ctx context.Context, r *engine.Run, t types.RouteTable) error {
+// deleteOneRTB disassociates and deletes a route table and reports whether
+// it removed it (false: it was gone already).
+func (b *builder) deleteOneRTB(ctx context.Context, r *engine.Run, t types.RouteTable) (bool, error) {
 	id := aws.ToString(t.RouteTableId)
 	for _, a := range t.Associations {
 		if aws.ToBool(a.Main) {
-			return fmt.Errorf("it is the main route table of VPC %s; kforge does not delete it", aws.ToString(t.VpcId))
+			return false, fmt.Errorf("it is the main route table of VPC %s; kforge does not delete it", aws.ToString(t.VpcId))
 		}
 		_, err := b.c.EC2.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: a.RouteTableAssociationId})
 		if err != nil && !awsx.IsNotFound(err) {
-			return fmt.Errorf("disassociate %s: %w", aws.ToString(a.SubnetId), err)
+			return false, fmt.Errorf("disassociate %s: %w", aws.ToString(a.SubnetId), err)
 		}
 	}
-	return RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "route table "+id, func(ctx context.Context) error {
+	return b.retryDelete(ctx, r, "route table "+id, func(ctx context.Context) error {
 		_, err := b.c.EC2.DeleteRouteTable(ctx, &ec2.DeleteRouteTableInput{RouteTableId: aws.String(id)})
 		return err
 	})

@@ -27,8 +27,17 @@
 // ownership tags of CONTRACT.md, so an Ensure that runs again after a crash
 // (even one right after the create call returned, before the journal was
 // written) finds it by its tags instead of creating a second one; subnets
-// are found by their index tag (kforge.io/subnet). Delete finds resources by
-// the journaled ID and by tags, so it works when the state is lost.
+// are found by their index tag (kforge.io/subnet). The route table is
+// created with the engine's ClientToken (engine.Run.Token). CreateVpc,
+// CreateSubnet and CreateInternetGateway have no token: they run with
+// awsx.SafeRetryer under awsx.CreateOnce, so a lost answer (a connection
+// dropped after the request was sent) makes kforge look for the resource by
+// its tags instead of creating it again.
+//
+// Delete finds resources by the journaled ID and by tags, so it works when
+// the state is lost. A Delete that finds nothing to remove returns
+// engine.ErrAbsent, so a second delete reports every network step as
+// skipped rather than deleted.
 //
 // AWS releases the network interfaces of terminated instances and deleted
 // load balancers minutes after they go, so deleting a subnet, a gateway or
@@ -39,8 +48,8 @@
 package network
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -49,6 +58,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/spec"
 )
@@ -105,11 +115,6 @@ type Spec struct {
 	// ExcludeZoneIDs are availability zone IDs not to use (for example
 	// "use1-az3", where EKS cannot place a control plane).
 	ExcludeZoneIDs []string
-	// Generation tells apart incarnations of a cluster of the same name
-	// (the creation time of its state is a good one). It goes into the
-	// ClientTokens of idempotent creates, so a cluster created again after
-	// a delete does not get back the deleted resources' IDs.
-	Generation string
 }
 
 // Clients are the AWS clients the steps use, and how long a delete waits
@@ -270,13 +275,42 @@ func (b *builder) ref() spec.Ref { return b.s.Ref }
 
 func (b *builder) name(suffix string) string { return "kforge-" + b.s.Ref.Name + "-" + suffix }
 
-// clientToken is the idempotency token of a create: the same for a retry or
-// a resume of one cluster incarnation's step in one VPC, different for
-// anything else.
-func (b *builder) clientToken(step, vpcID string) string {
-	r := b.s.Ref
-	h := sha256.Sum256([]byte(strings.Join([]string{r.Type, r.Region, r.Name, b.s.Generation, step, vpcID}, "\x00")))
-	return "kforge-" + hex.EncodeToString(h[:20])
+func (b *builder) resume() string { return "kforge delete " + b.s.Ref.Args() }
+
+// safe is the retry policy of a create without a ClientToken (CreateVpc,
+// CreateSubnet, CreateInternetGateway): it retries only what AWS cannot
+// have carried out, and leaves a lost answer to awsx.CreateOnce, which looks
+// for the resource by its tags before it tries again.
+func safe(o *ec2.Options) { o.Retryer = awsx.SafeRetryer(o.Retryer) }
+
+// safeEventual is safe, and also retries "not found": a create that names
+// a resource made a moment ago (a subnet's new VPC) may be refused until EC2
+// sees it, and a refused call made nothing.
+func safeEventual(o *ec2.Options) {
+	o.Retryer = awsx.Eventual(awsx.SafeRetryer(o.Retryer), awsx.IsNotFound)
 }
 
-func (b *builder) resume() string { return "kforge delete " + b.s.Ref.Args() }
+// deleted is what a Delete returns after removing what it found: the
+// failures if any, else engine.ErrAbsent when nothing was there to remove
+// (so that a second delete reports the step as skipped), else nil.
+func deleted(removed bool, errs []error) error {
+	switch {
+	case len(errs) > 0:
+		return errors.Join(errs...)
+	case !removed:
+		return engine.ErrAbsent
+	}
+	return nil
+}
+
+// retryDelete runs del under awsx.RetryInUse and reports whether del
+// removed the resource (false: it was gone already).
+func (b *builder) retryDelete(ctx context.Context, r *engine.Run, what string, del func(context.Context) error) (bool, error) {
+	removed := false
+	err := awsx.RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, what, func(ctx context.Context) error {
+		err := del(ctx)
+		removed = err == nil
+		return err
+	})
+	return removed, err
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/engine"
@@ -97,7 +96,40 @@ func apply(t *testing.T, c *network.Clients, s network.Spec, j *engine.Journal) 
 }
 
 func destroy(c *network.Clients, s network.Spec, j *engine.Journal) error {
-	return engine.Destroy(context.Background(), graph(c, s), j, engine.Options{})
+	_, err := destroyLog(c, s, j)
+	return err
+}
+
+// destroyLog destroys and returns how each step ended: done, skipped or
+// failed.
+func destroyLog(c *network.Clients, s network.Spec, j *engine.Journal) (map[string]engine.EventKind, error) {
+	ended := map[string]engine.EventKind{}
+	err := engine.Destroy(context.Background(), graph(c, s), j, engine.Options{Events: func(e engine.Event) {
+		switch e.Kind {
+		case engine.EventDone, engine.EventSkipped, engine.EventFailed:
+			ended[e.Step] = e.Kind
+		}
+	}})
+	return ended, err
+}
+
+// checkEnded asserts that the steps in done ended as done and every other
+// step of the graph as skipped.
+func checkEnded(t *testing.T, ended map[string]engine.EventKind, c *network.Clients, s network.Spec, done ...string) {
+	t.Helper()
+	want := map[string]engine.EventKind{}
+	for _, id := range graph(c, s).IDs() {
+		want[id] = engine.EventSkipped
+	}
+	for _, id := range done {
+		want[id] = engine.EventDone
+	}
+	name := map[engine.EventKind]string{engine.EventDone: "done", engine.EventSkipped: "skipped", engine.EventFailed: "failed"}
+	for id, k := range want {
+		if got, ok := ended[id]; !ok || got != k {
+			t.Errorf("step %s ended %s, want %s", id, name[got], name[k])
+		}
+	}
 }
 
 // tagged counts the cluster's resources of each kind by tags.
@@ -252,9 +284,13 @@ func TestOwnVPC(t *testing.T) {
 		t.Fatalf("after re-runs: tagged resources %v, want %v", got, want)
 	}
 
-	if err := destroy(cl, s, j); err != nil {
+	ended, err := destroyLog(cl, s, j)
+	if err != nil {
 		t.Fatalf("destroy: %v", err)
 	}
+	// What was removed is reported as deleted; the zones and the network
+	// step (no stray subnets) removed nothing.
+	checkEnded(t, ended, cl, s, "vpc", "igw", "rtb", "subnet/0", "subnet/1", "subnet/2")
 	none := map[string]int{"vpc": 0, "subnet": 0, "igw": 0, "rtb": 0}
 	if got := tagged(t, c, r); fmt.Sprint(got) != fmt.Sprint(none) {
 		t.Errorf("after destroy: %v left", got)
@@ -262,8 +298,14 @@ func TestOwnVPC(t *testing.T) {
 	if len(j.Cluster().Steps) != 0 {
 		t.Errorf("journal still holds %v", j.Cluster().Steps)
 	}
-	if err := destroy(cl, s, j); err != nil {
-		t.Errorf("second destroy: %v", err)
+	// A second delete, with the state and without it, finds nothing and
+	// says so: every step is skipped, none reported as deleted.
+	for _, jj := range []*engine.Journal{j, journal(t, r)} {
+		ended, err := destroyLog(cl, s, jj)
+		if err != nil {
+			t.Errorf("second destroy: %v", err)
+		}
+		checkEnded(t, ended, cl, s)
 	}
 }
 
@@ -275,13 +317,22 @@ func TestDestroyWithLostState(t *testing.T) {
 	// Created with 4 zones; the delete only knows a spec with 2: it still
 	// finds all four subnets by their tags.
 	apply(t, cl, network.Spec{Ref: r, Zones: 4, CIDR: "10.8.0.0/16"}, journal(t, r))
-	if err := destroy(cl, network.Spec{Ref: r, Zones: 2}, journal(t, r)); err != nil {
+	s := network.Spec{Ref: r, Zones: 2}
+	ended, err := destroyLog(cl, s, journal(t, r))
+	if err != nil {
 		t.Fatalf("destroy: %v", err)
 	}
+	// The network step removed the two subnets beyond the spec's count.
+	checkEnded(t, ended, cl, s, "vpc", "igw", "rtb", "subnet/0", "subnet/1", "network")
 	none := map[string]int{"vpc": 0, "subnet": 0, "igw": 0, "rtb": 0}
 	if got := tagged(t, c, r); fmt.Sprint(got) != fmt.Sprint(none) {
 		t.Errorf("after destroy with lost state: %v left", got)
 	}
+	ended, err = destroyLog(cl, s, journal(t, r))
+	if err != nil {
+		t.Fatalf("second destroy: %v", err)
+	}
+	checkEnded(t, ended, cl, s)
 }
 
 // userVPC creates a VPC as a user would, with DNS on and, if igw, an
@@ -409,9 +460,16 @@ func TestExistingVPCSharedByTwoClusters(t *testing.T) {
 
 	// Deleting one cluster leaves the other, the VPC, its gateway and the
 	// user's subnet.
-	if err := destroy(cl, specs["shared-a"], journals["shared-a"]); err != nil {
+	ended, err := destroyLog(cl, specs["shared-a"], journals["shared-a"])
+	if err != nil {
 		t.Fatalf("destroy shared-a: %v", err)
 	}
+	checkEnded(t, ended, cl, specs["shared-a"], "rtb", "subnet/0", "subnet/1", "subnet/2")
+	ended, err = destroyLog(cl, specs["shared-a"], journal(t, ref("shared-a")))
+	if err != nil {
+		t.Fatalf("second destroy of shared-a: %v", err)
+	}
+	checkEnded(t, ended, cl, specs["shared-a"])
 	if got := tagged(t, c, ref("shared-a")); got["subnet"]+got["rtb"] != 0 {
 		t.Errorf("shared-a left %v", got)
 	}
@@ -712,53 +770,4 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestRetryInUse(t *testing.T) {
-	t.Parallel()
-	dep := &fakeErr{code: "DependencyViolation"}
-	tests := []struct {
-		name    string
-		errs    []error // returned in turn; the last one repeats
-		wantErr string
-		calls   int
-	}{
-		{"clears", []error{dep, dep, nil}, "", 3},
-		{"not found is success", []error{&fakeErr{code: "InvalidSubnetID.NotFound"}}, "", 1},
-		{"other error at once", []error{&fakeErr{code: "UnauthorizedOperation"}}, "UnauthorizedOperation", 1},
-		{"bounded", []error{dep}, "still in use after", -1},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			calls, waits := 0, 0
-			start := time.Now()
-			err := network.RetryInUse(context.Background(), 500*time.Millisecond, func(string, ...any) { waits++ }, "subnet x", func(context.Context) error {
-				e := tc.errs[min(calls, len(tc.errs)-1)]
-				calls++
-				return e
-			})
-			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("error %v, want %q", err, tc.wantErr)
-			}
-			if tc.calls >= 0 && calls != tc.calls {
-				t.Errorf("%d calls, want %d", calls, tc.calls)
-			}
-			if tc.name == "bounded" {
-				if !awsx.IsDependency(err) || calls < 3 || waits < 2 {
-					t.Errorf("err %v after %d calls and %d waits: want the dependency error after several tries", err, calls, waits)
-				}
-				if d := time.Since(start); d > 3*time.Second {
-					t.Errorf("took %s for a 500ms bound", d)
-				}
-			}
-		})
-	}
-}
-
 func jsonUnmarshal(raw []byte, v any) error { return json.Unmarshal(raw, v) }
-
-// fakeErr is an AWS API error with a code.
-type fakeErr struct{ code string }
-
-func (e *fakeErr) Error() string                 { return "api error " + e.code }
-func (e *fakeErr) ErrorCode() string             { return e.code }
-func (e *fakeErr) ErrorMessage() string          { return e.code }
-func (e *fakeErr) ErrorFault() smithy.ErrorFault { return smithy.FaultClient }

@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -251,14 +250,34 @@ func (b *builder) createOwnSubnet(ctx context.Context, vpc vpcOut, in *ec2.Creat
 		return types.Subnet{}, err
 	}
 	in.CidrBlock = aws.String(cidr.String())
-	out, err := b.c.EC2.CreateSubnet(ctx, in, eventual)
+	s, err := b.createSubnet(ctx, in, i, safeEventual)
 	if awsx.HasCode(err, "InvalidSubnet.Conflict") {
 		return types.Subnet{}, fmt.Errorf("create subnet %s in VPC %s: another subnet, not kforge's, overlaps it; delete it and retry: %w", cidr, vpc.ID, err)
 	}
 	if err != nil {
 		return types.Subnet{}, fmt.Errorf("create subnet %s in VPC %s: %w", cidr, vpc.ID, err)
 	}
-	return *out.Subnet, nil
+	return s, nil
+}
+
+// createSubnet makes subnet i with one CreateSubnet that cannot leave a
+// second subnet behind: when its answer is lost, subnet i is looked for by
+// its tags before the call is tried again. opt is safe or safeEventual.
+func (b *builder) createSubnet(ctx context.Context, in *ec2.CreateSubnetInput, i int, opt func(*ec2.Options)) (types.Subnet, error) {
+	find := func(ctx context.Context) (types.Subnet, bool, error) {
+		found, err := b.ownSubnets(ctx, strconv.Itoa(i), "", aws.ToString(in.VpcId))
+		if err != nil || len(found) == 0 {
+			return types.Subnet{}, false, err
+		}
+		return found[0], true, nil
+	}
+	return awsx.CreateOnce(ctx, find, func(ctx context.Context) (types.Subnet, error) {
+		out, err := b.c.EC2.CreateSubnet(ctx, in, opt)
+		if err != nil {
+			return types.Subnet{}, err
+		}
+		return *out.Subnet, nil
+	})
 }
 
 // maxConflicts bounds how often a subnet in an existing VPC picks a new
@@ -278,7 +297,7 @@ func (b *builder) createSharedSubnet(ctx context.Context, r *engine.Run, vpc vpc
 			return false, err
 		}
 		in.CidrBlock = aws.String(cidr.String())
-		out, err := b.c.EC2.CreateSubnet(ctx, in)
+		s, err := b.createSubnet(ctx, in, i, safe)
 		if awsx.HasCode(err, "InvalidSubnet.Conflict") {
 			last = err
 			r.Waiting("block %s of VPC %s was just taken; picking another", cidr, vpc.ID)
@@ -287,7 +306,7 @@ func (b *builder) createSharedSubnet(ctx context.Context, r *engine.Run, vpc vpc
 		if err != nil {
 			return false, fmt.Errorf("create subnet %s in VPC %s: %w", cidr, vpc.ID, err)
 		}
-		created = *out.Subnet
+		created = s
 		return true, nil
 	})
 	if wait.Interrupted(err) && ctx.Err() == nil {
@@ -406,24 +425,30 @@ func (b *builder) deleteStraySubnets(ctx context.Context, r *engine.Run) error {
 	return b.deleteSubnets(ctx, r, stray)
 }
 
+// deleteSubnets deletes subnets; it returns engine.ErrAbsent when there
+// was none to delete.
 func (b *builder) deleteSubnets(ctx context.Context, r *engine.Run, subnets []types.Subnet) error {
 	var errs []error
+	removed := false
 	for _, s := range subnets {
-		if err := b.deleteSubnet(ctx, r, aws.ToString(s.SubnetId)); err != nil {
+		ok, err := b.deleteSubnet(ctx, r, aws.ToString(s.SubnetId))
+		if err != nil {
 			errs = append(errs, err)
 		}
+		removed = removed || ok
 	}
-	return errors.Join(errs...)
+	return deleted(removed, errs)
 }
 
 // deleteSubnet disassociates a subnet from its route table and deletes it,
-// waiting a bounded time for AWS to release what still uses it.
-func (b *builder) deleteSubnet(ctx context.Context, r *engine.Run, id string) error {
+// waiting a bounded time for AWS to release what still uses it. It reports
+// whether it removed the subnet (false: it was gone already).
+func (b *builder) deleteSubnet(ctx context.Context, r *engine.Run, id string) (bool, error) {
 	out, err := b.c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{
 		Filters: []types.Filter{{Name: aws.String("association.subnet-id"), Values: []string{id}}},
 	})
 	if err != nil {
-		return fmt.Errorf("look up the route table of subnet %s: %w", id, err)
+		return false, fmt.Errorf("look up the route table of subnet %s: %w", id, err)
 	}
 	for _, t := range out.RouteTables {
 		for _, a := range t.Associations {
@@ -432,16 +457,16 @@ func (b *builder) deleteSubnet(ctx context.Context, r *engine.Run, id string) er
 			}
 			_, err := b.c.EC2.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: a.RouteTableAssociationId})
 			if err != nil && !awsx.IsNotFound(err) {
-				return fmt.Errorf("disassociate subnet %s from route table %s: %w", id, aws.ToString(t.RouteTableId), err)
+				return false, fmt.Errorf("disassociate subnet %s from route table %s: %w", id, aws.ToString(t.RouteTableId), err)
 			}
 		}
 	}
-	err = RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "subnet "+id, func(ctx context.Context) error {
+	removed, err := b.retryDelete(ctx, r, "subnet "+id, func(ctx context.Context) error {
 		_, err := b.c.EC2.DeleteSubnet(ctx, &ec2.DeleteSubnetInput{SubnetId: aws.String(id)})
 		return err
 	})
 	if err != nil {
-		return b.inUseError(ctx, "subnet", id, "subnet-id", id, err)
+		return false, b.inUseError(ctx, "subnet", id, "subnet-id", id, err)
 	}
-	return nil
+	return removed, nil
 }

@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -112,6 +111,15 @@ func (b *builder) ownVPCs(ctx context.Context, prevID string) ([]types.Vpc, erro
 	return append(out, tagged...), nil
 }
 
+// findVPC returns the cluster's own VPC found by its tags, if any.
+func (b *builder) findVPC(ctx context.Context) (types.Vpc, bool, error) {
+	found, err := b.ownVPCs(ctx, "")
+	if err != nil || len(found) == 0 {
+		return types.Vpc{}, false, err
+	}
+	return found[0], true, nil
+}
+
 // describeVPC returns a VPC, or nil if it does not exist.
 func describeVPC(ctx context.Context, c *ec2.Client, id string) (*types.Vpc, error) {
 	out, err := c.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{id}})
@@ -141,14 +149,19 @@ func (b *builder) ensureVPC(ctx context.Context, r *engine.Run) (any, error) {
 	if len(found) > 0 {
 		v = found[0]
 	} else {
-		out, err := b.c.EC2.CreateVpc(ctx, &ec2.CreateVpcInput{
-			CidrBlock:         aws.String(b.s.CIDR),
-			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeVpc, awsx.Tags(b.ref(), b.name("vpc"))),
+		v, err = awsx.CreateOnce(ctx, b.findVPC, func(ctx context.Context) (types.Vpc, error) {
+			out, err := b.c.EC2.CreateVpc(ctx, &ec2.CreateVpcInput{
+				CidrBlock:         aws.String(b.s.CIDR),
+				TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeVpc, awsx.Tags(b.ref(), b.name("vpc"))),
+			}, safe)
+			if err != nil {
+				return types.Vpc{}, err
+			}
+			return *out.Vpc, nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("create VPC %s: %w", b.s.CIDR, err)
 		}
-		v = *out.Vpc
 	}
 	id := aws.ToString(v.VpcId)
 	if v.State != types.VpcStateAvailable {
@@ -211,24 +224,26 @@ func (b *builder) deleteVPC(ctx context.Context, r *engine.Run) error {
 	var prev vpcOut
 	r.PrevInto(&prev)
 	if prev.ID != "" && !prev.Own {
-		return nil
+		return engine.ErrAbsent // not kforge's VPC
 	}
 	found, err := b.ownVPCs(ctx, prev.ID)
 	if err != nil {
 		return err
 	}
 	var errs []error
+	removed := false
 	for _, v := range found {
 		id := aws.ToString(v.VpcId)
-		err := RetryInUse(ctx, b.c.inUseTimeout(), r.Waiting, "VPC "+id, func(ctx context.Context) error {
+		ok, err := b.retryDelete(ctx, r, "VPC "+id, func(ctx context.Context) error {
 			_, err := b.c.EC2.DeleteVpc(ctx, &ec2.DeleteVpcInput{VpcId: aws.String(id)})
 			return err
 		})
 		if err != nil {
 			errs = append(errs, b.inUseError(ctx, "VPC", id, "vpc-id", id, err))
 		}
+		removed = removed || ok
 	}
-	return errors.Join(errs...)
+	return deleted(removed, errs)
 }
 
 // checkVPC verifies that a VPC exists and has DNS hostnames and DNS

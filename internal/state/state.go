@@ -35,6 +35,10 @@ type Cluster struct {
 	Updated time.Time             `json:"updated"`
 	Error   string                `json:"error,omitempty"`
 	Steps   map[string]StepRecord `json:"steps,omitempty"`
+	// Generations counts, per step, how many times its resource was
+	// deleted, so that a resource made again gets a new idempotency token
+	// instead of the deleted one's.
+	Generations map[string]int `json:"generations,omitempty"`
 	// Pending holds the specs of scales that have not completed: their
 	// steps may still exist and are reconciled away by the next scale.
 	Pending []spec.Spec `json:"pending,omitempty"`
@@ -69,6 +73,10 @@ func (c *Cluster) Clone() *Cluster {
 	d.Steps = make(map[string]StepRecord, len(c.Steps))
 	for k, v := range c.Steps {
 		d.Steps[k] = v
+	}
+	d.Generations = make(map[string]int, len(c.Generations))
+	for k, v := range c.Generations {
+		d.Generations[k] = v
 	}
 	d.Secrets = make(map[string][]byte, len(c.Secrets))
 	for k, v := range c.Secrets {
