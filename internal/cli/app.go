@@ -293,3 +293,10 @@ func (a *App) reportRunError(err error, verb string) error {
 	fmt.Fprintf(a.Stderr, "State is saved. Fix the cause, then run the same command again to continue:\n  %s\n", a.resumeHint())
 	return errSilent
 }
+
+// closeProvider releases what a provider holds open (SSH connections).
+func closeProvider(p cluster.Provider) {
+	if c, ok := p.(io.Closer); ok {
+		_ = c.Close()
+	}
+}

@@ -141,6 +141,7 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	if err != nil {
 		return err
 	}
+	defer closeProvider(p)
 	prog := newProgress(a.Stderr)
 	defer prog.close()
 	fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, store.Location())

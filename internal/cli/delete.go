@@ -53,6 +53,7 @@ and without --yes it refuses (exit 2).`,
 				if err != nil {
 					return err
 				}
+				defer closeProvider(p)
 				prog := newProgress(a.Stderr)
 				defer prog.close()
 				ctx := awsx.WithRetryNotice(cmd.Context(), prog.retryNotice())

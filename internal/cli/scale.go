@@ -53,6 +53,7 @@ func (a *App) scaleCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				defer closeProvider(p)
 				prog := newProgress(a.Stderr)
 				defer prog.close()
 				ctx := awsx.WithRetryNotice(cmd.Context(), prog.retryNotice())

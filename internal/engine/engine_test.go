@@ -379,3 +379,41 @@ func TestTokenChangesAfterDelete(t *testing.T) {
 		t.Error("a resource made again after its delete would reuse the deleted one's token")
 	}
 }
+
+func TestStopInterruptsWaitingSteps(t *testing.T) {
+	j, _ := newJournal(t)
+	stop := make(chan struct{})
+	busyDone := make(chan struct{})
+	g := NewGraph()
+	g.Add(
+		&Step{ID: "waits", Ensure: func(ctx context.Context, r *Run) (any, error) {
+			r.Waiting("waiting for AWS")
+			<-ctx.Done() // a waiter: only cancellation ends it
+			return nil, ctx.Err()
+		}},
+		&Step{ID: "busy", Ensure: func(ctx context.Context, r *Run) (any, error) {
+			close(stop)
+			time.Sleep(50 * time.Millisecond) // a call in flight is not cut short
+			close(busyDone)
+			return "ok", ctx.Err()
+		}},
+	)
+	start := time.Now()
+	err := Apply(context.Background(), g, j, Options{Stop: stop})
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	var ee *Error
+	if errors.As(err, &ee) && len(ee.Failed) != 0 {
+		t.Errorf("a step stopped while waiting counts as failed: %v", ee.Failed)
+	}
+	if _, done := j.Done("busy"); !done {
+		t.Error("the busy step was not let finish")
+	}
+	if _, done := j.Done("waits"); done {
+		t.Error("the interrupted wait was journaled as done")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Error("the stop did not interrupt the wait")
+	}
+}

@@ -255,11 +255,16 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 	blocked := map[string]bool{}
 	var failed []StepError
 
+	runs := map[string]*Run{}
 	start := func(id string) {
 		s := byID[id]
-		r := &Run{step: s, j: x.j, emit: x.emit, started: time.Now()}
+		sctx, cancel := context.WithCancel(ctx)
+		r := &Run{step: s, j: x.j, emit: x.emit, started: time.Now(), cancel: cancel}
+		runs[id] = r
 		running++
 		go func() {
+			defer cancel()
+			ctx := sctx
 			var err error
 			var did bool
 			func() {
@@ -312,6 +317,10 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 		select {
 		case res := <-results:
 			running--
+			delete(runs, res.id)
+			if res.err != nil && stopped && errors.Is(res.err, context.Canceled) {
+				continue // stopped while waiting: not done, not failed
+			}
 			if res.err != nil {
 				failed = append(failed, StepError{Step: res.id, Title: byID[res.id].Title, Err: res.err})
 				block(res.id)
@@ -327,6 +336,11 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 		case <-stopCh:
 			stopped = true
 			stopCh = nil
+			// Steps that wait on AWS or a VM are at a safe point: stop
+			// them now; the others finish what they do.
+			for _, r := range runs {
+				r.interrupt()
+			}
 		case <-ctx.Done():
 			stopped = true
 			// Running steps see the cancellation and return.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -17,6 +18,23 @@ type Run struct {
 	j       *Journal
 	emit    func(Event)
 	started time.Time
+
+	// A step that waits (r.Waiting) is at a safe point: a stop request
+	// cancels its context; a resume waits again.
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	waiting  bool
+	stopping bool
+}
+
+// interrupt cancels the step if it is waiting, or as soon as it waits.
+func (r *Run) interrupt() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopping = true
+	if r.waiting && r.cancel != nil {
+		r.cancel()
+	}
 }
 
 // StepID returns the ID of the running step.
@@ -47,6 +65,12 @@ func (r *Run) SetSecret(ctx context.Context, key string, v []byte) error {
 // Waiting reports that the step waits on something slow (AWS, a VM), so
 // progress can show it with the elapsed time.
 func (r *Run) Waiting(format string, a ...any) {
+	r.mu.Lock()
+	r.waiting = true
+	if r.stopping && r.cancel != nil {
+		r.cancel()
+	}
+	r.mu.Unlock()
 	r.emit(Event{Kind: EventWaiting, Step: r.step.ID, Title: r.step.Title, Msg: fmt.Sprintf(format, a...), Elapsed: time.Since(r.started)})
 }
 

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
@@ -293,37 +292,4 @@ func Delete(ctx context.Context, c *iam.Client, ref spec.Ref, name string) error
 		return fmt.Errorf("delete IAM role %s: %w", name, err)
 	}
 	return nil
-}
-
-// ListNames returns the names of the account's roles and instance profiles
-// that start with kforge-<cluster>- (for a delete without state, and for
-// tests that check nothing is left).
-func ListNames(ctx context.Context, c *iam.Client, cluster string) ([]string, error) {
-	prefix := awsx.IAMPrefix(cluster)
-	var names []string
-	roles := iam.NewListRolesPaginator(c, &iam.ListRolesInput{})
-	for roles.HasMorePages() {
-		page, err := roles.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range page.Roles {
-			if strings.HasPrefix(aws.ToString(r.RoleName), prefix) {
-				names = append(names, "role/"+aws.ToString(r.RoleName))
-			}
-		}
-	}
-	profs := iam.NewListInstanceProfilesPaginator(c, &iam.ListInstanceProfilesInput{})
-	for profs.HasMorePages() {
-		page, err := profs.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range page.InstanceProfiles {
-			if strings.HasPrefix(aws.ToString(p.InstanceProfileName), prefix) {
-				names = append(names, "instance-profile/"+aws.ToString(p.InstanceProfileName))
-			}
-		}
-	}
-	return names, nil
 }
