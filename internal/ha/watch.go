@@ -20,6 +20,10 @@ type watcher struct {
 	mu      sync.Mutex
 	waiters map[string][]*waitReq
 	active  bool
+	// kick wakes a poller in a long back-off when a new wait starts, so a
+	// VM launched late in a wave is not left waiting for the slow pace of
+	// the early ones.
+	kick chan struct{}
 }
 
 type waitReq struct {
@@ -41,7 +45,7 @@ const (
 )
 
 func newWatcher(c *ec2.Client) *watcher {
-	return &watcher{ec2: c, waiters: map[string][]*waitReq{}}
+	return &watcher{ec2: c, waiters: map[string][]*waitReq{}, kick: make(chan struct{}, 1)}
 }
 
 // wait blocks until done reports true for the instance (or an error), or
@@ -53,6 +57,11 @@ func (w *watcher) wait(ctx context.Context, id string, done func(ec2types.Instan
 	if !w.active {
 		w.active = true
 		go w.poll(context.WithoutCancel(ctx))
+	} else {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
 	}
 	w.mu.Unlock()
 	select {
@@ -83,7 +92,16 @@ func (w *watcher) drop(id string, req *waitReq) {
 func (w *watcher) poll(ctx context.Context) {
 	delay := pollFirst
 	for {
-		time.Sleep(delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-w.kick:
+			// A new wait: look soon, batched with whoever else starts
+			// waiting meanwhile.
+			t.Stop()
+			delay = pollFirst
+			time.Sleep(pollFirst)
+		}
 		w.mu.Lock()
 		ids := make([]string, 0, len(w.waiters))
 		for id := range w.waiters {
