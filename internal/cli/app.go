@@ -161,6 +161,9 @@ the kforge.io/cluster tag, so delete finds everything even without state.`,
 		a.tokenCommand(),
 		a.scaleCommand(),
 		a.deleteCommand(),
+		a.policyCommand(),
+		a.preflightCommand(),
+		a.stateCommand(),
 	)
 	for _, c := range root.Commands() {
 		markUsage(c)

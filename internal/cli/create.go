@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -31,13 +32,15 @@ call.`,
 // createFlags are the flags every create has.
 type createFlags struct {
 	refFlags
-	dryRun bool
-	output string
+	dryRun        bool
+	skipPreflight bool
+	output        string
 }
 
 func (f *createFlags) register(c *cobra.Command) {
 	f.refFlags.register(c.Flags())
 	c.Flags().BoolVar(&f.dryRun, "dry-run", false, "print the plan (what would be created, in order) and make no AWS call; needs no credentials")
+	c.Flags().BoolVar(&f.skipPreflight, "skip-preflight", false, "create without running the checks of 'kforge preflight' first (not recommended)")
 	addOutputFlag(c, &f.output)
 }
 
@@ -133,7 +136,10 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	if f.dryRun {
 		return a.plan(ctx, s, f.output)
 	}
-	store, err := a.openStore()
+	if err := a.preflightGate(ctx, s, f.skipPreflight); err != nil {
+		return err
+	}
+	store, err := a.openStore(ctx)
 	if err != nil {
 		return err
 	}
@@ -176,8 +182,12 @@ func (a *App) plan(ctx context.Context, s spec.Spec, output string) error {
 		return err
 	}
 	r := &cluster.Runner{}
-	if store, err := a.openStore(); err == nil {
-		r.Store = store
+	// A local store shows which steps a previous run did; a store in S3
+	// is not read, as a dry run makes no AWS call.
+	if raw, err := a.stateURL(); err == nil && !strings.HasPrefix(raw, "s3://") {
+		if store, err := a.openStore(ctx); err == nil {
+			r.Store = store
+		}
 	}
 	plan, err := r.Plan(ctx, p, s)
 	if err != nil {

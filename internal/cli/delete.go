@@ -45,7 +45,7 @@ and without --yes it refuses (exit 2).`,
 				if err := a.confirmDelete(ref, yes); err != nil {
 					return err
 				}
-				store, err := a.openStore()
+				store, err := a.openStore(cmd.Context())
 				if err != nil {
 					return err
 				}

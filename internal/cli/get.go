@@ -42,7 +42,7 @@ It reads only the state store: no AWS call and no secret is read.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			store, err := a.openStore()
+			store, err := a.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -101,7 +101,7 @@ func (a *App) infoCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				store, err := a.openStore()
+				store, err := a.openStore(cmd.Context())
 				if err != nil {
 					return err
 				}

@@ -45,7 +45,7 @@ func (a *App) scaleCommand() *cobra.Command {
 				if n < 1 || n > spec.MaxNodesPerCluster {
 					return spec.Usagef("invalid --%s %d: use a number from 1 to %d", flag, n, spec.MaxNodesPerCluster)
 				}
-				store, err := a.openStore()
+				store, err := a.openStore(cmd.Context())
 				if err != nil {
 					return err
 				}

@@ -1,38 +1,55 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/kforge/kforge/internal/atomicfile"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
+	"github.com/kforge/kforge/internal/state/s3store"
 )
 
 // stateURL returns the state store URL in force: --state, else
-// KFORGE_STATE, else "" (the local store under KFORGE_HOME).
-func (a *App) stateURL() string {
+// KFORGE_STATE, else the default that `kforge state migrate` recorded in
+// KFORGE_HOME/config.json, else "" (the local store under KFORGE_HOME).
+func (a *App) stateURL() (string, error) {
 	if a.stateFlag != "" {
-		return a.stateFlag
+		return a.stateFlag, nil
 	}
-	return a.Getenv("KFORGE_STATE")
+	if v := a.Getenv("KFORGE_STATE"); v != "" {
+		return v, nil
+	}
+	cfg, err := a.readConfig()
+	return cfg.State, err
 }
 
 // openStore opens the state store in force.
-func (a *App) openStore() (state.Store, error) {
-	home, err := a.Home()
+func (a *App) openStore(ctx context.Context) (state.Store, error) {
+	raw, err := a.stateURL()
 	if err != nil {
 		return nil, err
 	}
-	raw := a.stateURL()
 	if raw == "" {
+		home, err := a.Home()
+		if err != nil {
+			return nil, err
+		}
 		return state.NewLocal(filepath.Join(home, "state"))
 	}
-	return openStoreURL(raw)
+	return a.openStoreURL(ctx, raw)
 }
 
-func openStoreURL(raw string) (state.Store, error) {
+// openStoreURL opens the store at a state URL: a directory, file:///path
+// or s3://bucket/prefix.
+func (a *App) openStoreURL(ctx context.Context, raw string) (state.Store, error) {
 	if !strings.Contains(raw, "://") {
 		return state.NewLocal(raw)
 	}
@@ -46,9 +63,87 @@ func openStoreURL(raw string) (state.Store, error) {
 			return nil, spec.Usagef("invalid --state %q: give file:///absolute/path", raw)
 		}
 		return state.NewLocal(u.Path)
+	case "s3":
+		return a.openS3(ctx, raw)
 	default:
-		return nil, spec.Usagef("unsupported --state %q: use a directory or file:///path", raw)
+		return nil, spec.Usagef("unsupported --state %q: use a directory, file:///path or s3://bucket/prefix", raw)
 	}
+}
+
+// openS3 opens a state store in S3. The client works in the bucket's
+// region as the URL gives it (?region=), else AWS_REGION or
+// AWS_DEFAULT_REGION, else us-east-1; a bucket in another region is
+// refused with a message naming its region.
+func (a *App) openS3(ctx context.Context, raw string) (*s3store.Store, error) {
+	loc, err := s3store.ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	region := loc.Region
+	for _, env := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
+		if region == "" {
+			region = a.Getenv(env)
+		}
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	cfg, _, err := a.awsConfig(ctx, region)
+	if err != nil {
+		return nil, err
+	}
+	return s3store.Open(ctx, cfg, loc, s3store.Options{Log: a.Stderr})
+}
+
+// kforgeConfig is what kforge keeps in KFORGE_HOME/config.json.
+type kforgeConfig struct {
+	// State is the default state store URL ("" for the local store).
+	State string `json:"state,omitempty"`
+}
+
+func (a *App) configPath() (string, error) {
+	home, err := a.Home()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, "config.json"), nil
+}
+
+// readConfig reads KFORGE_HOME/config.json; a missing file is an empty
+// configuration.
+func (a *App) readConfig() (kforgeConfig, error) {
+	var c kforgeConfig
+	p, err := a.configPath()
+	if err != nil {
+		return c, err
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read kforge's configuration: %w", err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("kforge's configuration %s is not valid JSON (%v): fix or remove it", p, err)
+	}
+	return c, nil
+}
+
+// writeConfig writes KFORGE_HOME/config.json (mode 0600).
+func (a *App) writeConfig(c kforgeConfig) error {
+	p, err := a.configPath()
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(p, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write kforge's configuration: %w", err)
+	}
+	return nil
 }
 
 // refFlags are the flags that name a cluster.

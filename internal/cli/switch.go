@@ -45,7 +45,7 @@ at the load balancer's public address.`,
 				if err != nil {
 					return err
 				}
-				store, err := a.openStore()
+				store, err := a.openStore(cmd.Context())
 				if err != nil {
 					return err
 				}

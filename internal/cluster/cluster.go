@@ -108,8 +108,48 @@ func (r *Runner) options(events func(engine.Event)) engine.Options {
 	return engine.Options{Parallel: r.Parallel, Events: events, Stop: r.Stop}
 }
 
-func (r *Runner) lock(ctx context.Context, ref spec.Ref) (state.Lock, error) {
-	return r.Store.Lock(ctx, ref, state.CurrentHolder(r.Command))
+// ErrLockLost is the cause of an operation stopped because its lock was
+// lost: a shared store's lease ran out (the process was paused or cut off)
+// and another kforge took the lock over, or someone broke it.
+var ErrLockLost = errors.New("lost the cluster's lock")
+
+// lossable is a lock that can be lost while held: a lease in a shared
+// store. Its channel is closed when it is lost.
+type lossable interface {
+	Lost() <-chan struct{}
+}
+
+// lock takes the cluster's lock. It returns a context that ends, with an
+// ErrLockLost cause, if the lock is lost while the operation runs, and a
+// function that releases the lock.
+func (r *Runner) lock(ctx context.Context, ref spec.Ref) (context.Context, func(), error) {
+	lk, err := r.Store.Lock(ctx, ref, state.CurrentHolder(r.Command))
+	if err != nil {
+		return ctx, nil, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	if l, ok := lk.(lossable); ok {
+		go func() {
+			select {
+			case <-l.Lost():
+				cancel(fmt.Errorf("%w: %s: its lease expired or it was broken (`kforge state unlock`), so another kforge may be working on it; this run stopped and wrote nothing more. Check with `kforge info %s`, then run the command again",
+					ErrLockLost, ref, ref.Args()))
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, func() {
+		cancel(nil)
+		_ = lk.Unlock()
+	}, nil
+}
+
+// lockLost returns the error of an operation whose lock was lost, or nil.
+func lockLost(ctx context.Context) error {
+	if err := context.Cause(ctx); errors.Is(err, ErrLockLost) {
+		return err
+	}
+	return nil
 }
 
 // ErrNoCluster is returned for an operation on a cluster with no state.
@@ -141,11 +181,11 @@ func sameShape(a, b spec.Spec) bool {
 
 // Create makes the cluster of spec s, or continues a create that stopped.
 func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec) (*state.Cluster, error) {
-	lk, err := r.lock(ctx, s.Ref)
+	ctx, unlock, err := r.lock(ctx, s.Ref)
 	if err != nil {
 		return nil, err
 	}
-	defer lk.Unlock()
+	defer unlock()
 
 	c, err := r.Store.Get(ctx, s.Ref)
 	switch {
@@ -182,6 +222,9 @@ func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec) (*state.Cl
 		return nil, err
 	}
 	runErr := engine.Apply(ctx, g, j, r.options(r.Events))
+	if err := lockLost(ctx); err != nil {
+		return j.Cluster(), err
+	}
 	return r.finish(ctx, j, runErr, state.StatusRunning)
 }
 
@@ -203,11 +246,11 @@ func (r *Runner) finish(ctx context.Context, j *engine.Journal, runErr error, ok
 // Scale changes a running cluster's spec with change and reconciles it:
 // steps that only the old spec had are destroyed, new ones are made.
 func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change func(*spec.Spec)) (*state.Cluster, error) {
-	lk, err := r.lock(ctx, ref)
+	ctx, unlock, err := r.lock(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer lk.Unlock()
+	defer unlock()
 	c, err := r.Store.Get(ctx, ref)
 	if errors.Is(err, state.ErrNotFound) {
 		return nil, fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
@@ -245,6 +288,9 @@ func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change fun
 		return nil, err
 	}
 	runErr := engine.Reconcile(ctx, engine.Union(oldGraphs...), newGraph, j, r.options(r.Events))
+	if err := lockLost(ctx); err != nil {
+		return j.Cluster(), err
+	}
 	return r.finish(ctx, j, runErr, state.StatusRunning)
 }
 
@@ -262,11 +308,11 @@ type DeleteResult struct {
 // the stored spec (SSH jump host) before the teardown.
 func (r *Runner) Delete(ctx context.Context, p Provider, ref spec.Ref, override func(*spec.Spec)) (DeleteResult, error) {
 	var res DeleteResult
-	lk, err := r.lock(ctx, ref)
+	ctx, unlock, err := r.lock(ctx, ref)
 	if err != nil {
 		return res, err
 	}
-	defer lk.Unlock()
+	defer unlock()
 	c, err := r.Store.Get(ctx, ref)
 	var store state.Store = r.Store
 	switch {
@@ -305,7 +351,13 @@ func (r *Runner) Delete(ctx context.Context, p Provider, ref spec.Ref, override 
 		}
 	}
 	if err := engine.Destroy(ctx, g, j, r.options(count)); err != nil {
+		if lost := lockLost(ctx); lost != nil {
+			return res, lost
+		}
 		_ = j.Update(ctx, func(c *state.Cluster) { c.Error = err.Error() })
+		return res, err
+	}
+	if err := lockLost(ctx); err != nil {
 		return res, err
 	}
 	if err := r.Store.Delete(ctx, ref); err != nil {

@@ -49,9 +49,10 @@ func (i Inventory) String() string {
 }
 
 // Take inventories cluster name of type typ in cfg's region: EC2
-// resources tagged kforge.io/cluster=name (instances not terminated), IAM
-// roles and instance profiles named exactly as kforge names them for the
-// type, and an EKS cluster of that name.
+// resources tagged kforge.io/cluster=name (instances not terminated),
+// security groups and the key pair also by kforge's names for them, IAM
+// roles and instance profiles whose names start with kforge-<name>-, and
+// an EKS cluster of that name with its node groups.
 func Take(t testing.TB, cfg aws.Config, typ, name string) Inventory {
 	t.Helper()
 	ctx := context.Background()
@@ -84,15 +85,28 @@ func Take(t testing.TB, cfg aws.Config, typ, name string) Inventory {
 	for _, r := range rtbs.RouteTables {
 		inv["rtb"] = append(inv["rtb"], aws.ToString(r.RouteTableId))
 	}
-	sgs, err := c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: tag})
-	must(err)
-	for _, g := range sgs.SecurityGroups {
-		inv["sg"] = append(inv["sg"], aws.ToString(g.GroupId))
+	// Security groups and key pairs by tag, and by kforge's names too, so
+	// that one made without tags would count as well.
+	seen := map[string]bool{}
+	for _, f := range [][]ec2types.Filter{tag, {{Name: aws.String("group-name"), Values: []string{"kforge-" + name + "-*"}}}} {
+		sgs, err := c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: f})
+		must(err)
+		for _, g := range sgs.SecurityGroups {
+			if id := aws.ToString(g.GroupId); !seen[id] {
+				seen[id] = true
+				inv["sg"] = append(inv["sg"], id)
+			}
+		}
 	}
-	kps, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: tag})
-	must(err)
-	for _, k := range kps.KeyPairs {
-		inv["keypair"] = append(inv["keypair"], aws.ToString(k.KeyName))
+	for _, f := range [][]ec2types.Filter{tag, {{Name: aws.String("key-name"), Values: []string{"kforge-" + name}}}} {
+		kps, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: f})
+		must(err)
+		for _, k := range kps.KeyPairs {
+			if id := aws.ToString(k.KeyPairId); !seen[id] {
+				seen[id] = true
+				inv["keypair"] = append(inv["keypair"], aws.ToString(k.KeyName))
+			}
+		}
 	}
 	vols, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: tag})
 	must(err)
@@ -118,14 +132,27 @@ func Take(t testing.TB, cfg aws.Config, typ, name string) Inventory {
 			}
 		}
 	}
+	// IAM: every role and instance profile named kforge-<name>-...
 	ic := iam.NewFromConfig(cfg)
-	for _, suffix := range roleSuffixes(typ) {
-		n := "kforge-" + name + "-" + suffix
-		if _, err := ic.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(n)}); err == nil {
-			inv["role"] = append(inv["role"], n)
+	prefix := "kforge-" + name + "-"
+	roles := iam.NewListRolesPaginator(ic, &iam.ListRolesInput{})
+	for roles.HasMorePages() {
+		page, err := roles.NextPage(ctx)
+		must(err)
+		for _, r := range page.Roles {
+			if n := aws.ToString(r.RoleName); strings.HasPrefix(n, prefix) {
+				inv["role"] = append(inv["role"], n)
+			}
 		}
-		if _, err := ic.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(n)}); err == nil {
-			inv["instance-profile"] = append(inv["instance-profile"], n)
+	}
+	profiles := iam.NewListInstanceProfilesPaginator(ic, &iam.ListInstanceProfilesInput{})
+	for profiles.HasMorePages() {
+		page, err := profiles.NextPage(ctx)
+		must(err)
+		for _, p := range page.InstanceProfiles {
+			if n := aws.ToString(p.InstanceProfileName); strings.HasPrefix(n, prefix) {
+				inv["instance-profile"] = append(inv["instance-profile"], n)
+			}
 		}
 	}
 	if typ == "aws" {
@@ -137,13 +164,6 @@ func Take(t testing.TB, cfg aws.Config, typ, name string) Inventory {
 		}
 	}
 	return inv
-}
-
-func roleSuffixes(typ string) []string {
-	if typ == "ha-aws" {
-		return []string{"ha-cp", "ha-wp"}
-	}
-	return []string{"cp-role", "wp-role"}
 }
 
 // Empty fails the test unless nothing of the cluster exists.

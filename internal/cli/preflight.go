@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kforge/kforge/internal/preflight"
+	"github.com/kforge/kforge/internal/spec"
+)
+
+// preflightName is the cluster name preflight checks when --name is not
+// given: the policy covers every kforge-* name alike.
+const preflightName = "preflight"
+
+func (a *App) preflightCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "preflight <type>",
+		Short: "Check that a cluster can be created, before creating anything",
+		Long: `Check, with read-only AWS calls, that a cluster can be created: the
+credentials work (and whose they are); every action of 'kforge policy <type>'
+is allowed (simulated with iam:SimulatePrincipalPolicy, else evaluated
+locally from the caller's policies); an existing VPC has DNS hostnames and
+DNS support; the region has enough availability zones; the instance types are
+offered there; the image is found; the vCPU and VPC quotas leave room; and
+the Kubernetes version is supported.
+
+It prints a checklist with the fix for each failure and exits 1 if anything
+fails. 'kforge create' runs the same checks first (--skip-preflight skips
+them). Take the same flags as the create you plan.`,
+	}
+	c.AddCommand(a.preflightEKSCommand(), a.preflightHACommand())
+	return c
+}
+
+func (a *App) preflightEKSCommand() *cobra.Command {
+	var f refFlags
+	var output string
+	s := spec.Spec{}
+	c := &cobra.Command{
+		Use:     "aws --region REGION",
+		Short:   "Check that an EKS cluster can be created",
+		Example: `  kforge preflight aws --region us-east-1 --name demo --nodes 3 --node-size t3.large`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s.Ref = spec.Ref{Type: spec.TypeEKS, Name: f.name, Region: f.region}
+			return a.preflight(cmd.Context(), s, output)
+		},
+	}
+	registerPreflightRef(c.Flags(), &f)
+	addOutputFlag(c, &output)
+	eksSpecFlags(c.Flags(), &s)
+	return c
+}
+
+func (a *App) preflightHACommand() *cobra.Command {
+	var f refFlags
+	var output string
+	s := spec.Spec{}
+	c := &cobra.Command{
+		Use:     "ha-aws --region REGION",
+		Short:   "Check that an ha-aws cluster can be created",
+		Example: `  kforge preflight ha-aws --region eu-west-1 --name prod --bootstrap kubeadm --workers 5`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s.Ref = spec.Ref{Type: spec.TypeHA, Name: f.name, Region: f.region}
+			return a.preflight(cmd.Context(), s, output)
+		},
+	}
+	registerPreflightRef(c.Flags(), &f)
+	addOutputFlag(c, &output)
+	haSpecFlags(c.Flags(), &s)
+	return c
+}
+
+func registerPreflightRef(fl *pflag.FlagSet, f *refFlags) {
+	fl.StringVar(&f.name, "name", preflightName, "name of the cluster you plan (its IAM names and, on a resumed create, its own resources)")
+	fl.StringVar(&f.region, "region", "", "AWS region (required), for example us-east-1")
+}
+
+// eksSpecFlags registers the shape flags of an aws cluster, as create has
+// them.
+func eksSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
+	fl.StringVar(&s.Version, "version", spec.DefaultEKSVersion, "Kubernetes minor version of the EKS cluster")
+	fl.StringVar(&s.NodeSize, "node-size", spec.DefaultNodeSize, "EC2 instance type of the nodes")
+	fl.IntVar(&s.Nodes, "nodes", spec.DefaultNodes, "number of nodes in the managed node group")
+	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; never modified)")
+	fl.StringSliceVar(&s.SubnetIDs, "subnet-ids", nil, "with --vpc-id: subnets to use, comma-separated, in at least two availability zones")
+}
+
+// haSpecFlags registers the shape flags of an ha-aws cluster, as create
+// has them (without the SSH flags, which preflight does not use).
+func haSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
+	fl.StringVar(&s.Bootstrap, "bootstrap", spec.BootstrapK3s, "bootstrap tool: k3s or kubeadm")
+	fl.IntVar(&s.ControlPlanes, "control-planes", spec.DefaultControl, "number of control-plane VMs")
+	fl.IntVar(&s.Workers, "workers", spec.DefaultWorkers, "number of worker VMs")
+	fl.IntVar(&s.Etcd, "etcd", spec.DefaultEtcd, "number of etcd VMs (odd)")
+	fl.StringVar(&s.CPSize, "cp-size", spec.DefaultCPSize, "EC2 instance type of the control planes")
+	fl.StringVar(&s.WPSize, "wp-size", spec.DefaultWPSize, "EC2 instance type of the workers")
+	fl.StringVar(&s.EtcdSize, "etcd-size", spec.DefaultEtcdSize, "EC2 instance type of the etcd VMs")
+	fl.StringVar(&s.LBSize, "lb-size", spec.DefaultLBSize, "EC2 instance type of the load balancer")
+	fl.StringVar(&s.K8sVersion, "k8s-version", spec.DefaultK8sVersion, "Kubernetes version")
+	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled)")
+	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image)")
+	s.SSHCIDR = spec.DefaultSSHCIDR
+}
+
+// preflight runs `kforge preflight`.
+func (a *App) preflight(ctx context.Context, s spec.Spec, output string) error {
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	rep, err := a.runPreflight(ctx, s)
+	if err != nil {
+		return err
+	}
+	if output == outputJSON {
+		if err := writeJSON(a.Stdout, struct {
+			OK bool `json:"ok"`
+			preflight.Report
+		}{rep.OK(), rep}); err != nil {
+			return err
+		}
+	} else {
+		rep.Write(a.Stdout)
+	}
+	if !rep.OK() {
+		return errSilent
+	}
+	return nil
+}
+
+func (a *App) runPreflight(ctx context.Context, s spec.Spec) (preflight.Report, error) {
+	cfg, source, err := a.awsConfig(ctx, s.Region)
+	if err != nil {
+		return preflight.Report{}, err
+	}
+	return preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source}), nil
+}
+
+// preflightGate runs the preflight of a create. It prints the warnings,
+// or the whole checklist when a check fails, on stderr; a failure stops
+// the create before anything is made.
+func (a *App) preflightGate(ctx context.Context, s spec.Spec, skip bool) error {
+	if skip {
+		fprintf(a.Stderr, "Warning: --skip-preflight: the credentials, permissions, quotas and region are not checked; a create that lacks something stops midway (run the same command again once it is fixed).\n")
+		return nil
+	}
+	rep, err := a.runPreflight(ctx, s)
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		rep.Write(a.Stderr)
+		if rep.InputError() {
+			// Invalid input (CONTRACT.md: exit 2, nothing changed).
+			return spec.Usagef("preflight refused the input above; nothing was created")
+		}
+		fprintf(a.Stderr, "Fix what failed, then run the same command again (or pass --skip-preflight to create anyway).\n")
+		return errSilent
+	}
+	fprintf(a.Stderr, "Preflight passed: %d checks, %d warning(s); permissions: %s.\n", len(rep.Checks), rep.Count(preflight.Warn), rep.PermissionMethod)
+	for _, c := range rep.Checks {
+		if c.Status == preflight.Warn {
+			fprintf(a.Stderr, "  [warn] %s: %s\n", c.Name, firstLine(c.Detail))
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	for i, r := range s {
+		if r == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}

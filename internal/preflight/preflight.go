@@ -1,0 +1,590 @@
+// Package preflight checks, before anything is created, that a cluster
+// can be made: the credentials work, the caller is allowed every action of
+// kforge's policy (internal/iampolicy), an existing VPC has DNS hostnames
+// and DNS support, the region has enough availability zones, the instance
+// types are offered there, the image is found, the vCPU and VPC quotas
+// leave room, and the Kubernetes version is supported.
+//
+// Each check ends as ok, warn (it could not be checked, or it may cause
+// trouble later) or fail (the create would fail), with the fix for what is
+// not ok. Run makes only read calls (Describe, Get, List, Simulate), so it
+// is safe to run at any time; `kforge create` runs it first and stops on a
+// failure.
+//
+// Permissions are checked with iam:SimulatePrincipalPolicy where the
+// account allows it. Where it is unavailable (denied, or an emulator
+// without it), the caller's identity policies are read (user: its inline
+// and managed policies, its groups' policies and its permissions boundary;
+// role: the role's policies and boundary) and evaluated locally by
+// iampolicy.Evaluator. The report says which method was used. Quotas come
+// from Service Quotas; where it cannot answer, the check is a warning
+// that says so, never a failure.
+package preflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
+
+	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/bootstrap"
+	kforgeeks "github.com/kforge/kforge/internal/eks"
+	"github.com/kforge/kforge/internal/ha"
+	"github.com/kforge/kforge/internal/network"
+	"github.com/kforge/kforge/internal/spec"
+)
+
+// Status is the outcome of a check.
+type Status string
+
+// Outcomes.
+const (
+	OK   Status = "ok"
+	Warn Status = "warn"
+	Fail Status = "fail"
+)
+
+// Check names, as the JSON report carries them.
+const (
+	CheckCredentials = "credentials"
+	CheckPermissions = "permissions"
+	CheckVPC         = "vpc"
+	CheckZones       = "availability-zones"
+	CheckTypes       = "instance-types"
+	CheckImage       = "image"
+	CheckVCPU        = "vcpu-quota"
+	CheckVPCQuota    = "vpc-quota"
+	CheckVersion     = "kubernetes-version"
+)
+
+// Check is one line of the checklist.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	// Detail says what was found.
+	Detail string `json:"detail"`
+	// Fix says what to do when the check is not ok.
+	Fix string `json:"fix,omitempty"`
+	// Input marks a failure of the user's input (a VPC without DNS
+	// support, an unknown instance type, image or version), which a
+	// create refuses as invalid usage.
+	Input bool `json:"input,omitempty"`
+}
+
+// Permission methods.
+const (
+	MethodSimulate = "iam:SimulatePrincipalPolicy"
+	MethodLocal    = "local evaluation of the caller's policies"
+	MethodNone     = "not checked"
+)
+
+// Report is the outcome of a preflight.
+type Report struct {
+	Cluster spec.Ref `json:"cluster"`
+	// Caller is the ARN of the credentials' principal.
+	Caller string  `json:"caller,omitempty"`
+	Checks []Check `json:"checks"`
+	// PermissionMethod says how the permissions were checked.
+	PermissionMethod string `json:"permissionMethod"`
+	// Denied lists the permission checks that failed, as "action on
+	// resource".
+	Denied []string `json:"denied,omitempty"`
+}
+
+// OK reports whether no check failed.
+func (r Report) OK() bool {
+	for _, c := range r.Checks {
+		if c.Status == Fail {
+			return false
+		}
+	}
+	return true
+}
+
+// Count returns how many checks ended with status s.
+func (r Report) Count(s Status) int {
+	n := 0
+	for _, c := range r.Checks {
+		if c.Status == s {
+			n++
+		}
+	}
+	return n
+}
+
+// InputError reports whether a failed check is a failure of the user's
+// input (Check.Input).
+func (r Report) InputError() bool {
+	for _, c := range r.Checks {
+		if c.Status == Fail && c.Input {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns the check named name.
+func (r Report) Get(name string) (Check, bool) {
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Check{}, false
+}
+
+// Write prints the checklist for people: one line per check with its
+// outcome, then the detail and the fix of what is not ok.
+func (r Report) Write(w io.Writer) {
+	fmt.Fprintf(w, "Preflight for %s:\n", r.Cluster)
+	width := 0
+	for _, c := range r.Checks {
+		width = max(width, len(c.Name))
+	}
+	for _, c := range r.Checks {
+		mark := map[Status]string{OK: "[ok]  ", Warn: "[warn]", Fail: "[FAIL]"}[c.Status]
+		lines := strings.Split(c.Detail, "\n")
+		fmt.Fprintf(w, "  %s %-*s  %s\n", mark, width, c.Name, lines[0])
+		pad := strings.Repeat(" ", 2+6+1+width+2)
+		for _, l := range lines[1:] {
+			fmt.Fprintf(w, "%s%s\n", pad, l)
+		}
+		if c.Fix != "" && c.Status != OK {
+			for i, l := range strings.Split(c.Fix, "\n") {
+				if i == 0 {
+					l = "fix: " + l
+				} else {
+					l = "     " + l
+				}
+				fmt.Fprintf(w, "%s%s\n", pad, l)
+			}
+		}
+	}
+	switch {
+	case !r.OK():
+		fmt.Fprintf(w, "Preflight failed: %d check(s) failed, %d warning(s). Nothing was created.\n", r.Count(Fail), r.Count(Warn))
+	case r.Count(Warn) > 0:
+		fmt.Fprintf(w, "Preflight passed with %d warning(s).\n", r.Count(Warn))
+	default:
+		fmt.Fprintf(w, "Preflight passed.\n")
+	}
+}
+
+// Options are what Run needs besides the spec.
+type Options struct {
+	// AWS is the configuration for the cluster's region.
+	AWS aws.Config
+	// Source names where the credentials come from, for the report.
+	Source string
+}
+
+// run is one preflight.
+type run struct {
+	s      spec.Spec
+	source string
+	ec2    *ec2.Client
+	iam    *iam.Client
+	eks    *eks.Client
+	sq     *servicequotas.Client
+	cfg    aws.Config
+	id     awsx.Identity
+	rep    Report
+
+	// Filled by the checks, for the ones after them.
+	zones []string                             // usable zones, sorted
+	types map[string]ec2types.InstanceTypeInfo // instance type -> info
+}
+
+// Run checks spec s (already validated) and returns the report. It makes
+// no mutating AWS call.
+func Run(ctx context.Context, s spec.Spec, o Options) Report {
+	r := &run{
+		s: s, source: o.Source, cfg: o.AWS,
+		ec2: ec2.NewFromConfig(o.AWS), iam: iam.NewFromConfig(o.AWS), eks: eks.NewFromConfig(o.AWS),
+		sq:  servicequotas.NewFromConfig(o.AWS),
+		rep: Report{Cluster: s.Ref, PermissionMethod: MethodNone},
+	}
+	if !r.credentials(ctx) {
+		return r.rep
+	}
+	r.permissions(ctx)
+	if s.VPCID != "" {
+		r.vpc(ctx)
+	}
+	r.availabilityZones(ctx)
+	r.instanceTypes(ctx)
+	r.image(ctx)
+	r.vcpuQuota(ctx)
+	r.vpcQuota(ctx)
+	r.kubernetesVersion(ctx)
+	return r.rep
+}
+
+func (r *run) add(name string, st Status, detail, fix string) {
+	r.rep.Checks = append(r.rep.Checks, Check{Name: name, Status: st, Detail: detail, Fix: fix})
+}
+
+// inputFailure records a failure of the user's input.
+func (r *run) inputFailure(name, detail, fix string) {
+	r.rep.Checks = append(r.rep.Checks, Check{Name: name, Status: Fail, Detail: detail, Fix: fix, Input: true})
+}
+
+// awsFailure records a check that AWS refused or failed to answer.
+func (r *run) awsFailure(name, what string, err error) {
+	if awsx.IsAccessDenied(err) {
+		r.add(name, Fail, fmt.Sprintf("not allowed to %s: %s", what, awsx.Message(err)),
+			fmt.Sprintf("attach the policy `kforge policy %s` prints to %s", r.s.Type, r.rep.Caller))
+		return
+	}
+	r.add(name, Warn, fmt.Sprintf("could not %s: %v", what, err), "run `kforge preflight` again; if it persists, check the AWS service health of "+r.s.Region)
+}
+
+func (r *run) credentials(ctx context.Context) bool {
+	id, err := awsx.WhoAmI(ctx, r.cfg)
+	if err != nil {
+		r.add(CheckCredentials, Fail, "the AWS credentials do not work: "+awsx.Message(err),
+			"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or store keys with `kforge cred`, or log in with your AWS profile (aws sso login)")
+		return false
+	}
+	r.id = id
+	r.rep.Caller = id.ARN
+	r.add(CheckCredentials, OK, fmt.Sprintf("%s (account %s, from %s)", id.ARN, id.Account, r.source), "")
+	return true
+}
+
+func (r *run) vpc(ctx context.Context) {
+	err := network.CheckVPC(ctx, &network.Clients{EC2: r.ec2}, r.s.VPCID, r.s.SubnetIDs)
+	var ue *spec.UsageError
+	switch {
+	case err == nil:
+		detail := fmt.Sprintf("%s exists and has DNS hostnames and DNS support", r.s.VPCID)
+		if len(r.s.SubnetIDs) > 0 {
+			detail += fmt.Sprintf("; subnets %s are in it", strings.Join(r.s.SubnetIDs, ", "))
+		}
+		r.add(CheckVPC, OK, detail, "")
+	case errors.As(err, &ue):
+		r.inputFailure(CheckVPC, ue.Msg, "fix the VPC as the message says, or leave out --vpc-id to let kforge create one")
+	default:
+		r.awsFailure(CheckVPC, "check VPC "+r.s.VPCID, err)
+	}
+}
+
+// zonesWanted is how many availability zones the cluster's network uses.
+func (r *run) zonesWanted() int {
+	if r.s.Type == spec.TypeEKS {
+		return 2
+	}
+	return 3
+}
+
+func (r *run) availabilityZones(ctx context.Context) {
+	out, err := r.ec2.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+	if err != nil {
+		r.awsFailure(CheckZones, "list the availability zones", err)
+		return
+	}
+	// The same zones the network step picks from.
+	for _, z := range out.AvailabilityZones {
+		if z.State != ec2types.AvailabilityZoneStateAvailable ||
+			z.ZoneType != nil && aws.ToString(z.ZoneType) != "availability-zone" ||
+			z.OptInStatus == ec2types.AvailabilityZoneOptInStatusNotOptedIn {
+			continue
+		}
+		r.zones = append(r.zones, aws.ToString(z.ZoneName))
+	}
+	sort.Strings(r.zones)
+	want, n := r.zonesWanted(), len(r.zones)
+	detail := fmt.Sprintf("%d usable in %s: %s", n, r.s.Region, strings.Join(r.zones, ", "))
+	switch {
+	case n >= want:
+		r.add(CheckZones, OK, detail, "")
+	case r.s.Type == spec.TypeHA && n == 2:
+		r.add(CheckZones, Warn, detail+"; the 3 etcd members share 2 zones, so losing the zone with 2 of them loses the quorum",
+			"choose a region with 3 or more availability zones for a cluster that survives the loss of a zone")
+	default:
+		r.add(CheckZones, Fail, fmt.Sprintf("%s; a %s cluster needs at least 2", detail, r.s.Type), "choose another region")
+	}
+}
+
+// sizes returns the instance types the cluster uses with how many of each.
+func (r *run) sizes() map[string]int {
+	m := map[string]int{}
+	if r.s.Type == spec.TypeEKS {
+		m[r.s.NodeSize] += r.s.Nodes
+		return m
+	}
+	m[r.s.EtcdSize] += r.s.Etcd
+	m[r.s.LBSize]++
+	m[r.s.CPSize] += r.s.ControlPlanes
+	m[r.s.WPSize] += r.s.Workers
+	return m
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// clusterZones are the zones the cluster's subnets will be in: the zones
+// of --subnet-ids, else the first usable zones by name (as the network
+// step picks them).
+func (r *run) clusterZones(ctx context.Context) ([]string, error) {
+	if len(r.s.SubnetIDs) > 0 {
+		out, err := r.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: r.s.SubnetIDs})
+		if err != nil {
+			return nil, err
+		}
+		set := map[string]bool{}
+		for _, sn := range out.Subnets {
+			set[aws.ToString(sn.AvailabilityZone)] = true
+		}
+		return sortedKeys(set), nil
+	}
+	if len(r.zones) > r.zonesWanted() {
+		return r.zones[:r.zonesWanted()], nil
+	}
+	return r.zones, nil
+}
+
+func (r *run) instanceTypes(ctx context.Context) {
+	names := sortedKeys(r.sizes())
+	var its []ec2types.InstanceType
+	for _, n := range names {
+		its = append(its, ec2types.InstanceType(n))
+	}
+	out, err := r.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: its})
+	if awsx.HasCode(err, "InvalidInstanceType") {
+		r.inputFailure(CheckTypes, "unknown instance type: "+awsx.Message(err), "give instance types EC2 knows, such as t3.medium")
+		return
+	}
+	if err != nil {
+		r.awsFailure(CheckTypes, "describe the instance types", err)
+		return
+	}
+	r.types = map[string]ec2types.InstanceTypeInfo{}
+	for _, it := range out.InstanceTypes {
+		r.types[string(it.InstanceType)] = it
+	}
+	var unknown []string
+	for _, n := range names {
+		if _, ok := r.types[n]; !ok {
+			unknown = append(unknown, n)
+		}
+	}
+	if len(unknown) > 0 {
+		r.inputFailure(CheckTypes, "unknown instance type(s) in "+r.s.Region+": "+strings.Join(unknown, ", "), "give instance types EC2 offers there, such as t3.medium")
+		return
+	}
+	zones, err := r.clusterZones(ctx)
+	if err != nil {
+		r.awsFailure(CheckTypes, "find the zones of the subnets", err)
+		return
+	}
+	if len(zones) == 0 {
+		r.add(CheckTypes, Warn, "no availability zone to check the instance types in", "see the availability-zones check")
+		return
+	}
+	offered := map[string]map[string]bool{}
+	p := ec2.NewDescribeInstanceTypeOfferingsPaginator(r.ec2, &ec2.DescribeInstanceTypeOfferingsInput{
+		LocationType: ec2types.LocationTypeAvailabilityZone,
+		Filters: []ec2types.Filter{
+			{Name: aws.String("instance-type"), Values: names},
+			{Name: aws.String("location"), Values: zones},
+		},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			r.awsFailure(CheckTypes, "list the instance type offerings", err)
+			return
+		}
+		for _, o := range page.InstanceTypeOfferings {
+			t := string(o.InstanceType)
+			if offered[t] == nil {
+				offered[t] = map[string]bool{}
+			}
+			offered[t][aws.ToString(o.Location)] = true
+		}
+	}
+	var missing []string
+	for _, n := range names {
+		for _, z := range zones {
+			if !offered[n][z] {
+				missing = append(missing, n+" in "+z)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		r.inputFailure(CheckTypes, "not offered: "+strings.Join(missing, ", "),
+			"choose instance types offered in every zone the cluster uses (aws ec2 describe-instance-type-offerings --location-type availability-zone), or another region")
+		return
+	}
+	r.add(CheckTypes, OK, fmt.Sprintf("%s offered in %s", strings.Join(names, ", "), strings.Join(zones, ", ")), "")
+}
+
+// arch returns the architecture of an instance type, as images name it.
+func arch(it ec2types.InstanceTypeInfo) string {
+	if it.ProcessorInfo != nil {
+		for _, a := range it.ProcessorInfo.SupportedArchitectures {
+			if a == ec2types.ArchitectureTypeArm64 {
+				return "arm64"
+			}
+		}
+	}
+	return "x86_64"
+}
+
+func (r *run) image(ctx context.Context) {
+	if r.types == nil {
+		r.add(CheckImage, Warn, "not checked: the instance types are unknown", "see the instance-types check")
+		return
+	}
+	archs := map[string]bool{}
+	for t := range r.sizes() {
+		archs[arch(r.types[t])] = true
+	}
+	if r.s.Type == spec.TypeEKS {
+		at := ekstypes.AMITypesAl2023X8664Standard
+		if archs["arm64"] {
+			at = ekstypes.AMITypesAl2023Arm64Standard
+		}
+		r.add(CheckImage, OK, fmt.Sprintf("EKS picks the node image (AMI type %s)", at), "")
+		return
+	}
+	var found []string
+	for _, a := range sortedKeys(archs) {
+		in := &ec2.DescribeImagesInput{}
+		if r.s.AMI != "" {
+			in.ImageIds = []string{r.s.AMI}
+		} else {
+			// The query of ha's images step.
+			ubuntu := "amd64"
+			if a == "arm64" {
+				ubuntu = "arm64"
+			}
+			in.Owners = []string{ha.CanonicalOwner}
+			in.Filters = []ec2types.Filter{
+				{Name: aws.String("name"), Values: []string{"ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-" + ubuntu + "-server-*"}},
+				{Name: aws.String("architecture"), Values: []string{a}},
+				{Name: aws.String("state"), Values: []string{"available"}},
+				{Name: aws.String("root-device-type"), Values: []string{"ebs"}},
+			}
+		}
+		out, err := r.ec2.DescribeImages(ctx, in)
+		if err != nil && !awsx.IsNotFound(err) {
+			r.awsFailure(CheckImage, "look up images", err)
+			return
+		}
+		var best *ec2types.Image
+		if out != nil {
+			for i := range out.Images {
+				im := &out.Images[i]
+				if r.s.AMI == "" && aws.ToString(im.OwnerId) != ha.CanonicalOwner {
+					continue
+				}
+				if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) ||
+					aws.ToString(im.CreationDate) == aws.ToString(best.CreationDate) && aws.ToString(im.Name) > aws.ToString(best.Name) {
+					best = im
+				}
+			}
+		}
+		switch {
+		case best == nil && r.s.AMI != "":
+			r.inputFailure(CheckImage, fmt.Sprintf("image %s is not found in %s", r.s.AMI, r.s.Region), "give an AMI of this region with --ami, or leave it out to use Ubuntu 24.04 LTS")
+			return
+		case best == nil:
+			r.add(CheckImage, Fail, fmt.Sprintf("no Ubuntu 24.04 LTS image of Canonical for %s in %s", a, r.s.Region), "pass an AMI of this region with --ami")
+			return
+		case string(best.Architecture) != a:
+			r.add(CheckImage, Fail, fmt.Sprintf("image %s is for %s, but the instance types need %s", aws.ToString(best.ImageId), best.Architecture, a),
+				"give an image of the instance types' architecture with --ami, or instance types of the image's")
+			return
+		}
+		found = append(found, fmt.Sprintf("%s (%s, %s)", aws.ToString(best.ImageId), aws.ToString(best.Name), a))
+	}
+	r.add(CheckImage, OK, strings.Join(found, "; "), "")
+}
+
+func (r *run) kubernetesVersion(ctx context.Context) {
+	if r.s.Type == spec.TypeHA {
+		var v string
+		var err error
+		if r.s.Bootstrap == spec.BootstrapK3s {
+			v, err = bootstrap.K3sVersion(r.s.K8sVersion)
+		} else {
+			v, err = bootstrap.KubernetesVersion(r.s.K8sVersion)
+		}
+		if err != nil {
+			r.inputFailure(CheckVersion, err.Error(), "pass --k8s-version with a version kforge supports for --bootstrap "+r.s.Bootstrap)
+			return
+		}
+		r.add(CheckVersion, OK, fmt.Sprintf("%s installs %s", r.s.Bootstrap, v), "")
+		return
+	}
+	out, err := r.eks.DescribeClusterVersions(ctx, &eks.DescribeClusterVersionsInput{ClusterVersions: []string{r.s.Version}, IncludeAll: aws.Bool(true)},
+		func(o *eks.Options) { o.Retryer = aws.NopRetryer{} })
+	if err != nil {
+		r.add(CheckVersion, Warn, fmt.Sprintf("could not ask EKS which versions it offers (%s); EKS refuses an unsupported version when the cluster is created", shortErr(err)),
+			"see https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html")
+		return
+	}
+	for _, v := range out.ClusterVersions {
+		if aws.ToString(v.ClusterVersion) != r.s.Version {
+			continue
+		}
+		st := string(v.VersionStatus)
+		if st == "" {
+			st = string(v.Status)
+		}
+		switch strings.ToUpper(strings.ReplaceAll(st, "-", "_")) {
+		case string(ekstypes.VersionStatusStandardSupport):
+			r.add(CheckVersion, OK, fmt.Sprintf("EKS offers Kubernetes %s (standard support)", r.s.Version), "")
+		case string(ekstypes.VersionStatusExtendedSupport):
+			r.add(CheckVersion, Warn, fmt.Sprintf("EKS offers Kubernetes %s in extended support only, at extra cost", r.s.Version), "pass a newer --version")
+		default:
+			r.inputFailure(CheckVersion, fmt.Sprintf("EKS does not support Kubernetes %s (%s)", r.s.Version, st), "pass a supported --version (aws eks describe-cluster-versions)")
+		}
+		return
+	}
+	r.inputFailure(CheckVersion, fmt.Sprintf("EKS does not offer Kubernetes %s in %s", r.s.Version, r.s.Region),
+		"pass a version EKS offers (aws eks describe-cluster-versions), such as "+spec.DefaultEKSVersion)
+}
+
+// shortErr is an AWS error's code and HTTP status, or its first line.
+func shortErr(err error) string {
+	if c := awsx.Code(err); c != "" {
+		return c
+	}
+	if st := awsx.HTTPStatus(err); st != 0 {
+		return fmt.Sprintf("HTTP %d", st)
+	}
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// roleNames returns the cluster's IAM role names, which are also the names
+// of the instance profiles kforge makes or looks for.
+func roleNames(s spec.Spec) []string {
+	if s.Type == spec.TypeEKS {
+		return []string{awsx.IAMName(s.Name, kforgeeks.CPRoleSuffix), awsx.IAMName(s.Name, kforgeeks.WPRoleSuffix)}
+	}
+	return []string{awsx.IAMName(s.Name, ha.CPRoleSuffix), awsx.IAMName(s.Name, ha.WPRoleSuffix)}
+}
