@@ -6,6 +6,7 @@ package awsx
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"time"
 
@@ -98,13 +99,29 @@ func NewRetryer() aws.Retryer {
 
 // Eventual wraps a retryer so that errors matched by eventual (an IAM role
 // or instance profile that another service cannot see yet) are retried for
-// about a minute with the base's backoff, on top of what the base retries.
-// It composes: Eventual(SafeRetryer(r), m) retries m's errors and what
-// SafeRetryer retries, nothing else.
+// about a minute, on top of what the base retries (with the base's
+// backoff). It composes: Eventual(SafeRetryer(r), m) retries m's errors and
+// what SafeRetryer retries, nothing else.
 func Eventual(base aws.Retryer, eventual func(error) bool) aws.Retryer {
-	return &wrapped{RetryerV2: asV2(base), retryable: eventual, extend: true, attempts: eventualAttempts}
+	return &wrapped{RetryerV2: asV2(base), retryable: eventual, extend: true, attempts: eventualAttempts, delay: eventualDelay}
 }
 
-// eventualAttempts bounds the retries of IAM's eventual consistency: with
-// the backoff capped at MaxBackoff, about a minute.
-const eventualAttempts = 8
+// The retries of eventual consistency wait from 1s, doubling up to
+// eventualMaxDelay, each wait between half and all of that (jitter): the
+// eventualAttempts attempts span 33 to 65 seconds. The SDK's backoff, which
+// starts at 50ms for errors other than throttling, would give up within
+// seconds, before IAM has propagated.
+const (
+	eventualAttempts = 10
+	eventualMaxDelay = 10 * time.Second
+)
+
+// eventualDelay is the wait after failed attempt n (1-based) of an
+// eventually consistent call.
+func eventualDelay(n int) time.Duration {
+	d := eventualMaxDelay
+	if n < 5 {
+		d = min(time.Second<<max(n-1, 0), eventualMaxDelay)
+	}
+	return d/2 + rand.N(d/2+1)
+}

@@ -31,6 +31,16 @@ type wrapped struct {
 	// extend, if true, also retries what the base retries.
 	extend   bool
 	attempts int
+	// delay, if set, is the wait after failed attempt n for the errors
+	// retryable matches; others wait as the base says.
+	delay func(n int) time.Duration
+}
+
+func (w *wrapped) RetryDelay(attempt int, err error) (time.Duration, error) {
+	if w.delay != nil && w.retryable(err) {
+		return w.delay(attempt), nil
+	}
+	return w.RetryerV2.RetryDelay(attempt, err)
 }
 
 func (w *wrapped) IsErrorRetryable(err error) bool {

@@ -113,7 +113,9 @@ func retryNoticeMiddleware(stack *middleware.Stack) error {
 			}
 			out, md, err := next.HandleFinalize(ctx, in)
 			if err != nil {
-				if fn, ok := ctx.Value(noticeKey{}).(RetryNotice); ok && retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(err) == aws.TrueTernary {
+				// IAM propagation is retried (by Eventual) for up to a
+				// minute: the user sees that kforge waits on AWS.
+				if fn, ok := ctx.Value(noticeKey{}).(RetryNotice); ok && (retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(err) == aws.TrueTernary || IsIAMPropagation(err)) {
 					fn(awsmw.GetServiceID(ctx), awsmw.GetOperationName(ctx), attemptOf(ctx), err)
 				}
 			}

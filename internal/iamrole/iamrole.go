@@ -228,8 +228,7 @@ func Delete(ctx context.Context, c *iam.Client, ref spec.Ref, name string) error
 			return &OwnerError{Kind: "instance profile", Name: name, Owner: o}
 		}
 		for _, r := range prof.InstanceProfile.Roles {
-			if _, err := c.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
-				InstanceProfileName: aws.String(name), RoleName: r.RoleName}); err != nil && !awsx.IsNotFound(err) {
+			if err := removeFromProfile(ctx, c, name, aws.ToString(r.RoleName)); err != nil {
 				return fmt.Errorf("remove role from instance profile %s: %w", name, err)
 			}
 		}
@@ -282,8 +281,7 @@ func Delete(ctx context.Context, c *iam.Client, ref spec.Ref, name string) error
 	}
 	if profiles != nil {
 		for _, p := range profiles.InstanceProfiles {
-			if _, err := c.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
-				InstanceProfileName: p.InstanceProfileName, RoleName: aws.String(name)}); err != nil && !awsx.IsNotFound(err) {
+			if err := removeFromProfile(ctx, c, aws.ToString(p.InstanceProfileName), name); err != nil {
 				return fmt.Errorf("remove IAM role %s from instance profile %s: %w", name, aws.ToString(p.InstanceProfileName), err)
 			}
 		}
@@ -292,4 +290,36 @@ func Delete(ctx context.Context, c *iam.Client, ref spec.Ref, name string) error
 		return fmt.Errorf("delete IAM role %s: %w", name, err)
 	}
 	return nil
+}
+
+// removeFromProfile takes a role out of an instance profile. A lost
+// answer is not retried blindly: the profile is read again and the role
+// found gone is success (a second RemoveRoleFromInstanceProfile of a role
+// already removed is NoSuchEntity on AWS, and an HTTP 500 on the
+// emulator).
+func removeFromProfile(ctx context.Context, c *iam.Client, profile, role string) error {
+	removed := func(ctx context.Context) (struct{}, bool, error) {
+		out, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(profile)})
+		if awsx.IsNotFound(err) {
+			return struct{}{}, true, nil
+		}
+		if err != nil {
+			return struct{}{}, false, err
+		}
+		for _, r := range out.InstanceProfile.Roles {
+			if aws.ToString(r.RoleName) == role {
+				return struct{}{}, false, nil
+			}
+		}
+		return struct{}{}, true, nil
+	}
+	_, err := awsx.CreateOnce(ctx, removed, func(ctx context.Context) (struct{}, error) {
+		_, err := c.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
+			InstanceProfileName: aws.String(profile), RoleName: aws.String(role)}, func(o *iam.Options) { o.Retryer = awsx.SafeRetryer(o.Retryer) })
+		if awsx.IsNotFound(err) {
+			return struct{}{}, nil
+		}
+		return struct{}{}, err
+	})
+	return err
 }

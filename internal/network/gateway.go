@@ -293,15 +293,30 @@ func (b *builder) ensureRTB(ctx context.Context, r *engine.Run) (any, error) {
 	if len(found) > 0 {
 		t = found[0]
 	} else {
-		out, err := b.c.EC2.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{
-			VpcId:             aws.String(vpc.ID),
-			ClientToken:       aws.String(r.Token(vpc.ID)),
-			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeRouteTable, awsx.Tags(b.ref(), b.name("rtb"))),
-		}, eventual)
+		// The ClientToken makes a retry safe on AWS; CreateOnce keeps an
+		// endpoint that ignores it (the emulator) from making a second
+		// table when an answer is lost.
+		find := func(ctx context.Context) (types.RouteTable, bool, error) {
+			found, err := b.ownRTBs(ctx, "", vpc.ID)
+			if err != nil || len(found) == 0 {
+				return types.RouteTable{}, false, err
+			}
+			return found[0], true, nil
+		}
+		t, err = awsx.CreateOnce(ctx, find, func(ctx context.Context) (types.RouteTable, error) {
+			out, err := b.c.EC2.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{
+				VpcId:             aws.String(vpc.ID),
+				ClientToken:       aws.String(r.Token(vpc.ID)),
+				TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeRouteTable, awsx.Tags(b.ref(), b.name("rtb"))),
+			}, safeEventual)
+			if err != nil {
+				return types.RouteTable{}, err
+			}
+			return *out.RouteTable, nil
+		})
 		if err != nil {
 			return nil, fmt.Errorf("create route table in VPC %s: %w", vpc.ID, err)
 		}
-		t = *out.RouteTable
 	}
 	id := aws.ToString(t.RouteTableId)
 	if err := b.ensureDefaultRoute(ctx, t, igw.ID); err != nil {

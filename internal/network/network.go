@@ -27,12 +27,13 @@
 // ownership tags of CONTRACT.md, so an Ensure that runs again after a crash
 // (even one right after the create call returned, before the journal was
 // written) finds it by its tags instead of creating a second one; subnets
-// are found by their index tag (kforge.io/subnet). The route table is
-// created with the engine's ClientToken (engine.Run.Token). CreateVpc,
-// CreateSubnet and CreateInternetGateway have no token: they run with
-// awsx.SafeRetryer under awsx.CreateOnce, so a lost answer (a connection
-// dropped after the request was sent) makes kforge look for the resource by
-// its tags instead of creating it again.
+// are found by their index tag (kforge.io/subnet). CreateVpc, CreateSubnet
+// and CreateInternetGateway have no token: they run with awsx.SafeRetryer
+// under awsx.CreateOnce, so a lost answer (a connection dropped after the
+// request was sent) makes kforge look for the resource by its tags instead
+// of creating it again. CreateRouteTable carries the engine's ClientToken
+// (engine.Run.Token) and runs the same way, since not every endpoint
+// honours the token (the emulator does not).
 //
 // Delete finds resources by the journaled ID and by tags, so it works when
 // the state is lost. A Delete that finds nothing to remove returns
