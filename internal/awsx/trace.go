@@ -17,13 +17,16 @@ import (
 
 // TraceRecord is one API call attempt, as KFORGE_AWS_TRACE writes it.
 type TraceRecord struct {
-	Time      time.Time `json:"time"`
-	Service   string    `json:"service"`
-	Operation string    `json:"operation"`
-	Attempt   int       `json:"attempt"`
-	Status    int       `json:"status,omitempty"`
-	Code      string    `json:"code,omitempty"`
-	Millis    float64   `json:"ms"`
+	Time time.Time `json:"time"`
+	// Step is the label of the context the call was made in: the
+	// lifecycle step, when the engine runs one.
+	Step      string  `json:"step,omitempty"`
+	Service   string  `json:"service"`
+	Operation string  `json:"operation"`
+	Attempt   int     `json:"attempt"`
+	Status    int     `json:"status,omitempty"`
+	Code      string  `json:"code,omitempty"`
+	Millis    float64 `json:"ms"`
 }
 
 // Trace appends a JSON line per AWS call attempt to a file. It never
@@ -55,6 +58,7 @@ func (t *Trace) Middleware(stack *middleware.Stack) error {
 			out, md, err := next.HandleFinalize(ctx, in)
 			rec := TraceRecord{Time: start.UTC(), Service: awsmw.GetServiceID(ctx), Operation: awsmw.GetOperationName(ctx),
 				Attempt: attemptOf(ctx), Millis: float64(time.Since(start).Microseconds()) / 1000}
+			rec.Step, _ = ctx.Value(labelKey{}).(string)
 			if resp, ok := awsmw.GetRawResponse(md).(*smithyhttp.Response); ok && resp != nil {
 				rec.Status = resp.StatusCode
 			}
@@ -73,6 +77,14 @@ func (t *Trace) Middleware(stack *middleware.Stack) error {
 }
 
 type attemptKey struct{}
+
+type labelKey struct{}
+
+// WithTraceLabel labels the AWS calls made with ctx in the trace (with the
+// lifecycle step that makes them).
+func WithTraceLabel(ctx context.Context, label string) context.Context {
+	return context.WithValue(ctx, labelKey{}, label)
+}
 
 func attemptOf(ctx context.Context) int {
 	if n, ok := ctx.Value(attemptKey{}).(*int); ok {

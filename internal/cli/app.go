@@ -257,7 +257,8 @@ func (a *App) offlineProvider(typ string) (cluster.Provider, error) {
 // stderr, marking the invocation as a lifecycle operation for Ctrl-C.
 func (a *App) runner(store state.Store, p *progress) *cluster.Runner {
 	a.lifecycle.Store(true)
-	return &cluster.Runner{Store: store, Events: p.event, Stop: a.stop, Command: "kforge " + strings.Join(a.Args, " ")}
+	return &cluster.Runner{Store: store, Events: p.event, Stop: a.stop, Command: "kforge " + strings.Join(a.Args, " "),
+		StepContext: awsx.WithTraceLabel}
 }
 
 // resumeHint is the command line that continues an interrupted operation.

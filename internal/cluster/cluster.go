@@ -93,6 +93,9 @@ type Runner struct {
 	Command string
 	// Parallel bounds concurrent steps (0: the engine's default).
 	Parallel int
+	// StepContext, if set, derives each step's context (see
+	// engine.Options).
+	StepContext func(ctx context.Context, step string) context.Context
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 }
@@ -105,7 +108,7 @@ func (r *Runner) now() time.Time {
 }
 
 func (r *Runner) options(events func(engine.Event)) engine.Options {
-	return engine.Options{Parallel: r.Parallel, Events: events, Stop: r.Stop}
+	return engine.Options{Parallel: r.Parallel, Events: events, Stop: r.Stop, StepContext: r.StepContext}
 }
 
 // ErrLockLost is the cause of an operation stopped because its lock was

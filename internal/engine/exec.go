@@ -46,6 +46,9 @@ type Options struct {
 	// Stop, when closed, makes the executor start nothing new; running
 	// steps finish and are journaled. Cancelling ctx stops them too.
 	Stop <-chan struct{}
+	// StepContext, if set, derives each step's context (to label the AWS
+	// calls a step makes in a trace, say).
+	StepContext func(ctx context.Context, step string) context.Context
 }
 
 // StepError is the failure of one step.
@@ -262,6 +265,9 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 		r := &Run{step: s, j: x.j, emit: x.emit, started: time.Now(), cancel: cancel}
 		runs[id] = r
 		running++
+		if x.o.StepContext != nil {
+			sctx = x.o.StepContext(sctx, id)
+		}
 		go func() {
 			defer cancel()
 			ctx := sctx

@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/kforge/kforge/internal/awsx"
 )
 
 // watcher waits for many instances at once with one DescribeInstances per
@@ -56,7 +58,7 @@ func (w *watcher) wait(ctx context.Context, id string, done func(ec2types.Instan
 	w.waiters[id] = append(w.waiters[id], req)
 	if !w.active {
 		w.active = true
-		go w.poll(context.WithoutCancel(ctx))
+		go w.poll(awsx.WithTraceLabel(context.WithoutCancel(ctx), "instance-watch"))
 	} else {
 		select {
 		case w.kick <- struct{}{}:
