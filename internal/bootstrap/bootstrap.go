@@ -288,12 +288,17 @@ func KubernetesVersion(requested string) (string, error) {
 }
 
 // K3sVersion returns the k3s release to install for a requested Kubernetes
-// version: a minor ("1.33") maps to a pinned k3s release; a k3s release
-// ("v1.33.5+k3s1") is returned as is.
+// version: a minor ("1.33") maps to a pinned k3s release; a Kubernetes
+// release ("1.33.4") to its first k3s build ("v1.33.4+k3s1"); a k3s release
+// ("v1.33.5+k3s2") is returned as is.
 func K3sVersion(requested string) (string, error) {
 	v := "v" + strings.TrimPrefix(requested, "v")
 	if k3sVersionRE.MatchString(v) {
 		return v, nil
+	}
+	if k8sVersionRE.MatchString(v) {
+		// The first k3s build of a Kubernetes release.
+		return v + "+k3s1", nil
 	}
 	if m := minorRE.FindStringSubmatch(requested); m != nil {
 		if _, p, ok := pinnedRelease(m[1] + "." + m[2]); ok {

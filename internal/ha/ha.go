@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/bootstrap"
 	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/iamrole"
@@ -152,8 +153,16 @@ func (p *Provider) infra(s spec.Spec) []*engine.Step {
 	return steps
 }
 
-// Graph implements cluster.Provider.
+// Graph implements cluster.Provider. A Kubernetes version the bootstrap
+// cannot install is refused here, before anything is made.
 func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
+	resolve := bootstrap.K3sVersion
+	if s.Bootstrap == spec.BootstrapKubeadm {
+		resolve = bootstrap.KubernetesVersion
+	}
+	if _, err := resolve(s.K8sVersion); err != nil {
+		return nil, spec.Usagef("invalid --k8s-version: %v", err)
+	}
 	g := engine.NewGraph()
 	g.Add(p.infra(s)...)
 	for _, role := range Roles {

@@ -108,7 +108,7 @@ var (
 	nameRE     = regexp.MustCompile(`^[a-z]([a-z0-9-]*[a-z0-9])?$`)
 	regionRE   = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$`)
 	versionRE  = regexp.MustCompile(`^1\.[0-9]{2}$`)
-	k8sVerRE   = regexp.MustCompile(`^v?1\.[0-9]{2}(\.[0-9]+)?$`)
+	k8sVerRE   = regexp.MustCompile(`^v?1\.[0-9]{2}(\.[0-9]+(\+k3s[0-9]+)?)?$`)
 	instTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
 	vpcRE      = regexp.MustCompile(`^vpc-[0-9a-f]{8,17}$`)
 	subnetRE   = regexp.MustCompile(`^subnet-[0-9a-f]{8,17}$`)
