@@ -6,6 +6,7 @@ package eks
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
+	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/iamrole"
@@ -114,8 +116,13 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 		}
 	}
 	out, err := p.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)})
-	if err == nil && !ownedBy(out.Cluster.Tags, s.Ref) {
+	switch {
+	case err == nil && !ownedBy(out.Cluster.Tags, s.Ref):
 		return spec.Usagef("an EKS cluster named %s already exists in %s and was not made by kforge for this cluster: pick another name", s.Name, s.Region)
+	case err != nil && !awsx.IsNotFound(err) && p.log != nil:
+		// The cluster step looks again before it creates anything, and
+		// refuses a cluster that is not this one's.
+		fmt.Fprintf(p.log, "Warning: could not check whether an EKS cluster named %s exists: %s\n", s.Name, awsx.Message(err))
 	}
 	return nil
 }
