@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/kforge/kforge/internal/awsx"
@@ -302,5 +303,52 @@ func (a *App) reportRunError(err error, verb string) error {
 func closeProvider(p cluster.Provider) {
 	if c, ok := p.(io.Closer); ok {
 		_ = c.Close()
+	}
+}
+
+// operate runs a lifecycle operation (create, scale, delete) on a
+// cluster: it opens the state store and the provider, shows progress and
+// AWS retries on stderr, and reports a failed or interrupted run with the
+// command that resumes it. A lock held by another process and invalid input
+// are returned as they are.
+func (a *App) operate(ctx context.Context, ref spec.Ref, verb string, op func(context.Context, *cluster.Runner, cluster.Provider) error) error {
+	store, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	p, _, err := a.provider(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer closeProvider(p)
+	prog := newProgress(a.Stderr)
+	defer prog.close()
+	err = op(awsx.WithRetryNotice(ctx, prog.retryNotice()), a.runner(store, prog), p)
+	prog.close()
+	if err == nil {
+		return nil
+	}
+	var iu *state.InUseError
+	var ue *spec.UsageError
+	if errors.As(err, &iu) || errors.As(err, &ue) {
+		return err
+	}
+	return a.reportRunError(err, verb)
+}
+
+// jumpFlags registers --ssh-jump and --ssh-jump-key.
+func jumpFlags(fl *pflag.FlagSet, jump, key *string, jumpHelp, keyHelp string) {
+	fl.StringVar(jump, "ssh-jump", "", jumpHelp)
+	fl.StringVar(key, "ssh-jump-key", "", keyHelp)
+}
+
+// overrideJump sets the jump host flags given to scale or delete on the
+// stored spec; flags not given keep what create was given.
+func overrideJump(s *spec.Spec, jump, key string) {
+	if jump != "" {
+		s.SSHJump = jump
+	}
+	if key != "" {
+		s.SSHJumpKey = key
 	}
 }

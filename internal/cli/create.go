@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/spec"
@@ -70,12 +68,7 @@ own subnets in free address ranges of the VPC).`,
 		},
 	}
 	f.register(c)
-	fl := c.Flags()
-	fl.StringVar(&s.Version, "version", spec.DefaultEKSVersion, "Kubernetes minor version of the EKS cluster")
-	fl.StringVar(&s.NodeSize, "node-size", spec.DefaultNodeSize, "EC2 instance type of the nodes")
-	fl.IntVar(&s.Nodes, "nodes", spec.DefaultNodes, "number of nodes in the managed node group")
-	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; never modified)")
-	fl.StringSliceVar(&s.SubnetIDs, "subnet-ids", nil, "with --vpc-id: subnets to use, comma-separated, in at least two availability zones")
+	eksSpecFlags(c.Flags(), &s)
 	return c
 }
 
@@ -108,20 +101,9 @@ host's own key must be in ~/.ssh/known_hosts.`,
 	}
 	f.register(c)
 	fl := c.Flags()
-	fl.StringVar(&s.Bootstrap, "bootstrap", spec.BootstrapK3s, "bootstrap tool: k3s or kubeadm")
-	fl.IntVar(&s.ControlPlanes, "control-planes", spec.DefaultControl, "number of control-plane VMs")
-	fl.IntVar(&s.Workers, "workers", spec.DefaultWorkers, "number of worker VMs")
-	fl.IntVar(&s.Etcd, "etcd", spec.DefaultEtcd, "number of etcd VMs (odd)")
-	fl.StringVar(&s.CPSize, "cp-size", spec.DefaultCPSize, "EC2 instance type of the control planes")
-	fl.StringVar(&s.WPSize, "wp-size", spec.DefaultWPSize, "EC2 instance type of the workers")
-	fl.StringVar(&s.EtcdSize, "etcd-size", spec.DefaultEtcdSize, "EC2 instance type of the etcd VMs")
-	fl.StringVar(&s.LBSize, "lb-size", spec.DefaultLBSize, "EC2 instance type of the load balancer")
-	fl.StringVar(&s.K8sVersion, "k8s-version", spec.DefaultK8sVersion, "Kubernetes version")
-	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; kforge adds its own subnets and never modifies the VPC)")
-	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image for the instance type's architecture)")
+	haSpecFlags(fl, &s)
 	fl.StringVar(&s.SSHCIDR, "ssh-cidr", spec.DefaultSSHCIDR, "who may reach port 22 of the VMs")
-	fl.StringVar(&s.SSHJump, "ssh-jump", "", "reach the VMs through this SSH server (user@host:port), at their private addresses")
-	fl.StringVar(&s.SSHJumpKey, "ssh-jump-key", "", "private key file for --ssh-jump (default: the cluster's key)")
+	jumpFlags(fl, &s.SSHJump, &s.SSHJumpKey, "reach the VMs through this SSH server (user@host:port), at their private addresses", "private key file for --ssh-jump (default: the cluster's key)")
 	return c
 }
 
@@ -139,27 +121,16 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	if err := a.preflightGate(ctx, s, f.skipPreflight); err != nil {
 		return err
 	}
-	store, err := a.openStore(ctx)
+	var c *state.Cluster
+	var p cluster.Provider
+	err := a.operate(ctx, s.Ref, "create", func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
+		fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, r.Store.Location())
+		p = prov
+		c, err = r.Create(ctx, prov, s)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	p, _, err := a.provider(ctx, s.Ref)
-	if err != nil {
-		return err
-	}
-	defer closeProvider(p)
-	prog := newProgress(a.Stderr)
-	defer prog.close()
-	fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, store.Location())
-	ctx = awsx.WithRetryNotice(ctx, prog.retryNotice())
-	c, err := a.runner(store, prog).Create(ctx, p, s)
-	prog.close()
-	if err != nil {
-		var iu *state.InUseError
-		if errors.As(err, &iu) {
-			return err
-		}
-		return a.reportRunError(err, "create")
 	}
 	return a.printCreated(p, c, f.output)
 }

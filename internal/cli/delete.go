@@ -2,19 +2,17 @@ package cli
 
 import (
 	"bufio"
-	"errors"
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/ekstoken"
 	"github.com/kforge/kforge/internal/kubeconfig"
 	"github.com/kforge/kforge/internal/spec"
-	"github.com/kforge/kforge/internal/state"
 )
 
 func (a *App) deleteCommand() *cobra.Command {
@@ -45,33 +43,12 @@ and without --yes it refuses (exit 2).`,
 				if err := a.confirmDelete(ref, yes); err != nil {
 					return err
 				}
-				store, err := a.openStore(cmd.Context())
-				if err != nil {
+				var res cluster.DeleteResult
+				if err := a.operate(cmd.Context(), ref, "delete", func(ctx context.Context, r *cluster.Runner, p cluster.Provider) (err error) {
+					res, err = r.Delete(ctx, p, ref, func(s *spec.Spec) { overrideJump(s, jump, jumpKey) })
 					return err
-				}
-				p, _, err := a.provider(cmd.Context(), ref)
-				if err != nil {
+				}); err != nil {
 					return err
-				}
-				defer closeProvider(p)
-				prog := newProgress(a.Stderr)
-				defer prog.close()
-				ctx := awsx.WithRetryNotice(cmd.Context(), prog.retryNotice())
-				res, err := a.runner(store, prog).Delete(ctx, p, ref, func(s *spec.Spec) {
-					if jump != "" {
-						s.SSHJump = jump
-					}
-					if jumpKey != "" {
-						s.SSHJumpKey = jumpKey
-					}
-				})
-				prog.close()
-				if err != nil {
-					var iu *state.InUseError
-					if errors.As(err, &iu) {
-						return err
-					}
-					return a.reportRunError(err, "delete")
 				}
 				if !res.StateFound && res.Deleted == 0 {
 					fprintf(a.Stderr, "Nothing to delete: kforge has no state for %s and found no AWS resources of it.\n", ref)
@@ -85,8 +62,7 @@ and without --yes it refuses (exit 2).`,
 		f.register(c.Flags())
 		c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 		if typ == spec.TypeHA {
-			c.Flags().StringVar(&jump, "ssh-jump", "", "SSH jump host user@host:port (default: what create was given)")
-			c.Flags().StringVar(&jumpKey, "ssh-jump-key", "", "private key file for --ssh-jump")
+			jumpFlags(c.Flags(), &jump, &jumpKey, "SSH jump host user@host:port (default: what create was given)", "private key file for --ssh-jump")
 		}
 		return c
 	})

@@ -79,8 +79,8 @@ func registerPreflightRef(fl *pflag.FlagSet, f *refFlags) {
 	fl.StringVar(&f.region, "region", "", "AWS region (required), for example us-east-1")
 }
 
-// eksSpecFlags registers the shape flags of an aws cluster, as create has
-// them.
+// eksSpecFlags registers the shape flags of an aws cluster (create and
+// preflight).
 func eksSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringVar(&s.Version, "version", spec.DefaultEKSVersion, "Kubernetes minor version of the EKS cluster")
 	fl.StringVar(&s.NodeSize, "node-size", spec.DefaultNodeSize, "EC2 instance type of the nodes")
@@ -89,8 +89,8 @@ func eksSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringSliceVar(&s.SubnetIDs, "subnet-ids", nil, "with --vpc-id: subnets to use, comma-separated, in at least two availability zones")
 }
 
-// haSpecFlags registers the shape flags of an ha-aws cluster, as create
-// has them (without the SSH flags, which preflight does not use).
+// haSpecFlags registers the shape flags of an ha-aws cluster (create and
+// preflight; the SSH flags are create's own).
 func haSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringVar(&s.Bootstrap, "bootstrap", spec.BootstrapK3s, "bootstrap tool: k3s or kubeadm")
 	fl.IntVar(&s.ControlPlanes, "control-planes", spec.DefaultControl, "number of control-plane VMs")
@@ -101,8 +101,8 @@ func haSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringVar(&s.EtcdSize, "etcd-size", spec.DefaultEtcdSize, "EC2 instance type of the etcd VMs")
 	fl.StringVar(&s.LBSize, "lb-size", spec.DefaultLBSize, "EC2 instance type of the load balancer")
 	fl.StringVar(&s.K8sVersion, "k8s-version", spec.DefaultK8sVersion, "Kubernetes version")
-	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled)")
-	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image)")
+	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; kforge adds its own subnets and never modifies the VPC)")
+	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image for the instance type's architecture)")
 	s.SSHCIDR = spec.DefaultSSHCIDR
 }
 

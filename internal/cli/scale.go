@@ -1,12 +1,12 @@
 package cli
 
 import (
-	"errors"
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
@@ -45,42 +45,21 @@ func (a *App) scaleCommand() *cobra.Command {
 				if n < 1 || n > spec.MaxNodesPerCluster {
 					return spec.Usagef("invalid --%s %d: use a number from 1 to %d", flag, n, spec.MaxNodesPerCluster)
 				}
-				store, err := a.openStore(cmd.Context())
-				if err != nil {
+				var c *state.Cluster
+				var p cluster.Provider
+				if err := a.operate(cmd.Context(), ref, "scale", func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
+					p = prov
+					c, err = r.Scale(ctx, prov, ref, func(s *spec.Spec) {
+						if typ == spec.TypeEKS {
+							s.Nodes = n
+						} else {
+							s.Workers = n
+						}
+						overrideJump(s, jump, jumpKey)
+					})
 					return err
-				}
-				p, _, err := a.provider(cmd.Context(), ref)
-				if err != nil {
+				}); err != nil {
 					return err
-				}
-				defer closeProvider(p)
-				prog := newProgress(a.Stderr)
-				defer prog.close()
-				ctx := awsx.WithRetryNotice(cmd.Context(), prog.retryNotice())
-				c, err := a.runner(store, prog).Scale(ctx, p, ref, func(s *spec.Spec) {
-					if typ == spec.TypeEKS {
-						s.Nodes = n
-					} else {
-						s.Workers = n
-					}
-					if jump != "" {
-						s.SSHJump = jump
-					}
-					if jumpKey != "" {
-						s.SSHJumpKey = jumpKey
-					}
-				})
-				prog.close()
-				if err != nil {
-					var iu *state.InUseError
-					var ue *spec.UsageError
-					if errors.As(err, &iu) || errors.As(err, &ue) {
-						return err
-					}
-					if c == nil {
-						return err
-					}
-					return a.reportRunError(err, "scale")
 				}
 				return a.printCreated(p, c, output)
 			},
@@ -89,8 +68,7 @@ func (a *App) scaleCommand() *cobra.Command {
 		c.Flags().IntVar(&n, flag, 0, "number of worker nodes wanted")
 		addOutputFlag(c, &output)
 		if typ == spec.TypeHA {
-			c.Flags().StringVar(&jump, "ssh-jump", "", "SSH jump host user@host:port (default: what create was given)")
-			c.Flags().StringVar(&jumpKey, "ssh-jump-key", "", "private key file for --ssh-jump")
+			jumpFlags(c.Flags(), &jump, &jumpKey, "SSH jump host user@host:port (default: what create was given)", "private key file for --ssh-jump")
 		}
 		return c
 	})
