@@ -51,28 +51,6 @@ type cluster struct {
 	extra []string
 }
 
-// fakeAdminKubeconfig is what the first control plane answers for its
-// admin kubeconfig.
-const fakeAdminKubeconfig = `apiVersion: v1
-kind: Config
-clusters:
-- name: default
-  cluster:
-    server: https://127.0.0.1:6443
-    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=
-contexts:
-- name: default
-  context:
-    cluster: default
-    user: default
-current-context: default
-users:
-- name: default
-  user:
-    client-certificate-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=
-    client-key-data: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUIKLS0tLS1FTkQgUFJJVkFURSBLRVktLS0tLQo=
-`
-
 // newCluster prepares a cluster of type typ on worker w: a small one (one
 // etcd, one control plane, one worker for ha-aws; two nodes for aws), an
 // SSH fleet as jump host for ha-aws.
@@ -91,8 +69,7 @@ func newCluster(t *testing.T, w *worker, typ string) *cluster {
 		c.region = regionHA
 		c.cfg = w.emu.Config(t, c.region)
 		c.fleet = sshfleet.Start(t, sshfleet.Options{AWS: &c.cfg, AuthorizeKeyPairs: true})
-		c.fleet.Handle("fetch-kubeconfig", sshfleet.Reply(fakeAdminKubeconfig))
-		c.fleet.WriteKnownHosts(t, filepath.Join(c.env.Home, ".ssh", "known_hosts"))
+		c.fleet.ServeKforge(t, c.env.Home)
 		c.extra = []string{"--bootstrap", "k3s", "--control-planes", "1", "--workers", "1", "--etcd", "1",
 			"--ssh-cidr", "10.0.0.0/8", "--ssh-jump", c.fleet.Jump("ubuntu")}
 	}

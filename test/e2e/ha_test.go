@@ -30,33 +30,12 @@ type haEnv struct {
 	cfg   aws.Config
 }
 
-const fakeAdminKubeconfig = `apiVersion: v1
-kind: Config
-clusters:
-- name: default
-  cluster:
-    server: https://127.0.0.1:6443
-    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=
-contexts:
-- name: default
-  context:
-    cluster: default
-    user: default
-current-context: default
-users:
-- name: default
-  user:
-    client-certificate-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=
-    client-key-data: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUIKLS0tLS1FTkQgUFJJVkFURSBLRVktLS0tLQo=
-`
-
 func newHAEnv(t *testing.T, region string) *haEnv {
 	t.Helper()
 	cfg := emu.Config(t, region)
 	fleet := sshfleet.Start(t, sshfleet.Options{AWS: &cfg, AuthorizeKeyPairs: true})
-	fleet.Handle("fetch-kubeconfig", sshfleet.Reply(fakeAdminKubeconfig))
 	env := kforgebin.NewEnv(t, emu.Env()...)
-	fleet.WriteKnownHosts(t, filepath.Join(env.Home, ".ssh", "known_hosts"))
+	fleet.ServeKforge(t, env.Home)
 	return &haEnv{Env: env, fleet: fleet, cfg: cfg}
 }
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -156,10 +155,9 @@ func TestLeastPrivilegeHA(t *testing.T) {
 	}
 
 	fleet := sshfleet.Start(t, sshfleet.Options{AWS: &e.admin, AuthorizeKeyPairs: true})
-	fleet.Handle("fetch-kubeconfig", sshfleet.Reply(fakeAdminKubeconfig))
 	newEnv := func(k iamuser.Keys) *kforgebin.Env {
 		env := e.env(t, k)
-		fleet.WriteKnownHosts(t, filepath.Join(env.Home, ".ssh", "known_hosts"))
+		fleet.ServeKforge(t, env.Home)
 		return env
 	}
 	small := []string{"--etcd", "1", "--control-planes", "1", "--workers", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", fleet.Jump("ubuntu")}
