@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kforge/kforge/test/testutil/awscheck"
+	"github.com/kforge/kforge/test/testutil/moto"
 	"github.com/kforge/kforge/test/testutil/sshfleet"
 )
 
@@ -124,6 +125,10 @@ func TestHAHostKeyPinned(t *testing.T) {
 	awscheck.Empty(t, h.cfg, "ha-aws", name)
 }
 
+// jammyAMI is an image of the emulator's seed that kforge would not pick
+// itself (Ubuntu 22.04).
+const jammyAMI = "ami-0a1b2c3d4e5f60004"
+
 // TestHATwoClustersShareAVPC: two clusters in one existing VPC get their
 // own subnets; deleting one leaves the other and the VPC.
 func TestHATwoClustersShareAVPC(t *testing.T) {
@@ -133,9 +138,26 @@ func TestHATwoClustersShareAVPC(t *testing.T) {
 	ec := ec2.NewFromConfig(h.cfg)
 	vpc := userVPC(t, ec, "10.70.0.0/16", true, true)
 	before := vpcSnapshot(t, ec, vpc)
+	// alpha's workers are Graviton (arm64) VMs; beta runs an image given
+	// with --ami.
+	extra := map[string][]string{"alpha": {"--wp-size", "t4g.small"}, "beta": {"--ami", jammyAMI}}
 	for _, n := range []string{"alpha", "beta"} {
-		h.MustRun(t, "create", "ha-aws", "--name", n, "--region", region, "--vpc-id", vpc,
-			"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-jump", h.jump(), "--ssh-cidr", "10.70.0.0/16")
+		h.MustRun(t, append([]string{"create", "ha-aws", "--name", n, "--region", region, "--vpc-id", vpc,
+			"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-jump", h.jump(), "--ssh-cidr", "10.70.0.0/16"}, extra[n]...)...)
+	}
+	for role, list := range instances(t, h.cfg, "alpha") {
+		want := moto.UbuntuNobleAMD64
+		if role == "wp" {
+			want = moto.UbuntuNobleARM64
+		}
+		if got := aws.ToString(list[0].ImageId); got != want {
+			t.Errorf("alpha %s runs %s, want %s (image by the instance type's architecture)", role, got, want)
+		}
+	}
+	for role, list := range instances(t, h.cfg, "beta") {
+		if got := aws.ToString(list[0].ImageId); got != jammyAMI {
+			t.Errorf("beta %s runs %s, want --ami %s", role, got, jammyAMI)
+		}
 	}
 	alpha, beta := awscheck.Take(t, h.cfg, "ha-aws", "alpha"), awscheck.Take(t, h.cfg, "ha-aws", "beta")
 	for _, inv := range []awscheck.Inventory{alpha, beta} {
