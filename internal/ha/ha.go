@@ -197,6 +197,9 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 			return err
 		}
 	}
+	if err := network.CheckNameFree(ctx, &network.Clients{EC2: p.ec2}, s.Ref); err != nil {
+		return err
+	}
 	for _, suffix := range []string{CPRoleSuffix, WPRoleSuffix} {
 		if err := iamrole.CheckOwner(ctx, p.iam, s.Ref, suffix); err != nil {
 			if _, ok := err.(*iamrole.OwnerError); ok {

@@ -93,6 +93,21 @@ func Step(c *Clients, ref spec.Ref, needs []string) *engine.Step {
 			if n, ok := engine.Lookup[network.Network](r, network.StepID); ok {
 				d.vpc = n.VPCID
 			}
+			if d.vpc == "" {
+				// No state: find the cluster's VPC by kforge's tags. A
+				// cluster with no network left has nothing Kubernetes could
+				// have made in it, and sweeping the region by the
+				// kubernetes.io/cluster/<name> tag alone could take what
+				// another cluster of that name owns.
+				vpc, err := network.ClusterVPC(ctx, &network.Clients{EC2: c.EC2}, ref)
+				if err != nil {
+					return err
+				}
+				if vpc == "" {
+					return engine.ErrAbsent
+				}
+				d.vpc = vpc
+			}
 			return d.run(ctx)
 		},
 	}

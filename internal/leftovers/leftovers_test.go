@@ -428,3 +428,45 @@ func TestEnsureMakesNoCall(t *testing.T) {
 }
 
 func jsonUnmarshal(raw []byte, v any) error { return json.Unmarshal(raw, v) }
+
+// TestLostStateSweepsOnlyTheClustersVPC: without state, the step finds the
+// cluster's VPC by kforge's tags and leaves alone what a cluster of the same
+// name made elsewhere (one kforge does not own, say); with no network of
+// the cluster left, it sweeps nothing.
+func TestLostStateSweepsOnlyTheClustersVPC(t *testing.T) {
+	e := newEnv(t)
+	ref := spec.Ref{Type: spec.TypeHA, Name: "twin", Region: region}
+	c := newCluster(t, e, ref, "10.72.0.0/16", time.Second)
+	mine := makeK8sResources(t, e, "twin-mine", c.net.VPCID, c.net.SubnetIDs(), c.net.Subnets[0].Zone,
+		[]string{awsx.KubernetesClusterTag("twin"), "owned"}, nil)
+	// A foreign cluster of the same name (not kforge's), in its own VPC.
+	foreign, err := e.ec2.CreateVpc(context.Background(), &ec2.CreateVpcInput{CidrBlock: aws.String("10.73.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsub, err := e.ec2.CreateSubnet(context.Background(), &ec2.CreateSubnetInput{VpcId: foreign.Vpc.VpcId, CidrBlock: aws.String("10.73.1.0/24"), AvailabilityZone: aws.String(c.net.Subnets[0].Zone)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsub2, err := e.ec2.CreateSubnet(context.Background(), &ec2.CreateSubnetInput{VpcId: foreign.Vpc.VpcId, CidrBlock: aws.String("10.73.2.0/24"), AvailabilityZone: aws.String(c.net.Subnets[1].Zone)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := makeK8sResources(t, e, "twin-theirs", aws.ToString(foreign.Vpc.VpcId),
+		[]string{aws.ToString(fsub.Subnet.SubnetId), aws.ToString(fsub2.Subnet.SubnetId)}, c.net.Subnets[0].Zone,
+		[]string{awsx.KubernetesClusterTag("twin"), "owned"}, nil)
+
+	if _, err := c.destroy(c.lostState(t)); err != nil {
+		t.Fatalf("destroy without state: %v", err)
+	}
+	for id, there := range exists(t, e, mine) {
+		if there && id != mine.nodesSG && id != mine.volume {
+			t.Errorf("%s of the cluster's VPC remains", id)
+		}
+	}
+	for id, there := range exists(t, e, theirs) {
+		if !there && id != theirs.volume && id != theirs.nodesSG {
+			t.Errorf("%s of a foreign cluster of the same name, in another VPC, was deleted", id)
+		}
+	}
+}

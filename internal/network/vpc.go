@@ -386,3 +386,45 @@ func (b *builder) networkStep(needs []string) *engine.Step {
 		Delete: b.deleteStraySubnets,
 	}
 }
+
+// ClusterVPC returns the VPC a cluster's network is in, found by tags: its
+// own VPC, else the VPC of its own subnets; "" if neither exists.
+func ClusterVPC(ctx context.Context, c *Clients, ref spec.Ref) (string, error) {
+	vpcs, err := c.EC2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{Filters: awsx.ClusterFilters(ref)})
+	if err != nil {
+		return "", fmt.Errorf("look up the cluster's VPC: %w", err)
+	}
+	for _, v := range vpcs.Vpcs {
+		return aws.ToString(v.VpcId), nil
+	}
+	subnets, err := c.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: awsx.ClusterFilters(ref)})
+	if err != nil {
+		return "", fmt.Errorf("look up the cluster's subnets: %w", err)
+	}
+	for _, s := range subnets.Subnets {
+		return aws.ToString(s.VpcId), nil
+	}
+	return "", nil
+}
+
+// CheckNameFree refuses (a *spec.UsageError) a cluster name that a kforge
+// cluster of the other type already uses in the region: Kubernetes tags
+// what it makes in AWS with kubernetes.io/cluster/<name>, so two clusters
+// of one name in one region would claim each other's load balancers and
+// volumes.
+func CheckNameFree(ctx context.Context, c *Clients, ref spec.Ref) error {
+	out, err := c.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []types.Filter{
+		{Name: aws.String("tag:" + awsx.TagCluster), Values: []string{ref.Name}},
+		{Name: aws.String("tag:" + awsx.TagRegion), Values: []string{ref.Region}},
+	}})
+	if err != nil {
+		return fmt.Errorf("look up clusters named %s: %w", ref.Name, err)
+	}
+	for _, s := range out.Subnets {
+		if typ := awsx.EC2TagValue(s.Tags, awsx.TagType); typ != ref.Type {
+			other := spec.Ref{Type: typ, Name: ref.Name, Region: ref.Region}
+			return spec.Usagef("%s already exists (subnet %s); cluster names must be unique in a region across types, because Kubernetes tags what it makes in AWS by cluster name: pick another name", other, aws.ToString(s.SubnetId))
+		}
+	}
+	return nil
+}

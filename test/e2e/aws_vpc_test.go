@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -218,4 +219,24 @@ func TestEKSCreateKilledHalfway(t *testing.T) {
 		t.Errorf("delete of a half-made cluster: %s", r.Stderr)
 	}
 	awscheck.Empty(t, cfg, "aws", "broken")
+}
+
+// TestNamesAreUniqueAcrossTypes: Kubernetes tags what it makes in AWS by
+// cluster name, so an ha-aws cluster may not take the name of an aws
+// cluster in the same region.
+func TestNamesAreUniqueAcrossTypes(t *testing.T) {
+	t.Parallel()
+	const region = "eu-north-1"
+	env := kforgebin.NewEnv(t, emu.Env()...)
+	env.MustRun(t, "create", "aws", "--name", "same", "--region", region)
+	r := env.Run(t, "create", "ha-aws", "--name", "same", "--region", region, "--control-planes", "1", "--workers", "1", "--etcd", "1")
+	if r.Code != 2 || !strings.Contains(r.Stderr, `aws cluster "same"`) {
+		t.Errorf("same name, other type: exit %d\n%s", r.Code, r.Stderr)
+	}
+	// What exists is the aws cluster's; nothing of an ha-aws one.
+	inv := awscheck.Take(t, emu.Config(t, region), "ha-aws", "same")
+	if inv.Count("vpc") != 1 || inv.Count("sg")+inv.Count("keypair")+inv.Count("instance-profile") != 0 || slices.Contains(inv["role"], "kforge-same-ha-cp") {
+		t.Errorf("the refused create made %s", inv)
+	}
+	env.MustRun(t, "delete", "aws", "--name", "same", "--region", region, "--yes")
 }
