@@ -7,12 +7,14 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 )
@@ -47,10 +49,13 @@ type Options struct {
 // precedence: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment
 // variables, then what `kforge cred` stored, then the SDK's default chain.
 // The SDK's own settings apply, AWS_ENDPOINT_URL among them. It returns the
-// source it chose.
+// source it chose. The clients made from one configuration share its
+// connections and ask the static look-ups (instance types, images,
+// availability zones) once: load it once per command.
 func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(NewRetryer),
+		config.WithHTTPClient(NewHTTPClient()),
 	}
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
@@ -84,8 +89,24 @@ func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 		}
 		cfg.APIOptions = append(cfg.APIOptions, t.Middleware)
 	}
-	cfg.APIOptions = append(cfg.APIOptions, retryNoticeMiddleware)
+	cfg.APIOptions = append(cfg.APIOptions, retryNoticeMiddleware, newMemo().middleware)
 	return cfg, source, nil
+}
+
+// MaxConnsPerEndpoint bounds the connections to one AWS endpoint (an
+// EC2, IAM or EKS endpoint of a region), and is how many idle ones are
+// kept for reuse. A create of a hundred VMs makes a hundred calls at once:
+// the excess waits for a connection instead of opening a socket each, and
+// the next burst reuses the connections instead of opening new ones.
+const MaxConnsPerEndpoint = 64
+
+// NewHTTPClient is the HTTP client of every AWS call: the SDK's, with
+// MaxConnsPerEndpoint.
+func NewHTTPClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxConnsPerHost = MaxConnsPerEndpoint
+		t.MaxIdleConnsPerHost = MaxConnsPerEndpoint
+	})
 }
 
 // NewRetryer is kforge's retry policy for every AWS call.
@@ -94,6 +115,23 @@ func NewRetryer() aws.Retryer {
 		so.MaxAttempts = MaxAttempts
 		so.MaxBackoff = MaxBackoff
 		so.RateLimiter = ratelimit.None
+	})
+}
+
+// NewAdaptiveRetryer is kforge's retry policy in the SDK's adaptive mode,
+// for calls made in bursts against a small request bucket (EC2 allows 5
+// RunInstances at once, then 2 a second). It sends at full speed until AWS
+// throttles; from then on it rate-limits its calls on the client (a token
+// bucket that follows the throttling it sees), so that waiting calls wait
+// for a token instead of using up their attempts. Share one retryer among
+// the calls of one bucket: its rate is per retryer.
+func NewAdaptiveRetryer() aws.Retryer {
+	return retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
+		o.StandardOptions = append(o.StandardOptions, func(so *retry.StandardOptions) {
+			so.MaxAttempts = MaxAttempts
+			so.MaxBackoff = MaxBackoff
+			so.RateLimiter = ratelimit.None
+		})
 	})
 }
 

@@ -237,6 +237,17 @@ func (a *App) provider(ctx context.Context, ref spec.Ref) (cluster.Provider, clu
 	if err != nil {
 		return nil, cluster.Env{}, err
 	}
+	return a.providerWith(ref, cfg)
+}
+
+// providerWith returns the provider of a cluster type with the AWS
+// configuration cfg (loaded once per command, so that its clients share
+// connections and look-ups).
+func (a *App) providerWith(ref spec.Ref, cfg aws.Config) (cluster.Provider, cluster.Env, error) {
+	f := a.Providers[ref.Type]
+	if f == nil {
+		return nil, cluster.Env{}, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
+	}
 	home, err := a.Home()
 	if err != nil {
 		return nil, cluster.Env{}, err
@@ -312,11 +323,22 @@ func closeProvider(p cluster.Provider) {
 // command that resumes it. A lock held by another process and invalid input
 // are returned as they are.
 func (a *App) operate(ctx context.Context, ref spec.Ref, verb string, op func(context.Context, *cluster.Runner, cluster.Provider) error) error {
+	return a.operateWith(ctx, ref, verb, nil, op)
+}
+
+// operateWith is operate with the AWS configuration the command already
+// loaded (nil: load it).
+func (a *App) operateWith(ctx context.Context, ref spec.Ref, verb string, cfg *aws.Config, op func(context.Context, *cluster.Runner, cluster.Provider) error) error {
 	store, err := a.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	p, _, err := a.provider(ctx, ref)
+	var p cluster.Provider
+	if cfg != nil {
+		p, _, err = a.providerWith(ref, *cfg)
+	} else {
+		p, _, err = a.provider(ctx, ref)
+	}
 	if err != nil {
 		return err
 	}

@@ -118,12 +118,18 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	if f.dryRun {
 		return a.plan(ctx, s, f.output)
 	}
-	if err := a.preflightGate(ctx, s, f.skipPreflight); err != nil {
+	// One AWS configuration for the preflight and the steps: they share
+	// connections, and the steps reuse the preflight's look-ups.
+	cfg, source, err := a.awsConfig(ctx, s.Region)
+	if err != nil {
+		return err
+	}
+	if err := a.preflightGate(ctx, s, f.skipPreflight, cfg, source); err != nil {
 		return err
 	}
 	var c *state.Cluster
 	var p cluster.Provider
-	err := a.operate(ctx, s.Ref, "create", func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
+	err = a.operateWith(ctx, s.Ref, "create", &cfg, func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
 		fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, r.Store.Location())
 		p = prov
 		c, err = r.Create(ctx, prov, s)

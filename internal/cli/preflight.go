@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -142,18 +143,16 @@ func (a *App) runPreflight(ctx context.Context, s spec.Spec) (preflight.Report, 
 	return preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source}), nil
 }
 
-// preflightGate runs the preflight of a create. It prints the warnings,
-// or the whole checklist when a check fails, on stderr; a failure stops
-// the create before anything is made.
-func (a *App) preflightGate(ctx context.Context, s spec.Spec, skip bool) error {
+// preflightGate runs the preflight of a create with the create's AWS
+// configuration (so that the steps reuse its look-ups). It prints the
+// warnings, or the whole checklist when a check fails, on stderr; a
+// failure stops the create before anything is made.
+func (a *App) preflightGate(ctx context.Context, s spec.Spec, skip bool, cfg aws.Config, source string) error {
 	if skip {
 		fprintf(a.Stderr, "Warning: --skip-preflight: the credentials, permissions, quotas and region are not checked; a create that lacks something stops midway (run the same command again once it is fixed).\n")
 		return nil
 	}
-	rep, err := a.runPreflight(ctx, s)
-	if err != nil {
-		return err
-	}
+	rep := preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source})
 	if !rep.OK() {
 		rep.Write(a.Stderr)
 		if rep.InputError() {

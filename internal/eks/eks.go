@@ -102,32 +102,38 @@ func ec2Service(region string) string {
 // Check implements cluster.Provider: the VPC's DNS settings, the IAM role
 // names, and the EKS cluster name must be free for this cluster.
 func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
+	// The checks are independent look-ups: they are made at once.
+	checks := []func(context.Context) error{}
 	if s.VPCID != "" {
-		if err := network.CheckVPC(ctx, &network.Clients{EC2: p.ec2}, s.VPCID, s.SubnetIDs); err != nil {
-			return err
-		}
+		checks = append(checks, func(ctx context.Context) error {
+			return network.CheckVPC(ctx, &network.Clients{EC2: p.ec2}, s.VPCID, s.SubnetIDs)
+		})
 	}
-	if err := network.CheckNameFree(ctx, &network.Clients{EC2: p.ec2}, s.Ref); err != nil {
-		return err
-	}
+	checks = append(checks, func(ctx context.Context) error {
+		return network.CheckNameFree(ctx, &network.Clients{EC2: p.ec2}, s.Ref)
+	})
 	for _, suffix := range []string{CPRoleSuffix, WPRoleSuffix} {
-		if err := iamrole.CheckOwner(ctx, p.iam, s.Ref, suffix); err != nil {
+		checks = append(checks, func(ctx context.Context) error {
+			err := iamrole.CheckOwner(ctx, p.iam, s.Ref, suffix)
 			if _, ok := err.(*iamrole.OwnerError); ok {
 				return spec.Usagef("%v", err)
 			}
 			return err
+		})
+	}
+	checks = append(checks, func(ctx context.Context) error {
+		out, err := p.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)})
+		switch {
+		case err == nil && !ownedBy(out.Cluster.Tags, s.Ref):
+			return spec.Usagef("an EKS cluster named %s already exists in %s and was not made by kforge for this cluster: pick another name", s.Name, s.Region)
+		case err != nil && !awsx.IsNotFound(err) && p.log != nil:
+			// The cluster step looks again before it creates anything,
+			// and refuses a cluster that is not this one's.
+			fmt.Fprintf(p.log, "Warning: could not check whether an EKS cluster named %s exists: %s\n", s.Name, awsx.Message(err))
 		}
-	}
-	out, err := p.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)})
-	switch {
-	case err == nil && !ownedBy(out.Cluster.Tags, s.Ref):
-		return spec.Usagef("an EKS cluster named %s already exists in %s and was not made by kforge for this cluster: pick another name", s.Name, s.Region)
-	case err != nil && !awsx.IsNotFound(err) && p.log != nil:
-		// The cluster step looks again before it creates anything, and
-		// refuses a cluster that is not this one's.
-		fmt.Fprintf(p.log, "Warning: could not check whether an EKS cluster named %s exists: %s\n", s.Name, awsx.Message(err))
-	}
-	return nil
+		return nil
+	})
+	return awsx.All(ctx, checks...)
 }
 
 // Info implements cluster.Provider.

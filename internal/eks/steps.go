@@ -215,7 +215,7 @@ func (p *Provider) nodegroupStep(s spec.Spec) *engine.Step {
 				if sc := got.Nodegroup.ScalingConfig; sc != nil && aws.ToInt32(sc.DesiredSize) != nodes {
 					// Wait for a running update or creation to settle first:
 					// EKS refuses an update while one is in progress.
-					if err := p.waitNodegroup(ctx, r, in, "before resizing it"); err != nil {
+					if _, err := p.waitNodegroup(ctx, r, in, "before resizing it"); err != nil {
 						return nil, err
 					}
 					want := &ekstypes.NodegroupScalingConfig{DesiredSize: aws.Int32(nodes),
@@ -228,14 +228,11 @@ func (p *Provider) nodegroupStep(s spec.Spec) *engine.Step {
 					}
 				}
 			}
-			if err := p.waitNodegroup(ctx, r, in, ""); err != nil {
+			// The waiter's last answer is the node group as it is now.
+			ng, err := p.waitNodegroup(ctx, r, in, "")
+			if err != nil {
 				return nil, err
 			}
-			out, err := p.eks.DescribeNodegroup(ctx, in)
-			if err != nil {
-				return nil, fmt.Errorf("look up node group: %w", err)
-			}
-			ng := out.Nodegroup
 			if sc := ng.ScalingConfig; sc != nil && aws.ToInt32(sc.DesiredSize) != nodes {
 				return nil, fmt.Errorf("node group %s has %d desired nodes after the update, not %d", name, aws.ToInt32(sc.DesiredSize), nodes)
 			}
@@ -269,14 +266,19 @@ func (p *Provider) nodegroupStep(s spec.Spec) *engine.Step {
 	}
 }
 
-func (p *Provider) waitNodegroup(ctx context.Context, r *engine.Run, in *eks.DescribeNodegroupInput, why string) error {
+// waitNodegroup waits for the node group to be ACTIVE and returns it.
+func (p *Provider) waitNodegroup(ctx context.Context, r *engine.Run, in *eks.DescribeNodegroupInput, why string) (*ekstypes.Nodegroup, error) {
 	r.Waiting("waiting for node group %s to be ACTIVE %s", aws.ToString(in.NodegroupName), why)
-	if err := eks.NewNodegroupActiveWaiter(p.eks, func(o *eks.NodegroupActiveWaiterOptions) {
+	out, err := eks.NewNodegroupActiveWaiter(p.eks, func(o *eks.NodegroupActiveWaiterOptions) {
 		o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
-	}).Wait(ctx, in, nodegroupWait); err != nil {
-		return fmt.Errorf("wait for node group %s to be ACTIVE: %w", aws.ToString(in.NodegroupName), err)
+	}).WaitForOutput(ctx, in, nodegroupWait)
+	if err != nil {
+		return nil, fmt.Errorf("wait for node group %s to be ACTIVE: %w", aws.ToString(in.NodegroupName), err)
 	}
-	return nil
+	if out.Nodegroup == nil {
+		return nil, fmt.Errorf("wait for node group %s to be ACTIVE: EKS described no node group", aws.ToString(in.NodegroupName))
+	}
+	return out.Nodegroup, nil
 }
 
 func healthIssues(ng *ekstypes.Nodegroup) string {

@@ -37,9 +37,18 @@ type Event struct {
 	Deleting bool
 }
 
+// DefaultParallel is how many steps run at once unless Options say
+// otherwise. It is high on purpose: most of a step's time is spent waiting
+// (for an instance to run, a VM to answer SSH, EKS to be ACTIVE), and a
+// waiting step holds its place, so a low bound would make a hundred VMs
+// launch and boot in rounds. What is scarce is bounded where it is used:
+// AWS connections per endpoint (awsx), SSH handshakes (sshx), instance
+// polls (batched by the ha provider).
+const DefaultParallel = 256
+
 // Options tune an execution.
 type Options struct {
-	// Parallel bounds how many steps run at once (default 32).
+	// Parallel bounds how many steps run at once (default DefaultParallel).
 	Parallel int
 	// Events receives progress; calls are serialised.
 	Events func(Event)
@@ -208,7 +217,7 @@ type exec struct {
 
 func newExec(j *Journal, o Options) *exec {
 	if o.Parallel <= 0 {
-		o.Parallel = 32
+		o.Parallel = DefaultParallel
 	}
 	x := &exec{j: j, o: o}
 	x.emit = func(e Event) {

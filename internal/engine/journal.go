@@ -13,11 +13,21 @@ import (
 
 // Journal records completed steps and secrets in a cluster's state, writing
 // it to the store after every change. It is safe for concurrent steps.
+//
+// Saves are group commits: a change returns once a save that includes it
+// is done, and the changes made while one save runs go together in the
+// next. When a hundred steps finish at once, they cost a few saves instead
+// of a hundred in a row; and steps reading outputs never wait for a save.
 type Journal struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards c, changes and saved
 	store state.Store
 	c     *state.Cluster
 	now   func() time.Time
+
+	// changes counts the changes made to c; saved, the changes the store
+	// holds. saving is held by the one save running.
+	changes, saved uint64
+	saving         sync.Mutex
 }
 
 // NewJournal journals into c, persisting through store.
@@ -84,16 +94,33 @@ func (j *Journal) SetSecret(ctx context.Context, key string, v []byte) error {
 	return j.Update(ctx, func(c *state.Cluster) { c.Secrets[key] = v })
 }
 
-// Update changes the state under the journal's lock and saves it. The save
-// does not honour ctx cancellation: a completed step is always journaled.
+// Update changes the state under the journal's lock and saves it,
+// returning once a save that includes the change is done. The save does
+// not honour ctx cancellation: a completed step is always journaled.
 func (j *Journal) Update(ctx context.Context, change func(c *state.Cluster)) error {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	change(j.c)
 	j.c.Updated = j.now().UTC()
-	if err := j.store.Put(context.WithoutCancel(ctx), j.c); err != nil {
+	j.changes++
+	mine := j.changes
+	j.mu.Unlock()
+
+	j.saving.Lock()
+	defer j.saving.Unlock()
+	j.mu.Lock()
+	if j.saved >= mine {
+		// The save that ran while this one waited included the change.
+		j.mu.Unlock()
+		return nil
+	}
+	snapshot, upTo := j.c.Clone(), j.changes
+	j.mu.Unlock()
+	if err := j.store.Put(context.WithoutCancel(ctx), snapshot); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
+	j.mu.Lock()
+	j.saved = upTo
+	j.mu.Unlock()
 	return nil
 }
 

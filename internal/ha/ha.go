@@ -50,6 +50,8 @@ const (
 	StepCPRole  = "role/cp"
 	StepWPRole  = "role/wp"
 	StepVMs     = "vms" // teardown only: every VM of the cluster
+	// StepInventory looks up the cluster's live instances once per run.
+	StepInventory = "instances"
 )
 
 // IAM suffixes: kforge-<name>-ha-cp and kforge-<name>-ha-wp.
@@ -77,6 +79,9 @@ type Provider struct {
 	log  io.Writer
 
 	watch *watcher
+	// launches is the retry policy shared by every RunInstances of a run:
+	// EC2 allows 5 at once, then 2 a second (see awsx.NewAdaptiveRetryer).
+	launches aws.Retryer
 
 	invMu sync.Mutex
 	inv   map[spec.Ref]*inventory
@@ -89,14 +94,15 @@ type Provider struct {
 func New(env cluster.Env) cluster.Provider {
 	c := ec2.NewFromConfig(env.AWS)
 	return &Provider{
-		ec2:   c,
-		iam:   iam.NewFromConfig(env.AWS),
-		elb:   elasticloadbalancing.NewFromConfig(env.AWS),
-		elb2:  elasticloadbalancingv2.NewFromConfig(env.AWS),
-		home:  env.Home,
-		log:   env.Log,
-		watch: newWatcher(c),
-		inv:   map[spec.Ref]*inventory{},
+		ec2:      c,
+		iam:      iam.NewFromConfig(env.AWS),
+		elb:      elasticloadbalancing.NewFromConfig(env.AWS),
+		elb2:     elasticloadbalancingv2.NewFromConfig(env.AWS),
+		home:     env.Home,
+		log:      env.Log,
+		watch:    newWatcher(c),
+		launches: awsx.NewAdaptiveRetryer(),
+		inv:      map[spec.Ref]*inventory{},
 	}
 }
 
@@ -165,6 +171,7 @@ func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	}
 	g := engine.NewGraph()
 	g.Add(p.infra(s)...)
+	g.Add(p.inventoryStep(s))
 	for _, role := range Roles {
 		for i := 0; i < count(s, role); i++ {
 			g.Add(p.vmStep(s, role, i))
@@ -190,25 +197,30 @@ func (p *Provider) Teardown(s spec.Spec) (*engine.Graph, error) {
 	return g, nil
 }
 
-// Check implements cluster.Provider.
+// Check implements cluster.Provider: an existing VPC's DNS settings, the
+// cluster name, the IAM names and the key pair name must be free for this
+// cluster. The checks are independent look-ups, made at once.
 func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
+	checks := []func(context.Context) error{}
 	if s.VPCID != "" {
-		if err := network.CheckVPC(ctx, &network.Clients{EC2: p.ec2}, s.VPCID, nil); err != nil {
-			return err
-		}
+		checks = append(checks, func(ctx context.Context) error {
+			return network.CheckVPC(ctx, &network.Clients{EC2: p.ec2}, s.VPCID, nil)
+		})
 	}
-	if err := network.CheckNameFree(ctx, &network.Clients{EC2: p.ec2}, s.Ref); err != nil {
-		return err
-	}
+	checks = append(checks, func(ctx context.Context) error {
+		return network.CheckNameFree(ctx, &network.Clients{EC2: p.ec2}, s.Ref)
+	})
 	for _, suffix := range []string{CPRoleSuffix, WPRoleSuffix} {
-		if err := iamrole.CheckOwner(ctx, p.iam, s.Ref, suffix); err != nil {
+		checks = append(checks, func(ctx context.Context) error {
+			err := iamrole.CheckOwner(ctx, p.iam, s.Ref, suffix)
 			if _, ok := err.(*iamrole.OwnerError); ok {
 				return spec.Usagef("%v", err)
 			}
 			return err
-		}
+		})
 	}
-	return p.checkKeyPair(ctx, s.Ref)
+	checks = append(checks, func(ctx context.Context) error { return p.checkKeyPair(ctx, s.Ref) })
+	return awsx.All(ctx, checks...)
 }
 
 // Info implements cluster.Provider.

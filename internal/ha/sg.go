@@ -62,15 +62,16 @@ func (p *Provider) findSG(ctx context.Context, s spec.Spec, role, vpcID, prevID 
 func (p *Provider) sgStep(s spec.Spec, role string) *engine.Step {
 	name := sgName(s.Name, role)
 	return &engine.Step{
-		ID:    SGStepID(role),
-		Needs: []string{network.StepID},
+		ID: SGStepID(role),
+		// Only the VPC: not the subnets and routes.
+		Needs: []string{network.StepVPC},
 		Title: fmt.Sprintf("security group %s for the %s", name, roleTitles[role]),
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			net, err := engine.Out[network.Network](r, network.StepID)
+			vpcID, err := network.VPCOf(r)
 			if err != nil {
 				return nil, err
 			}
-			find := func(ctx context.Context) (sgOut, bool, error) { return p.findSG(ctx, s, role, net.VPCID, "") }
+			find := func(ctx context.Context) (sgOut, bool, error) { return p.findSG(ctx, s, role, vpcID, "") }
 			if g, ok, err := find(ctx); err != nil || ok {
 				return g, err
 			}
@@ -78,7 +79,7 @@ func (p *Provider) sgStep(s spec.Spec, role string) *engine.Step {
 				out, err := p.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
 					GroupName:         aws.String(name),
 					Description:       aws.String(fmt.Sprintf("kforge %s: %s", s.Name, roleTitles[role])),
-					VpcId:             aws.String(net.VPCID),
+					VpcId:             aws.String(vpcID),
 					TagSpecifications: awsx.EC2TagSpec(ec2types.ResourceTypeSecurityGroup, awsx.Owned(s.Ref, awsx.Tags(s.Ref, name, awsx.TagRole, role))),
 				}, safe)
 				if err != nil {

@@ -101,6 +101,22 @@ func (p *Provider) liveInstances(ctx context.Context, ref spec.Ref, extra ...str
 
 func slotOf(role string, i int) string { return role + "/" + strconv.Itoa(i) }
 
+// inventoryStep reads the cluster's live instances (one DescribeInstances)
+// at the start of a create, alongside the network, so that the VM steps
+// find it ready instead of each launch waiting for it. Its outputs are
+// nothing: the inventory lives in the run (on a resume, the first VM step
+// reads it).
+func (p *Provider) inventoryStep(s spec.Spec) *engine.Step {
+	return &engine.Step{
+		ID:    StepInventory,
+		Title: "look up the VMs the cluster already has (a resumed create adopts them)",
+		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
+			_, err := p.inventory(ctx, s.Ref)
+			return nil, err
+		},
+	}
+}
+
 // vmStep launches VM i of a role with its own RunInstances: its own
 // user-data (hostname, host key) and a ClientToken derived from the
 // cluster, the role and the index.
@@ -108,7 +124,7 @@ func (p *Provider) vmStep(s spec.Spec, role string, i int) *engine.Step {
 	slot := slotOf(role, i)
 	name := vmName(s.Name, role, i)
 	itype := size(s, role)
-	needs := []string{network.StepID, leftovers.StepID, StepImages, StepKeyPair, StepSecrets, SGStepID(role)}
+	needs := []string{network.StepID, leftovers.StepID, StepImages, StepKeyPair, StepSecrets, StepInventory, SGStepID(role)}
 	profileStep := ""
 	switch role {
 	case RoleCP:
@@ -252,8 +268,10 @@ func (p *Provider) launch(ctx context.Context, r *engine.Run, s spec.Spec, role 
 		out, err := p.ec2.RunInstances(ctx, in, func(o *ec2.Options) {
 			// The ClientToken makes a retry safe on AWS; SafeRetryer keeps
 			// the emulator, which ignores it, from duplicating too. A new
-			// instance profile may be invisible to EC2 for seconds.
-			o.Retryer = awsx.Eventual(awsx.SafeRetryer(o.Retryer), awsx.IsIAMPropagation)
+			// instance profile may be invisible to EC2 for seconds. The
+			// launches of a run share one adaptive policy: a hundred VMs
+			// launch at once, and once EC2 throttles they go at its pace.
+			o.Retryer = awsx.Eventual(awsx.SafeRetryer(p.launches), awsx.IsIAMPropagation)
 		})
 		if err != nil {
 			return "", fmt.Errorf("launch %s: %w", name, err)

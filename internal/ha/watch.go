@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/time/rate"
 
 	"github.com/kforge/kforge/internal/awsx"
 )
@@ -16,21 +17,33 @@ import (
 // watcher waits for many instances at once with one DescribeInstances per
 // poll for all of them, instead of one per instance: a create of a hundred
 // VMs reads their state in batches.
+//
+// Each wait has its own schedule: a new wait is looked at in the next poll,
+// which starts at once unless one is in flight (then right after it, with
+// everyone who started waiting meanwhile); an instance not yet in the
+// wanted state is looked at again after recheckFirst, backing off to
+// recheckMax. Every poll covers every waiting instance, so waits batch
+// whatever their schedule. A token bucket keeps polls within EC2's request
+// rate limits (DescribeInstances: a bucket of 100, refilled at 20 a second).
 type watcher struct {
-	ec2 *ec2.Client
+	ec2   *ec2.Client
+	polls *rate.Limiter
 
 	mu      sync.Mutex
 	waiters map[string][]*waitReq
 	active  bool
-	// kick wakes a poller in a long back-off when a new wait starts, so a
-	// VM launched late in a wave is not left waiting for the slow pace of
-	// the early ones.
+	// kick wakes the poller when a new wait starts, so that it is looked
+	// at now rather than when the others are due.
 	kick chan struct{}
 }
 
 type waitReq struct {
 	done func(ec2types.Instance) (bool, error)
 	ch   chan waitResult
+	// due is when the instance is to be looked at next; looks counts the
+	// polls that saw it not yet in the wanted state.
+	due   time.Time
+	looks int
 }
 
 type waitResult struct {
@@ -38,22 +51,38 @@ type waitResult struct {
 	err  error
 }
 
-// Poll pacing: the first look comes soon after a launch (to batch the
-// launches of one wave), later ones back off.
+// Poll pacing.
 const (
-	pollFirst  = 300 * time.Millisecond
-	pollMax    = 5 * time.Second
-	batchLimit = 200 // instance IDs per DescribeInstances filter
+	pollRate     = 5 // polls a second, sustained
+	pollBurst    = 5
+	recheckFirst = time.Second
+	recheckMax   = 5 * time.Second
+	batchLimit   = 200 // instance IDs per DescribeInstances filter
 )
 
 func newWatcher(c *ec2.Client) *watcher {
-	return &watcher{ec2: c, waiters: map[string][]*waitReq{}, kick: make(chan struct{}, 1)}
+	return &watcher{
+		ec2:     c,
+		polls:   rate.NewLimiter(pollRate, pollBurst),
+		waiters: map[string][]*waitReq{},
+		kick:    make(chan struct{}, 1),
+	}
+}
+
+// recheck is how long after its nth look (1-based) an instance not yet in
+// the wanted state is looked at again.
+func recheck(n int) time.Duration {
+	d := recheckFirst
+	for i := 1; i < n && d < recheckMax; i++ {
+		d *= 2
+	}
+	return min(d, recheckMax)
 }
 
 // wait blocks until done reports true for the instance (or an error), or
 // ctx ends.
 func (w *watcher) wait(ctx context.Context, id string, done func(ec2types.Instance) (bool, error)) (ec2types.Instance, error) {
-	req := &waitReq{done: done, ch: make(chan waitResult, 1)}
+	req := &waitReq{done: done, ch: make(chan waitResult, 1), due: time.Now()}
 	w.mu.Lock()
 	w.waiters[id] = append(w.waiters[id], req)
 	if !w.active {
@@ -92,66 +121,72 @@ func (w *watcher) drop(id string, req *waitReq) {
 
 // poll runs while anyone waits.
 func (w *watcher) poll(ctx context.Context) {
-	delay := pollFirst
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-w.kick:
-			// A new wait: look soon, batched with whoever else starts
-			// waiting meanwhile.
-			t.Stop()
-			delay = pollFirst
-			time.Sleep(pollFirst)
-		}
 		w.mu.Lock()
-		ids := make([]string, 0, len(w.waiters))
-		for id := range w.waiters {
-			ids = append(ids, id)
-		}
-		if len(ids) == 0 {
+		if len(w.waiters) == 0 {
 			w.active = false
 			w.mu.Unlock()
 			return
 		}
-		w.mu.Unlock()
-
-		found := map[string]ec2types.Instance{}
-		var pollErr error
-		for start := 0; start < len(ids); start += batchLimit {
-			chunk := ids[start:min(start+batchLimit, len(ids))]
-			// A filter, not InstanceIds: an instance just launched may not
-			// be visible yet, and InstanceIds would fail the whole batch.
-			pages := ec2.NewDescribeInstancesPaginator(w.ec2, &ec2.DescribeInstancesInput{
-				Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: chunk}},
-			})
-			for pages.HasMorePages() {
-				page, err := pages.NextPage(ctx)
-				if err != nil {
-					pollErr = err
-					break
-				}
-				for _, r := range page.Reservations {
-					for _, in := range r.Instances {
-						found[aws.ToString(in.InstanceId)] = in
-					}
+		var next time.Time
+		for _, reqs := range w.waiters {
+			for _, r := range reqs {
+				if next.IsZero() || r.due.Before(next) {
+					next = r.due
 				}
 			}
 		}
+		w.mu.Unlock()
+		if d := time.Until(next); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-w.kick:
+				timer.Stop()
+			}
+			continue
+		}
+		if err := w.polls.Wait(ctx); err != nil {
+			return // ctx never ends: the poller's context is not cancelled
+		}
+
+		// Everyone waiting now is in this poll.
+		w.mu.Lock()
+		polled := map[*waitReq]bool{}
+		ids := make([]string, 0, len(w.waiters))
+		for id, reqs := range w.waiters {
+			ids = append(ids, id)
+			for _, r := range reqs {
+				polled[r] = true
+			}
+		}
+		w.mu.Unlock()
+
+		found, pollErr := w.describe(ctx, ids)
 
 		w.mu.Lock()
+		now := time.Now()
 		for id, reqs := range w.waiters {
 			in, ok := found[id]
-			if !ok {
-				continue
-			}
 			keep := reqs[:0]
 			for _, r := range reqs {
-				done, err := r.done(in)
-				if done || err != nil {
-					r.ch <- waitResult{inst: in, err: err}
+				if !polled[r] {
+					keep = append(keep, r)
 					continue
 				}
+				if ok {
+					done, err := r.done(in)
+					if done || err != nil {
+						r.ch <- waitResult{inst: in, err: err}
+						continue
+					}
+				}
+				// Not there yet (or not visible yet: a just launched
+				// instance may not be listed for a moment).
+				r.looks++
+				r.due = now.Add(recheck(r.looks))
 				keep = append(keep, r)
 			}
 			if len(keep) == 0 {
@@ -169,8 +204,32 @@ func (w *watcher) poll(ctx context.Context) {
 			}
 		}
 		w.mu.Unlock()
-		delay = min(delay*2, pollMax)
 	}
+}
+
+// describe reads the state of the instances, batchLimit at a time.
+func (w *watcher) describe(ctx context.Context, ids []string) (map[string]ec2types.Instance, error) {
+	found := map[string]ec2types.Instance{}
+	for start := 0; start < len(ids); start += batchLimit {
+		chunk := ids[start:min(start+batchLimit, len(ids))]
+		// A filter, not InstanceIds: an instance just launched may not
+		// be visible yet, and InstanceIds would fail the whole batch.
+		pages := ec2.NewDescribeInstancesPaginator(w.ec2, &ec2.DescribeInstancesInput{
+			Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: chunk}},
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return found, err
+			}
+			for _, r := range page.Reservations {
+				for _, in := range r.Instances {
+					found[aws.ToString(in.InstanceId)] = in
+				}
+			}
+		}
+	}
+	return found, nil
 }
 
 // running is the condition of a launched instance that kforge can use:

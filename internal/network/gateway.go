@@ -3,7 +3,6 @@ package network
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -69,38 +68,31 @@ func (b *builder) findAttachedIGW(ctx context.Context) (igwOut, error) {
 // ownIGWs returns the cluster's internet gateways: the journaled one first
 // if it exists, then those found by tags.
 func (b *builder) ownIGWs(ctx context.Context, prevID string) ([]types.InternetGateway, error) {
-	var out []types.InternetGateway
-	seen := map[string]bool{}
-	if prevID != "" {
-		res, err := b.c.EC2.DescribeInternetGateways(ctx, &ec2.DescribeInternetGatewaysInput{InternetGatewayIds: []string{prevID}})
-		if err != nil && !awsx.IsNotFound(err) {
-			return nil, fmt.Errorf("describe internet gateway %s: %w", prevID, err)
-		}
-		if err == nil && len(res.InternetGateways) > 0 {
-			out = append(out, res.InternetGateways[0])
-			seen[prevID] = true
-		}
-	}
-	var tagged []types.InternetGateway
-	p := ec2.NewDescribeInternetGatewaysPaginator(b.c.EC2, &ec2.DescribeInternetGatewaysInput{
-		Filters: awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("igw")),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("look up the cluster's internet gateway by tags: %w", err)
-		}
-		for _, g := range page.InternetGateways {
-			if id := aws.ToString(g.InternetGatewayId); !seen[id] {
-				seen[id] = true
-				tagged = append(tagged, g)
+	return lookupOwn(ctx, prevID, func(g types.InternetGateway) string { return aws.ToString(g.InternetGatewayId) },
+		func(ctx context.Context) (*types.InternetGateway, error) {
+			res, err := b.c.EC2.DescribeInternetGateways(ctx, &ec2.DescribeInternetGatewaysInput{InternetGatewayIds: []string{prevID}})
+			if awsx.IsNotFound(err) || err == nil && len(res.InternetGateways) == 0 {
+				return nil, nil
 			}
-		}
-	}
-	sort.Slice(tagged, func(i, j int) bool {
-		return aws.ToString(tagged[i].InternetGatewayId) < aws.ToString(tagged[j].InternetGatewayId)
-	})
-	return append(out, tagged...), nil
+			if err != nil {
+				return nil, fmt.Errorf("describe internet gateway %s: %w", prevID, err)
+			}
+			return &res.InternetGateways[0], nil
+		},
+		func(ctx context.Context) ([]types.InternetGateway, error) {
+			var tagged []types.InternetGateway
+			p := ec2.NewDescribeInternetGatewaysPaginator(b.c.EC2, &ec2.DescribeInternetGatewaysInput{
+				Filters: awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("igw")),
+			})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("look up the cluster's internet gateway by tags: %w", err)
+				}
+				tagged = append(tagged, page.InternetGateways...)
+			}
+			return tagged, nil
+		})
 }
 
 func attachedTo(g types.InternetGateway, vpcID string) bool {
@@ -216,16 +208,19 @@ func (b *builder) deleteOneIGW(ctx context.Context, r *engine.Run, g types.Inter
 	return removed, nil
 }
 
-func (b *builder) rtbStep() *engine.Step {
-	title := "route table with 0.0.0.0/0 to the internet gateway"
+// rtbStep makes the route table and associates the subnets with it:
+// the subnets are made first, so the route table's deletion (which
+// disassociates them) comes before theirs.
+func (b *builder) rtbStep(subnets []string) *engine.Step {
+	title := "route table with 0.0.0.0/0 to the internet gateway, for every subnet"
 	if b.s.VPCID != "" {
-		title = fmt.Sprintf("route table in VPC %s with 0.0.0.0/0 to its internet gateway (none if it has no gateway)", b.s.VPCID)
+		title = fmt.Sprintf("route table in VPC %s with 0.0.0.0/0 to its internet gateway, for kforge's subnets (none if it has no gateway)", b.s.VPCID)
 	}
 	return &engine.Step{
 		ID:     StepRouteTable,
-		Needs:  []string{StepVPC, StepIGW},
+		Needs:  append([]string{StepVPC, StepIGW}, subnets...),
 		Title:  title,
-		Ensure: b.ensureRTB,
+		Ensure: func(ctx context.Context, r *engine.Run) (any, error) { return b.ensureRTB(ctx, r, subnets) },
 		Delete: b.deleteRTB,
 	}
 }
@@ -233,43 +228,36 @@ func (b *builder) rtbStep() *engine.Step {
 // ownRTBs returns the cluster's route tables: the journaled one first if
 // it exists, then those found by tags (in vpcID, if not empty).
 func (b *builder) ownRTBs(ctx context.Context, prevID, vpcID string) ([]types.RouteTable, error) {
-	var out []types.RouteTable
-	seen := map[string]bool{}
-	if prevID != "" {
-		res, err := b.c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{prevID}})
-		if err != nil && !awsx.IsNotFound(err) {
-			return nil, fmt.Errorf("describe route table %s: %w", prevID, err)
-		}
-		if err == nil && len(res.RouteTables) > 0 && (vpcID == "" || aws.ToString(res.RouteTables[0].VpcId) == vpcID) {
-			out = append(out, res.RouteTables[0])
-			seen[prevID] = true
-		}
-	}
-	filters := awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("rtb"))
-	if vpcID != "" {
-		filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
-	}
-	var tagged []types.RouteTable
-	p := ec2.NewDescribeRouteTablesPaginator(b.c.EC2, &ec2.DescribeRouteTablesInput{Filters: filters})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("look up the cluster's route table by tags: %w", err)
-		}
-		for _, t := range page.RouteTables {
-			if id := aws.ToString(t.RouteTableId); !seen[id] {
-				seen[id] = true
-				tagged = append(tagged, t)
+	return lookupOwn(ctx, prevID, func(t types.RouteTable) string { return aws.ToString(t.RouteTableId) },
+		func(ctx context.Context) (*types.RouteTable, error) {
+			res, err := b.c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{prevID}})
+			if awsx.IsNotFound(err) || err == nil && (len(res.RouteTables) == 0 || vpcID != "" && aws.ToString(res.RouteTables[0].VpcId) != vpcID) {
+				return nil, nil
 			}
-		}
-	}
-	sort.Slice(tagged, func(i, j int) bool {
-		return aws.ToString(tagged[i].RouteTableId) < aws.ToString(tagged[j].RouteTableId)
-	})
-	return append(out, tagged...), nil
+			if err != nil {
+				return nil, fmt.Errorf("describe route table %s: %w", prevID, err)
+			}
+			return &res.RouteTables[0], nil
+		},
+		func(ctx context.Context) ([]types.RouteTable, error) {
+			filters := awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("rtb"))
+			if vpcID != "" {
+				filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
+			}
+			var tagged []types.RouteTable
+			p := ec2.NewDescribeRouteTablesPaginator(b.c.EC2, &ec2.DescribeRouteTablesInput{Filters: filters})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("look up the cluster's route table by tags: %w", err)
+				}
+				tagged = append(tagged, page.RouteTables...)
+			}
+			return tagged, nil
+		})
 }
 
-func (b *builder) ensureRTB(ctx context.Context, r *engine.Run) (any, error) {
+func (b *builder) ensureRTB(ctx context.Context, r *engine.Run, subnetSteps []string) (any, error) {
 	vpc, err := engine.Out[vpcOut](r, StepVPC)
 	if err != nil {
 		return nil, err
@@ -319,8 +307,29 @@ func (b *builder) ensureRTB(ctx context.Context, r *engine.Run) (any, error) {
 		}
 	}
 	id := aws.ToString(t.RouteTableId)
-	if err := b.ensureDefaultRoute(ctx, t, igw.ID); err != nil {
-		return nil, fmt.Errorf("route table %s: %w", id, err)
+	// The default route and the associations do not depend on each other:
+	// all at once.
+	associated := map[string]bool{}
+	for _, a := range t.Associations {
+		associated[aws.ToString(a.SubnetId)] = true
+	}
+	calls := []func(context.Context) error{func(ctx context.Context) error {
+		if err := b.ensureDefaultRoute(ctx, t, igw.ID); err != nil {
+			return fmt.Errorf("route table %s: %w", id, err)
+		}
+		return nil
+	}}
+	for _, step := range subnetSteps {
+		sn, err := engine.Out[Subnet](r, step)
+		if err != nil {
+			return nil, err
+		}
+		if !associated[sn.ID] {
+			calls = append(calls, func(ctx context.Context) error { return b.associate(ctx, sn.ID, id) })
+		}
+	}
+	if err := awsx.All(ctx, calls...); err != nil {
+		return nil, err
 	}
 	return rtbOut{ID: id}, nil
 }
@@ -374,14 +383,22 @@ func (b *builder) deleteRTB(ctx context.Context, r *engine.Run) error {
 // it removed it (false: it was gone already).
 func (b *builder) deleteOneRTB(ctx context.Context, r *engine.Run, t types.RouteTable) (bool, error) {
 	id := aws.ToString(t.RouteTableId)
+	var disassociate []func(context.Context) error
 	for _, a := range t.Associations {
 		if aws.ToBool(a.Main) {
 			return false, fmt.Errorf("it is the main route table of VPC %s; kforge does not delete it", aws.ToString(t.VpcId))
 		}
-		_, err := b.c.EC2.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: a.RouteTableAssociationId})
-		if err != nil && !awsx.IsNotFound(err) {
-			return false, fmt.Errorf("disassociate %s: %w", aws.ToString(a.SubnetId), err)
-		}
+		disassociate = append(disassociate, func(ctx context.Context) error {
+			_, err := b.c.EC2.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: a.RouteTableAssociationId})
+			if err != nil && !awsx.IsNotFound(err) {
+				return fmt.Errorf("disassociate %s: %w", aws.ToString(a.SubnetId), err)
+			}
+			return nil
+		})
+	}
+	// The subnets are independent: all at once.
+	if err := awsx.All(ctx, disassociate...); err != nil {
+		return false, err
 	}
 	return b.retryDelete(ctx, r, "route table "+id, func(ctx context.Context) error {
 		_, err := b.c.EC2.DeleteRouteTable(ctx, &ec2.DeleteRouteTableInput{RouteTableId: aws.String(id)})

@@ -35,6 +35,13 @@
 // (engine.Run.Token) and runs the same way, since not every endpoint
 // honours the token (the emulator does not).
 //
+// The subnets of an own VPC are made as soon as the VPC exists, alongside
+// the gateway and the route table (in an existing VPC they wait for the
+// gateway look-up, which decides whether they are public); the route table
+// step then routes 0.0.0.0/0 and associates every subnet at once. So the
+// longest chain of calls is the VPC, the gateway and the route table, not
+// those followed by the subnets.
+//
 // Delete finds resources by the journaled ID and by tags, so it works when
 // the state is lost. A Delete that finds nothing to remove returns
 // engine.ErrAbsent, so a second delete reports every network step as
@@ -45,7 +52,9 @@
 // the VPC retries DependencyViolation for a bounded time (Clients.InUseTimeout)
 // and then fails with an error that lists what still uses it.
 //
-// Providers read one output: engine.Out[network.Network](r, network.StepID).
+// Providers read one output: engine.Out[network.Network](r, network.StepID);
+// a step that needs only the VPC (a security group) needs StepVPC and reads
+// VPCOf(r), so that it does not wait for the rest of the network.
 package network
 
 import (
@@ -53,6 +62,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -257,13 +267,15 @@ func Steps(c *Clients, s Spec) []*engine.Step {
 	if b.s.adopt() {
 		return []*engine.Step{b.vpcStep(), b.adoptStep()}
 	}
-	steps := []*engine.Step{b.zonesStep(), b.vpcStep(), b.igwStep(), b.rtbStep()}
-	needs := []string{StepVPC, StepIGW, StepRouteTable}
+	var subnets []string
+	for i := range b.s.Zones {
+		subnets = append(subnets, SubnetStepID(i))
+	}
+	steps := []*engine.Step{b.zonesStep(), b.vpcStep(), b.igwStep(), b.rtbStep(subnets)}
 	for i := range b.s.Zones {
 		steps = append(steps, b.subnetStep(i))
-		needs = append(needs, SubnetStepID(i))
 	}
-	return append(steps, b.networkStep(needs))
+	return append(steps, b.networkStep(append([]string{StepVPC, StepIGW, StepRouteTable}, subnets...)))
 }
 
 // builder holds what every step of one network shares.
@@ -314,4 +326,41 @@ func (b *builder) retryDelete(ctx context.Context, r *engine.Run, what string, d
 		return err
 	})
 	return removed, err
+}
+
+// lookupOwn finds a cluster's resources of one kind: the one journaled
+// under prevID (byID; skipped when prevID is empty) and those its tags name
+// (byTags), both looked up at once. The journaled one comes first, then the
+// others sorted by ID, each once.
+func lookupOwn[T any](ctx context.Context, prevID string, idOf func(T) string,
+	byID func(context.Context) (*T, error), byTags func(context.Context) ([]T, error)) ([]T, error) {
+	var prev *T
+	var tagged []T
+	calls := []func(context.Context) error{func(ctx context.Context) (err error) {
+		tagged, err = byTags(ctx)
+		return err
+	}}
+	if prevID != "" {
+		calls = append(calls, func(ctx context.Context) (err error) {
+			prev, err = byID(ctx)
+			return err
+		})
+	}
+	if err := awsx.All(ctx, calls...); err != nil {
+		return nil, err
+	}
+	var out []T
+	seen := map[string]bool{}
+	if prev != nil {
+		out = append(out, *prev)
+		seen[idOf(*prev)] = true
+	}
+	sort.Slice(tagged, func(i, j int) bool { return idOf(tagged[i]) < idOf(tagged[j]) })
+	for _, t := range tagged {
+		if id := idOf(t); !seen[id] {
+			seen[id] = true
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }

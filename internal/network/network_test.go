@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -719,6 +720,28 @@ func TestSteps(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The subnets do not wait for the gateway and the route table (in an
+	// own VPC) or only for the gateway look-up (in an existing one); the
+	// route table associates them, so it comes after them.
+	for _, tc := range []struct {
+		s     network.Spec
+		needs string
+		chain int
+	}{
+		{network.Spec{Ref: ref("x")}, "azs vpc", 4},
+		{network.Spec{Ref: ref("x"), VPCID: "vpc-0123456789abcdef0", Zones: 2}, "azs vpc igw", 5},
+	} {
+		g := graph(cl, tc.s)
+		if got := strings.Join(g.Step("subnet/0").Needs, " "); got != tc.needs {
+			t.Errorf("VPC %q: subnet/0 needs %s, want %s", tc.s.VPCID, got, tc.needs)
+		}
+		if needs := g.Step(network.StepRouteTable).Needs; !slices.Contains(needs, "subnet/0") || !slices.Contains(needs, "subnet/1") {
+			t.Errorf("VPC %q: rtb needs %v, want every subnet", tc.s.VPCID, needs)
+		}
+		if got := g.CriticalPath(); got != tc.chain {
+			t.Errorf("VPC %q: %d steps in a row, want %d", tc.s.VPCID, got, tc.chain)
+		}
 	}
 	g := graph(cl, network.Spec{Ref: ref("x")})
 	if got := g.Step(network.StepVPC).Title; got != "VPC 10.0.0.0/16 with DNS hostnames and DNS support" {

@@ -82,9 +82,15 @@ func (b *builder) subnetStep(i int) *engine.Step {
 	} else {
 		title = fmt.Sprintf("subnet in a free /%d of VPC %s in availability zone %d of %d", b.s.SubnetPrefix, b.s.VPCID, i+1, b.s.Zones)
 	}
+	// In an existing VPC, the gateway look-up decides whether the subnet
+	// is public; an own VPC always gets one.
+	needs := []string{StepZones, StepVPC}
+	if b.s.VPCID != "" {
+		needs = append(needs, StepIGW)
+	}
 	return &engine.Step{
 		ID:     SubnetStepID(i),
-		Needs:  []string{StepZones, StepVPC, StepRouteTable},
+		Needs:  needs,
 		Title:  title,
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) { return b.ensureSubnet(ctx, r, i) },
 		Delete: func(ctx context.Context, r *engine.Run) error {
@@ -114,43 +120,38 @@ func carve(p netip.Prefix, bits, i int) (netip.Prefix, error) {
 // all): the journaled one first if it exists, then those found by tags (in
 // vpcID, if not empty).
 func (b *builder) ownSubnets(ctx context.Context, index, prevID, vpcID string) ([]types.Subnet, error) {
-	var out []types.Subnet
-	seen := map[string]bool{}
-	if prevID != "" {
-		res, err := b.c.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{prevID}})
-		if err != nil && !awsx.IsNotFound(err) {
-			return nil, fmt.Errorf("describe subnet %s: %w", prevID, err)
-		}
-		if err == nil && len(res.Subnets) > 0 && (vpcID == "" || aws.ToString(res.Subnets[0].VpcId) == vpcID) {
-			out = append(out, res.Subnets[0])
-			seen[prevID] = true
-		}
-	}
-	var filters []types.Filter
-	if index != "" {
-		filters = awsx.ClusterFilters(b.ref(), TagSubnet, index)
-	} else {
-		filters = append(awsx.ClusterFilters(b.ref()), types.Filter{Name: aws.String("tag-key"), Values: []string{TagSubnet}})
-	}
-	if vpcID != "" {
-		filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
-	}
-	var tagged []types.Subnet
-	p := ec2.NewDescribeSubnetsPaginator(b.c.EC2, &ec2.DescribeSubnetsInput{Filters: filters})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("look up the cluster's subnets by tags: %w", err)
-		}
-		for _, s := range page.Subnets {
-			if id := aws.ToString(s.SubnetId); !seen[id] {
-				seen[id] = true
-				tagged = append(tagged, s)
+	return lookupOwn(ctx, prevID, func(s types.Subnet) string { return aws.ToString(s.SubnetId) },
+		func(ctx context.Context) (*types.Subnet, error) {
+			res, err := b.c.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{prevID}})
+			if awsx.IsNotFound(err) || err == nil && (len(res.Subnets) == 0 || vpcID != "" && aws.ToString(res.Subnets[0].VpcId) != vpcID) {
+				return nil, nil
 			}
-		}
-	}
-	sort.Slice(tagged, func(i, j int) bool { return aws.ToString(tagged[i].SubnetId) < aws.ToString(tagged[j].SubnetId) })
-	return append(out, tagged...), nil
+			if err != nil {
+				return nil, fmt.Errorf("describe subnet %s: %w", prevID, err)
+			}
+			return &res.Subnets[0], nil
+		},
+		func(ctx context.Context) ([]types.Subnet, error) {
+			var filters []types.Filter
+			if index != "" {
+				filters = awsx.ClusterFilters(b.ref(), TagSubnet, index)
+			} else {
+				filters = append(awsx.ClusterFilters(b.ref()), types.Filter{Name: aws.String("tag-key"), Values: []string{TagSubnet}})
+			}
+			if vpcID != "" {
+				filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
+			}
+			var tagged []types.Subnet
+			p := ec2.NewDescribeSubnetsPaginator(b.c.EC2, &ec2.DescribeSubnetsInput{Filters: filters})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("look up the cluster's subnets by tags: %w", err)
+				}
+				tagged = append(tagged, page.Subnets...)
+			}
+			return tagged, nil
+		})
 }
 
 func (b *builder) subnetName(zones []string, i int) string {
@@ -173,11 +174,16 @@ func (b *builder) ensureSubnet(ctx context.Context, r *engine.Run, i int) (any, 
 	if err != nil {
 		return nil, err
 	}
-	rtb, err := engine.Out[rtbOut](r, StepRouteTable)
-	if err != nil {
-		return nil, err
+	// Public when there is an internet gateway to route through (the
+	// route table step then routes and associates the subnet).
+	public := true
+	if b.s.VPCID != "" {
+		igw, err := engine.Out[igwOut](r, StepIGW)
+		if err != nil {
+			return nil, err
+		}
+		public = igw.ID != ""
 	}
-	public := rtb.ID != ""
 	var prev Subnet
 	r.PrevInto(&prev)
 	found, err := b.ownSubnets(ctx, strconv.Itoa(i), prev.ID, vpc.ID)
@@ -229,11 +235,6 @@ func (b *builder) ensureSubnet(ctx context.Context, r *engine.Run, i int) (any, 
 			MapPublicIpOnLaunch: &types.AttributeBooleanValue{Value: aws.Bool(true)}}, eventual)
 		if err != nil {
 			return nil, fmt.Errorf("turn on public IPs for subnet %s: %w", id, err)
-		}
-	}
-	if public {
-		if err := b.associate(ctx, id, rtb.ID); err != nil {
-			return nil, err
 		}
 	}
 	return Subnet{ID: id, Zone: aws.ToString(s.AvailabilityZone), CIDR: aws.ToString(s.CidrBlock), Own: true, Public: public}, nil
@@ -378,8 +379,17 @@ func freeBlocks(vpcCIDRs []string, used []netip.Prefix, bits, n int) []netip.Pre
 	return free
 }
 
-// associate makes subnet use route table rtbID.
+// associate makes subnet use route table rtbID. A subnet kforge just made
+// has no association: it is associated at once; one associated with another
+// table (AWS refuses: Resource.AlreadyAssociated) is moved.
 func (b *builder) associate(ctx context.Context, subnetID, rtbID string) error {
+	_, err := b.c.EC2.AssociateRouteTable(ctx, &ec2.AssociateRouteTableInput{SubnetId: aws.String(subnetID), RouteTableId: aws.String(rtbID)}, eventual)
+	if err == nil {
+		return nil
+	}
+	if !awsx.HasCode(err, "Resource.AlreadyAssociated") {
+		return fmt.Errorf("associate subnet %s with route table %s: %w", subnetID, rtbID, err)
+	}
 	out, err := b.c.EC2.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{
 		Filters: []types.Filter{{Name: aws.String("association.subnet-id"), Values: []string{subnetID}}},
 	})

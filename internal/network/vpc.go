@@ -3,7 +3,6 @@ package network
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -23,6 +22,21 @@ type vpcOut struct {
 	CIDR  string   `json:"cidr"`
 	CIDRs []string `json:"cidrs,omitempty"`
 	Own   bool     `json:"own"`
+}
+
+// VPCOf returns the ID of the cluster's VPC, from the outputs of the vpc
+// step (StepVPC, which the calling step must need). A step that needs only
+// the VPC (a security group) needs StepVPC rather than StepID, and so does
+// not wait for the gateway, the route table and the subnets.
+func VPCOf(r *engine.Run) (string, error) {
+	v, err := engine.Out[vpcOut](r, StepVPC)
+	if err != nil {
+		return "", err
+	}
+	if v.ID == "" {
+		return "", fmt.Errorf("the vpc step recorded no VPC ID")
+	}
+	return v.ID, nil
 }
 
 func vpcOutOf(v *types.Vpc, own bool) vpcOut {
@@ -81,34 +95,20 @@ func (b *builder) vpcStep() *engine.Step {
 // ownVPCs returns the cluster's own VPCs: the journaled one first if it
 // still exists, then those found by tags, by ID.
 func (b *builder) ownVPCs(ctx context.Context, prevID string) ([]types.Vpc, error) {
-	var out []types.Vpc
-	seen := map[string]bool{}
-	if prevID != "" {
-		v, err := describeVPC(ctx, b.c.EC2, prevID)
-		if err != nil {
-			return nil, err
-		}
-		if v != nil {
-			out = append(out, *v)
-			seen[prevID] = true
-		}
-	}
-	var tagged []types.Vpc
-	p := ec2.NewDescribeVpcsPaginator(b.c.EC2, &ec2.DescribeVpcsInput{Filters: awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("vpc"))})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("look up the cluster's VPC by tags: %w", err)
-		}
-		for _, v := range page.Vpcs {
-			if !seen[aws.ToString(v.VpcId)] {
-				seen[aws.ToString(v.VpcId)] = true
-				tagged = append(tagged, v)
+	return lookupOwn(ctx, prevID, func(v types.Vpc) string { return aws.ToString(v.VpcId) },
+		func(ctx context.Context) (*types.Vpc, error) { return describeVPC(ctx, b.c.EC2, prevID) },
+		func(ctx context.Context) ([]types.Vpc, error) {
+			var tagged []types.Vpc
+			p := ec2.NewDescribeVpcsPaginator(b.c.EC2, &ec2.DescribeVpcsInput{Filters: awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("vpc"))})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("look up the cluster's VPC by tags: %w", err)
+				}
+				tagged = append(tagged, page.Vpcs...)
 			}
-		}
-	}
-	sort.Slice(tagged, func(i, j int) bool { return aws.ToString(tagged[i].VpcId) < aws.ToString(tagged[j].VpcId) })
-	return append(out, tagged...), nil
+			return tagged, nil
+		})
 }
 
 // findVPC returns the cluster's own VPC found by its tags, if any.
@@ -183,13 +183,22 @@ func (b *builder) ensureVPC(ctx context.Context, r *engine.Run) (any, error) {
 			v = desc.Vpcs[0]
 		}
 	}
-	// DNS support first: AWS refuses DNS hostnames without it.
-	for _, attr := range []types.VpcAttributeName{types.VpcAttributeNameEnableDnsSupport, types.VpcAttributeNameEnableDnsHostnames} {
-		on, err := vpcAttribute(ctx, b.c.EC2, id, attr, eventual)
-		if err != nil {
-			return nil, err
-		}
-		if on {
+	// Both attributes are read at once; DNS support is turned on first:
+	// AWS refuses DNS hostnames without it.
+	attrs := []types.VpcAttributeName{types.VpcAttributeNameEnableDnsSupport, types.VpcAttributeNameEnableDnsHostnames}
+	on := make([]bool, len(attrs))
+	var reads []func(context.Context) error
+	for i, attr := range attrs {
+		reads = append(reads, func(ctx context.Context) (err error) {
+			on[i], err = vpcAttribute(ctx, b.c.EC2, id, attr, eventual)
+			return err
+		})
+	}
+	if err := awsx.All(ctx, reads...); err != nil {
+		return nil, err
+	}
+	for i, attr := range attrs {
+		if on[i] {
 			continue
 		}
 		in := &ec2.ModifyVpcAttributeInput{VpcId: aws.String(id)}

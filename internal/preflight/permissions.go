@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
@@ -84,7 +85,7 @@ func (r *run) permissions(ctx context.Context) {
 	if simErr != nil {
 		ev, sources, err := r.localEvaluator(ctx, p)
 		if err != nil {
-			r.rep.PermissionMethod = MethodNone
+			r.setPermissions(MethodNone, nil)
 			r.add(CheckPermissions, Warn,
 				fmt.Sprintf("could not check: iam:SimulatePrincipalPolicy is unavailable (%s), and the policies of %s could not be read (%v)", shortErr(simErr), p.arn, err),
 				readOwnFix(r.s.Type, p))
@@ -100,8 +101,7 @@ func (r *run) permissions(ctx context.Context) {
 	} else {
 		how = "simulated with iam:SimulatePrincipalPolicy for " + p.arn
 	}
-	r.rep.PermissionMethod = method
-	var denied []string
+	var denied, deniedReqs []string
 	deniedActions := map[string]bool{}
 	for i, d := range decisions {
 		if d.Allowed {
@@ -113,8 +113,9 @@ func (r *run) permissions(ctx context.Context) {
 		}
 		denied = append(denied, line)
 		deniedActions[reqs[i].Action] = true
-		r.rep.Denied = append(r.rep.Denied, reqs[i].String())
+		deniedReqs = append(deniedReqs, reqs[i].String())
 	}
+	r.setPermissions(method, deniedReqs)
 	actions := map[string]bool{}
 	for _, q := range reqs {
 		actions[q.Action] = true
@@ -128,6 +129,15 @@ func (r *run) permissions(ctx context.Context) {
 	r.add(CheckPermissions, Fail,
 		fmt.Sprintf("%d of %d actions are not allowed: %s (%s)\n%s", len(missing), len(actions), strings.Join(missing, ", "), how, strings.Join(denied, "\n")),
 		fix)
+}
+
+// setPermissions records how the permissions were checked and what was
+// denied.
+func (r *run) setPermissions(method string, denied []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rep.PermissionMethod = method
+	r.rep.Denied = denied
 }
 
 // readOwnFix says how to let preflight read the caller's permissions.
@@ -177,8 +187,9 @@ func (r *run) simulate(ctx context.Context, p principal, reqs []iampolicy.Reques
 		g.index[q.Action] = i
 	}
 	out := make([]iampolicy.Decision, len(reqs))
-	for _, key := range order {
-		g := groups[key]
+	// Each group is one call (or a few pages) and writes its own requests'
+	// decisions.
+	one := func(g *group) error {
 		in := &iam.SimulatePrincipalPolicyInput{PolicySourceArn: aws.String(p.arn), ActionNames: g.actions, ContextEntries: g.ctx}
 		if g.resource != "*" {
 			in.ResourceArns = []string{g.resource}
@@ -189,7 +200,7 @@ func (r *run) simulate(ctx context.Context, p principal, reqs []iampolicy.Reques
 			// takes over.
 			page, err := pages.NextPage(ctx, func(o *iam.Options) { o.Retryer = aws.NopRetryer{} })
 			if err != nil {
-				return nil, err
+				return err
 			}
 			for _, res := range page.EvaluationResults {
 				i, ok := g.index[aws.ToString(res.EvalActionName)]
@@ -206,9 +217,39 @@ func (r *run) simulate(ctx context.Context, p principal, reqs []iampolicy.Reques
 				}
 			}
 		}
+		return nil
+	}
+	// The first group alone: where simulation is unavailable (denied, or
+	// an endpoint without it), it fails once instead of once per group.
+	// Then the others, a few at a time (IAM's request rate is modest).
+	if len(order) == 0 {
+		return out, nil
+	}
+	if err := one(groups[order[0]]); err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(order))
+	sem := make(chan struct{}, simulateConcurrency)
+	var wg sync.WaitGroup
+	for k, key := range order[1:] {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[k] = one(groups[key])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
+
+// simulateConcurrency bounds the SimulatePrincipalPolicy calls in flight.
+const simulateConcurrency = 5
 
 func matched(ss []iamtypes.Statement) string {
 	var ids []string

@@ -28,6 +28,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -199,45 +200,88 @@ type run struct {
 	sq     *servicequotas.Client
 	cfg    aws.Config
 	id     awsx.Identity
-	rep    Report
 
-	// Filled by the checks, for the ones after them.
-	zones []string                             // usable zones, sorted
-	types map[string]ec2types.InstanceTypeInfo // instance type -> info
+	// mu guards rep and results: the checks run concurrently.
+	mu      sync.Mutex
+	rep     Report
+	results map[string]Check
+
+	// Look-ups that several checks share, each made once.
+	zones lookup[[]string]                             // usable zones, sorted
+	types lookup[map[string]ec2types.InstanceTypeInfo] // the cluster's instance types
+}
+
+// lookup is the result of an AWS look-up that several checks need: the
+// first to ask makes it, the others wait for its answer.
+type lookup[T any] struct {
+	once sync.Once
+	v    T
+	err  error
+}
+
+func (l *lookup[T]) get(fetch func() (T, error)) (T, error) {
+	l.once.Do(func() { l.v, l.err = fetch() })
+	return l.v, l.err
+}
+
+// checkOrder returns the order of the checks in the report.
+func checkOrder() []string {
+	return []string{CheckCredentials, CheckPermissions, CheckVPC, CheckZones, CheckTypes, CheckImage, CheckVCPU, CheckVPCQuota, CheckVersion}
 }
 
 // Run checks spec s (already validated) and returns the report. It makes
 // no mutating AWS call.
+//
+// The credentials are checked first (the permissions need the caller's
+// identity, and nothing else works without them); the other checks do not
+// depend on each other and run at once, sharing the look-ups some of them
+// need (the zones, the instance types), so that a preflight takes about as
+// long as its longest chain of dependent calls, not the sum of its calls.
 func Run(ctx context.Context, s spec.Spec, o Options) Report {
 	r := &run{
 		s: s, source: o.Source, cfg: o.AWS,
 		ec2: ec2.NewFromConfig(o.AWS), iam: iam.NewFromConfig(o.AWS), eks: eks.NewFromConfig(o.AWS),
-		sq:  servicequotas.NewFromConfig(o.AWS),
-		rep: Report{Cluster: s.Ref, PermissionMethod: MethodNone},
+		sq:      servicequotas.NewFromConfig(o.AWS),
+		rep:     Report{Cluster: s.Ref, PermissionMethod: MethodNone},
+		results: map[string]Check{},
 	}
-	if !r.credentials(ctx) {
-		return r.rep
+	if r.credentials(ctx) {
+		checks := []func(context.Context){r.permissions, r.availabilityZones, r.instanceTypes, r.image, r.vcpuQuota, r.vpcQuota, r.kubernetesVersion}
+		if s.VPCID != "" {
+			checks = append(checks, r.vpc)
+		}
+		var wg sync.WaitGroup
+		for _, check := range checks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				check(ctx)
+			}()
+		}
+		wg.Wait()
 	}
-	r.permissions(ctx)
-	if s.VPCID != "" {
-		r.vpc(ctx)
+	for _, name := range checkOrder() {
+		if c, ok := r.results[name]; ok {
+			r.rep.Checks = append(r.rep.Checks, c)
+		}
 	}
-	r.availabilityZones(ctx)
-	r.instanceTypes(ctx)
-	r.image(ctx)
-	r.vcpuQuota(ctx)
-	r.vpcQuota(ctx)
-	r.kubernetesVersion(ctx)
 	return r.rep
 }
 
+// record keeps the outcome of a check.
+func (r *run) record(c Check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.results[c.Name] = c
+}
+
 func (r *run) add(name string, st Status, detail, fix string) {
-	r.rep.Checks = append(r.rep.Checks, Check{Name: name, Status: st, Detail: detail, Fix: fix})
+	r.record(Check{Name: name, Status: st, Detail: detail, Fix: fix})
 }
 
 // inputFailure records a failure of the user's input.
 func (r *run) inputFailure(name, detail, fix string) {
-	r.rep.Checks = append(r.rep.Checks, Check{Name: name, Status: Fail, Detail: detail, Fix: fix, Input: true})
+	r.record(Check{Name: name, Status: Fail, Detail: detail, Fix: fix, Input: true})
 }
 
 // awsFailure records a check that AWS refused or failed to answer.
@@ -288,24 +332,36 @@ func (r *run) zonesWanted() int {
 	return 3
 }
 
+// usableZones returns the region's usable availability zones, sorted:
+// the same zones the network step picks from.
+func (r *run) usableZones(ctx context.Context) ([]string, error) {
+	return r.zones.get(func() ([]string, error) {
+		out, err := r.ec2.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+		if err != nil {
+			return nil, err
+		}
+		var zones []string
+		for _, z := range out.AvailabilityZones {
+			if z.State != ec2types.AvailabilityZoneStateAvailable ||
+				z.ZoneType != nil && aws.ToString(z.ZoneType) != "availability-zone" ||
+				z.OptInStatus == ec2types.AvailabilityZoneOptInStatusNotOptedIn {
+				continue
+			}
+			zones = append(zones, aws.ToString(z.ZoneName))
+		}
+		sort.Strings(zones)
+		return zones, nil
+	})
+}
+
 func (r *run) availabilityZones(ctx context.Context) {
-	out, err := r.ec2.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+	zones, err := r.usableZones(ctx)
 	if err != nil {
 		r.awsFailure(CheckZones, "list the availability zones", err)
 		return
 	}
-	// The same zones the network step picks from.
-	for _, z := range out.AvailabilityZones {
-		if z.State != ec2types.AvailabilityZoneStateAvailable ||
-			z.ZoneType != nil && aws.ToString(z.ZoneType) != "availability-zone" ||
-			z.OptInStatus == ec2types.AvailabilityZoneOptInStatusNotOptedIn {
-			continue
-		}
-		r.zones = append(r.zones, aws.ToString(z.ZoneName))
-	}
-	sort.Strings(r.zones)
-	want, n := r.zonesWanted(), len(r.zones)
-	detail := fmt.Sprintf("%d usable in %s: %s", n, r.s.Region, strings.Join(r.zones, ", "))
+	want, n := r.zonesWanted(), len(zones)
+	detail := fmt.Sprintf("%d usable in %s: %s", n, r.s.Region, strings.Join(zones, ", "))
 	switch {
 	case n >= want:
 		r.add(CheckZones, OK, detail, "")
@@ -355,19 +411,40 @@ func (r *run) clusterZones(ctx context.Context) ([]string, error) {
 		}
 		return sortedKeys(set), nil
 	}
-	if len(r.zones) > r.zonesWanted() {
-		return r.zones[:r.zonesWanted()], nil
+	zones, err := r.usableZones(ctx)
+	if err != nil {
+		return nil, nil // the availability-zones check reports it
 	}
-	return r.zones, nil
+	if len(zones) > r.zonesWanted() {
+		return zones[:r.zonesWanted()], nil
+	}
+	return zones, nil
+}
+
+// instanceTypeInfo describes the cluster's instance types (one call for
+// all of them). An unknown type is an error (InvalidInstanceType) or is
+// missing from the map.
+func (r *run) instanceTypeInfo(ctx context.Context) (map[string]ec2types.InstanceTypeInfo, error) {
+	return r.types.get(func() (map[string]ec2types.InstanceTypeInfo, error) {
+		var its []ec2types.InstanceType
+		for _, n := range sortedKeys(r.sizes()) {
+			its = append(its, ec2types.InstanceType(n))
+		}
+		out, err := r.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: its})
+		if err != nil {
+			return nil, err
+		}
+		types := map[string]ec2types.InstanceTypeInfo{}
+		for _, it := range out.InstanceTypes {
+			types[string(it.InstanceType)] = it
+		}
+		return types, nil
+	})
 }
 
 func (r *run) instanceTypes(ctx context.Context) {
 	names := sortedKeys(r.sizes())
-	var its []ec2types.InstanceType
-	for _, n := range names {
-		its = append(its, ec2types.InstanceType(n))
-	}
-	out, err := r.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: its})
+	types, err := r.instanceTypeInfo(ctx)
 	if awsx.HasCode(err, "InvalidInstanceType") {
 		r.inputFailure(CheckTypes, "unknown instance type: "+awsx.Message(err), "give instance types EC2 knows, such as t3.medium")
 		return
@@ -376,13 +453,9 @@ func (r *run) instanceTypes(ctx context.Context) {
 		r.awsFailure(CheckTypes, "describe the instance types", err)
 		return
 	}
-	r.types = map[string]ec2types.InstanceTypeInfo{}
-	for _, it := range out.InstanceTypes {
-		r.types[string(it.InstanceType)] = it
-	}
 	var unknown []string
 	for _, n := range names {
-		if _, ok := r.types[n]; !ok {
+		if _, ok := types[n]; !ok {
 			unknown = append(unknown, n)
 		}
 	}
@@ -450,13 +523,14 @@ func arch(it ec2types.InstanceTypeInfo) string {
 }
 
 func (r *run) image(ctx context.Context) {
-	if r.types == nil {
+	types, err := r.instanceTypeInfo(ctx)
+	if err != nil {
 		r.add(CheckImage, Warn, "not checked: the instance types are unknown", "see the instance-types check")
 		return
 	}
 	archs := map[string]bool{}
 	for t := range r.sizes() {
-		archs[arch(r.types[t])] = true
+		archs[arch(types[t])] = true
 	}
 	if r.s.Type == spec.TypeEKS {
 		at := ekstypes.AMITypesAl2023X8664Standard

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -88,60 +89,81 @@ func (r *run) ownCluster(tags []ec2types.Tag) bool {
 }
 
 func (r *run) vcpuQuota(ctx context.Context) {
-	if r.types == nil {
-		r.add(CheckVCPU, Warn, "not checked: the instance types are unknown", "see the instance-types check")
-		return
-	}
-	need := map[vcpuQuota]int{}
-	for t, n := range r.sizes() {
+	// Which quotas the cluster counts against follows from the type names
+	// alone, so the look-ups below (the cluster's instance types, the
+	// region's instances and the quotas) all start at once.
+	sizes := r.sizes()
+	var codes []vcpuQuota
+	seen := map[vcpuQuota]bool{}
+	for _, t := range sortedKeys(sizes) {
 		q, ok := familyQuota(t)
 		if !ok {
 			r.add(CheckVCPU, Warn, "not checked: kforge does not know the vCPU quota of instance type "+t, "check the EC2 quotas in the Service Quotas console")
 			return
 		}
-		need[q] += n * int(vcpus(r.types[t]))
-	}
-	// vCPUs of the region's running On-Demand instances, by quota, except
-	// the cluster's own.
-	usedByType := map[string]int{}
-	p := ec2.NewDescribeInstancesPaginator(r.ec2, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
-		{Name: aws.String("instance-state-name"), Values: []string{statePending, stateRunning}},
-	}})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			r.awsFailure(CheckVCPU, "list the region's instances", err)
-			return
-		}
-		for _, res := range page.Reservations {
-			for _, in := range res.Instances {
-				if in.InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot || r.ownCluster(in.Tags) {
-					continue
-				}
-				usedByType[string(in.InstanceType)]++
-			}
+		if !seen[q] {
+			seen[q] = true
+			codes = append(codes, q)
 		}
 	}
-	if err := r.describeTypes(ctx, sortedKeys(usedByType)); err != nil {
-		r.awsFailure(CheckVCPU, "describe the instance types in use", err)
+	sort.Slice(codes, func(i, j int) bool { return codes[i].code < codes[j].code })
+	var (
+		types             map[string]ec2types.InstanceTypeInfo
+		typesErr          error
+		usedByType        map[string]int
+		usedTypes         map[string]ec2types.InstanceTypeInfo
+		listErr, descrErr error
+		limits            = make([]float64, len(codes))
+		limitErrs         = make([]error, len(codes))
+		wg                sync.WaitGroup
+	)
+	wg.Add(2 + len(codes))
+	go func() {
+		defer wg.Done()
+		types, typesErr = r.instanceTypeInfo(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		usedByType, usedTypes, listErr, descrErr = r.instancesInUse(ctx)
+	}()
+	for i, q := range codes {
+		go func() {
+			defer wg.Done()
+			limits[i], limitErrs[i] = r.quota(ctx, serviceEC2, q.code)
+		}()
+	}
+	wg.Wait()
+	switch {
+	case typesErr != nil:
+		r.add(CheckVCPU, Warn, "not checked: the instance types are unknown", "see the instance-types check")
 		return
+	case listErr != nil:
+		r.awsFailure(CheckVCPU, "list the region's instances", listErr)
+		return
+	case descrErr != nil:
+		r.awsFailure(CheckVCPU, "describe the instance types in use", descrErr)
+		return
+	}
+	need := map[vcpuQuota]int{}
+	for t, n := range sizes {
+		q, _ := familyQuota(t)
+		need[q] += n * int(vcpus(types[t]))
 	}
 	used := map[vcpuQuota]int{}
 	for t, n := range usedByType {
 		if q, ok := familyQuota(t); ok {
-			used[q] += n * int(vcpus(r.types[t]))
+			info, known := types[t]
+			if !known {
+				info = usedTypes[t]
+			}
+			used[q] += n * int(vcpus(info))
 		}
 	}
-	qs := make([]vcpuQuota, 0, len(need))
-	for q := range need {
-		qs = append(qs, q)
-	}
-	sort.Slice(qs, func(i, j int) bool { return qs[i].code < qs[j].code })
 	var details []string
 	status := OK
 	fix := ""
-	for _, q := range qs {
-		limit, err := r.quota(ctx, serviceEC2, q.code)
+	for i, q := range codes {
+		limit, err := limits[i], limitErrs[i]
 		if err != nil {
 			details = append(details, fmt.Sprintf("could not check the On-Demand %s quota: %v; the cluster needs %d vCPUs of it, %d are in use",
 				q.name, err, need[q], used[q]))
@@ -163,6 +185,49 @@ func (r *run) vcpuQuota(ctx context.Context) {
 	r.add(CheckVCPU, status, strings.Join(details, "\n"), fix)
 }
 
+// instancesInUse counts the region's running On-Demand instances by type,
+// except the cluster's own, and describes the types among them that are
+// not the cluster's (listErr: the listing failed; descrErr: describing the
+// types did).
+func (r *run) instancesInUse(ctx context.Context) (byType map[string]int, other map[string]ec2types.InstanceTypeInfo, listErr, descrErr error) {
+	byType = map[string]int{}
+	p := ec2.NewDescribeInstancesPaginator(r.ec2, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("instance-state-name"), Values: []string{statePending, stateRunning}},
+	}})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, nil, err, nil
+		}
+		for _, res := range page.Reservations {
+			for _, in := range res.Instances {
+				if in.InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot || r.ownCluster(in.Tags) {
+					continue
+				}
+				byType[string(in.InstanceType)]++
+			}
+		}
+	}
+	sizes := r.sizes()
+	var todo []ec2types.InstanceType
+	for _, n := range sortedKeys(byType) {
+		if _, ours := sizes[n]; !ours {
+			todo = append(todo, ec2types.InstanceType(n))
+		}
+	}
+	other = map[string]ec2types.InstanceTypeInfo{}
+	for i := 0; i < len(todo); i += 100 {
+		out, err := r.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: todo[i:min(i+100, len(todo))]})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for _, it := range out.InstanceTypes {
+			other[string(it.InstanceType)] = it
+		}
+	}
+	return byType, other, nil, nil
+}
+
 func vcpus(it ec2types.InstanceTypeInfo) int32 {
 	if it.VCpuInfo == nil {
 		return 0
@@ -170,71 +235,65 @@ func vcpus(it ec2types.InstanceTypeInfo) int32 {
 	return aws.ToInt32(it.VCpuInfo.DefaultVCpus)
 }
 
-// describeTypes adds what it does not know yet of instance types to r.types.
-func (r *run) describeTypes(ctx context.Context, names []string) error {
-	var todo []ec2types.InstanceType
-	for _, n := range names {
-		if _, ok := r.types[n]; !ok {
-			todo = append(todo, ec2types.InstanceType(n))
-		}
-	}
-	for i := 0; i < len(todo); i += 100 {
-		out, err := r.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: todo[i:min(i+100, len(todo))]})
-		if err != nil {
-			return err
-		}
-		for _, it := range out.InstanceTypes {
-			r.types[string(it.InstanceType)] = it
-		}
-	}
-	return nil
-}
-
 // vpcQuota checks the room for what the cluster's network creates: a VPC
 // and an internet gateway of its own, or subnets in an existing VPC.
 func (r *run) vpcQuota(ctx context.Context) {
 	type item struct {
 		code, what string
-		need, used int
+		need       int
+		count      func(context.Context) (int, error)
+		failed     string
+		used       int
+		countErr   error
+		limit      float64
+		limitErr   error
 	}
-	var items []item
+	var items []*item
 	switch {
 	case r.s.VPCID == "":
-		vpcs, err := r.countVPCs(ctx)
-		if err != nil {
-			r.awsFailure(CheckVPCQuota, "list the region's VPCs", err)
-			return
+		items = []*item{
+			{code: quotaVPCs, what: "VPCs per Region", need: 1, count: r.countVPCs, failed: "list the region's VPCs"},
+			{code: quotaIGWs, what: "Internet gateways per Region", need: 1, count: r.countIGWs, failed: "list the region's internet gateways"},
 		}
-		igws, err := r.countIGWs(ctx)
-		if err != nil {
-			r.awsFailure(CheckVPCQuota, "list the region's internet gateways", err)
-			return
-		}
-		items = append(items, item{quotaVPCs, "VPCs per Region", 1, vpcs}, item{quotaIGWs, "Internet gateways per Region", 1, igws})
 	case len(r.s.SubnetIDs) == 0:
-		subnets, err := r.countSubnets(ctx)
-		if err != nil {
-			r.awsFailure(CheckVPCQuota, "list the subnets of "+r.s.VPCID, err)
-			return
-		}
-		items = append(items, item{quotaSubnets, "Subnets per VPC (" + r.s.VPCID + ")", r.zonesWanted(), subnets})
+		items = []*item{{code: quotaSubnets, what: "Subnets per VPC (" + r.s.VPCID + ")", need: r.zonesWanted(), count: r.countSubnets,
+			failed: "list the subnets of " + r.s.VPCID}}
 	default:
 		r.add(CheckVPCQuota, OK, "the cluster uses existing subnets and creates no VPC, gateway or subnet", "")
 		return
 	}
+	// What is in use and the quotas are independent look-ups: all at once.
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			it.used, it.countErr = it.count(ctx)
+		}()
+		go func() {
+			defer wg.Done()
+			it.limit, it.limitErr = r.quota(ctx, serviceVPC, it.code)
+		}()
+	}
+	wg.Wait()
+	for _, it := range items {
+		if it.countErr != nil {
+			r.awsFailure(CheckVPCQuota, it.failed, it.countErr)
+			return
+		}
+	}
 	var details []string
 	status, fix := OK, ""
 	for _, it := range items {
-		limit, err := r.quota(ctx, serviceVPC, it.code)
-		if err != nil {
-			details = append(details, fmt.Sprintf("could not check %s: %v; the cluster needs %d, %d are in use", it.what, err, it.need, it.used))
+		if it.limitErr != nil {
+			details = append(details, fmt.Sprintf("could not check %s: %v; the cluster needs %d, %d are in use", it.what, it.limitErr, it.need, it.used))
 			if status == OK {
 				status, fix = Warn, "check the VPC quotas in the Service Quotas console"
 			}
 			continue
 		}
-		line := fmt.Sprintf("%s: the cluster needs %d; %d of %d in use", it.what, it.need, it.used, int(limit))
-		if it.used+it.need > int(limit) {
+		line := fmt.Sprintf("%s: the cluster needs %d; %d of %d in use", it.what, it.need, it.used, int(it.limit))
+		if it.used+it.need > int(it.limit) {
 			status = Fail
 			fix = fmt.Sprintf("delete unused ones, or request an increase of VPC quota %s (%s) in the Service Quotas console", it.code, it.what)
 			if it.code == quotaVPCs {

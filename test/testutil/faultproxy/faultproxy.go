@@ -114,6 +114,10 @@ type Proxy struct {
 	hooks   []*hook
 	records []Record
 	rng     *rand.Rand
+
+	// inFlight counts the calls being handled; peak is its high mark
+	// since the last Clear.
+	inFlight, peak int
 }
 
 // errorLatency is how late error answers are sent (see the package doc).
@@ -181,6 +185,7 @@ func (p *Proxy) Clear() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rules, p.hooks, p.records = nil, nil, nil
+	p.peak = p.inFlight
 }
 
 // ClearRules removes every rule and hook; the recorded calls stay.
@@ -213,6 +218,15 @@ func (p *Proxy) SignalAfter(match func(Call) bool, n int, sig syscall.Signal, pi
 			_ = syscall.Kill(id, sig)
 		}
 	})
+}
+
+// PeakInFlight returns the most calls the proxy handled at once since it
+// started or was last cleared: a measure of concurrency that does not
+// depend on timing.
+func (p *Proxy) PeakInFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peak
 }
 
 // Records returns every call handled since the start or the last Clear.
@@ -331,6 +345,15 @@ var hopHeaders = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.inFlight++
+	p.peak = max(p.peak, p.inFlight)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.inFlight--
+		p.mu.Unlock()
+	}()
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return
