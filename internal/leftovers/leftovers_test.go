@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing"
@@ -33,20 +30,7 @@ const region = "us-east-1"
 var server *moto.Server
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "leftovers-moto")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	server, err = moto.StartProcess(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	server.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	moto.RunTests(m, &server)
 }
 
 type env struct {
@@ -57,11 +41,7 @@ type env struct {
 
 func newEnv(t *testing.T) env {
 	t.Helper()
-	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion(region), config.WithBaseEndpoint(server.URL),
-		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(moto.AccessKeyID, moto.SecretAccessKey, "")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := server.Config(t, region)
 	return env{ec2: ec2.NewFromConfig(cfg), elbv2: elasticloadbalancingv2.NewFromConfig(cfg), elb: elasticloadbalancing.NewFromConfig(cfg)}
 }
 

@@ -4,8 +4,6 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/kforge/kforge/test/testutil/moto"
@@ -16,18 +14,5 @@ import (
 var emu *moto.Server
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kforge-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	emu, err = moto.StartProcess(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	emu.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	moto.RunTests(m, &emu)
 }

@@ -31,20 +31,7 @@ func TestMain(m *testing.M) {
 		helperProcess()
 		return
 	}
-	dir, err := os.MkdirTemp("", "kforge-s3store-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	emu, err = moto.StartProcess(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	emu.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	moto.RunTests(m, &emu)
 }
 
 const region = "us-east-1"

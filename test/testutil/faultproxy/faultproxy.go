@@ -375,8 +375,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				e = ServerError(c, r)
 			}
 			sleep(r.Context(), errorLatency)
-			e.write(w, c, r)
+			// Recorded before the answer, so a client that has its answer
+			// finds the call in Records.
 			p.record(c, rule.Fault, false)
+			e.write(w, c, r)
 			return
 		case Drop:
 			p.forward(w, r, body, c, Drop)
@@ -423,6 +425,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, body []byte, c C
 		copyResponse(w, resp, respBody)
 		return
 	}
+	// Recorded before the answer (a client that has its answer finds the
+	// call in Records); the hooks run after it is delivered.
+	fire := p.record(c, f, true)
 	if f == Drop {
 		reset(w)
 	} else {
@@ -431,7 +436,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, body []byte, c C
 			fl.Flush()
 		}
 	}
-	for _, fn := range p.record(c, f, true) {
+	for _, fn := range fire {
 		fn()
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,20 +31,7 @@ import (
 var emu *moto.Server
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kforge-faultproxy-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	emu, err = moto.StartProcess(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	emu.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	moto.RunTests(m, &emu)
 }
 
 const region = "us-west-2"

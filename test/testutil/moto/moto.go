@@ -203,3 +203,27 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// RunTests is a test package's TestMain body for one emulator shared by
+// its tests: it starts moto_server, sets *emu, runs the tests, stops the
+// emulator and exits with the tests' code.
+func RunTests(m *testing.M, emu **Server, opts ...Options) {
+	os.Exit(runTests(m, emu, opts...))
+}
+
+func runTests(m *testing.M, emu **Server, opts ...Options) int {
+	dir, err := os.MkdirTemp("", "kforge-moto-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	s, err := StartProcess(dir, opts...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer s.Stop()
+	*emu = s
+	return m.Run()
+}
