@@ -227,6 +227,35 @@ func (p *Provider) drain(s spec.Spec, role string, i int) func(context.Context, 
 	}
 }
 
+// k3sInputs is what every k3s node's recipe needs.
+type k3sInputs struct {
+	node, lb       bootstrap.Node
+	token, version string
+}
+
+// k3sNodeInputs reads the inputs of k3s node i of a role from the journal
+// and the secrets.
+func k3sNodeInputs(r *engine.Run, s spec.Spec, role string, i int) (k3sInputs, error) {
+	var in k3sInputs
+	vm, err := vmOut(r, role, i)
+	if err != nil {
+		return in, err
+	}
+	lb, err := vmOut(r, RoleLB, 0)
+	if err != nil {
+		return in, err
+	}
+	tok, err := secret(r, secretToken)
+	if err != nil {
+		return in, err
+	}
+	ver, err := bootstrap.K3sVersion(s.K8sVersion)
+	if err != nil {
+		return in, err
+	}
+	return k3sInputs{node: node(vm), lb: node(lb), token: string(tok), version: ver}, nil
+}
+
 func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, []string) {
 	var joins []string
 	first := JoinStepID(s, RoleCP, 0)
@@ -238,11 +267,7 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 			title = fmt.Sprintf("k3s server %s, joined through the load balancer", vmName(s.Name, RoleCP, i))
 		}
 		return p.script(s, JoinStepID(s, RoleCP, i), title, RoleCP, i, needs, nil, func(ctx context.Context, r *engine.Run) (string, error) {
-			vm, err := vmOut(r, RoleCP, i)
-			if err != nil {
-				return "", err
-			}
-			lb, err := vmOut(r, RoleLB, 0)
+			in, err := k3sNodeInputs(r, s, RoleCP, i)
 			if err != nil {
 				return "", err
 			}
@@ -250,15 +275,7 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 			if err != nil {
 				return "", err
 			}
-			tok, err := secret(r, secretToken)
-			if err != nil {
-				return "", err
-			}
-			ver, err := bootstrap.K3sVersion(s.K8sVersion)
-			if err != nil {
-				return "", err
-			}
-			return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: node(vm), LoadBalancer: node(lb), Join: i > 0, Token: string(tok), Version: ver, Etcd: etcd})
+			return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: in.node, LoadBalancer: in.lb, Join: i > 0, Token: in.token, Version: in.version, Etcd: etcd})
 		})
 	}
 	for i := 0; i < s.ControlPlanes; i++ {
@@ -270,23 +287,11 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 		st := p.script(s, JoinStepID(s, RoleWP, i), fmt.Sprintf("k3s agent %s, joined through the load balancer", vmName(s.Name, RoleWP, i)),
 			RoleWP, i, []string{ReadyStepID(RoleWP, i), RulesStepID(RoleWP), first}, nil,
 			func(ctx context.Context, r *engine.Run) (string, error) {
-				vm, err := vmOut(r, RoleWP, i)
+				in, err := k3sNodeInputs(r, s, RoleWP, i)
 				if err != nil {
 					return "", err
 				}
-				lb, err := vmOut(r, RoleLB, 0)
-				if err != nil {
-					return "", err
-				}
-				tok, err := secret(r, secretToken)
-				if err != nil {
-					return "", err
-				}
-				ver, err := bootstrap.K3sVersion(s.K8sVersion)
-				if err != nil {
-					return "", err
-				}
-				return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: node(vm), LoadBalancer: node(lb), Token: string(tok), Version: ver})
+				return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: in.node, LoadBalancer: in.lb, Token: in.token, Version: in.version})
 			})
 		st.Delete = p.drain(s, RoleWP, i)
 		steps = append(steps, st)
