@@ -79,7 +79,7 @@ type world struct {
 func newWorld(b *testing.B, region, typ string) *world {
 	b.Helper()
 	w := &world{b: b, region: region, bin: kforgePath(b), home: b.TempDir()}
-	w.emu = moto.Start(b)
+	w.emu = moto.Start(b, emulatorOptions(b)...)
 	w.proxy = faultproxy.Start(b, w.emu.URL)
 	w.proxy.Add(faultproxy.Rule{Fault: faultproxy.Delay, Delay: latency()})
 	// The SSH fleet reads the emulator through a proxy of its own (no
@@ -107,6 +107,28 @@ func newWorld(b *testing.B, region, typ string) *world {
 		}
 	}
 	return w
+}
+
+// emulatorOptions starts the emulator as BENCH_EMULATOR_GC asks: "off"
+// turns Python's cyclic garbage collector off in moto_server (a
+// sitecustomize module on its PYTHONPATH). With it on (the default), a
+// collection pauses the emulator for 150-200 ms every few hundred calls,
+// at random points of a run: emulator time that is neither kforge's work
+// nor AWS's.
+func emulatorOptions(b *testing.B) []moto.Options {
+	switch v := os.Getenv("BENCH_EMULATOR_GC"); v {
+	case "", "on":
+		return nil
+	case "off":
+		dir := b.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "sitecustomize.py"), []byte("import gc\ngc.disable()\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		return []moto.Options{{Env: []string{"PYTHONPATH=" + dir}}}
+	default:
+		b.Fatalf("BENCH_EMULATOR_GC=%q: want on or off", v)
+		return nil
+	}
 }
 
 // command is a kforge process whose AWS endpoint is endpoint.

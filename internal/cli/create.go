@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"strings"
+	"sync"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
 
 	"github.com/kforge/kforge/internal/cluster"
@@ -124,21 +128,100 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := a.preflightGate(ctx, s, f.skipPreflight, cfg, source); err != nil {
-		return err
-	}
 	var c *state.Cluster
 	var p cluster.Provider
+	// The checks before a create report what failed themselves (the
+	// preflight's checklist, the provider's refusal), not as retries in
+	// the progress: a failing preflight would show the retries of the
+	// provider's checks that run beside it.
+	outer := ctx
 	err = a.operateWith(ctx, s.Ref, "create", &cfg, func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
-		fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, r.Store.Location())
 		p = prov
-		c, err = r.Create(ctx, prov, s)
+		// The preflight and the provider's own checks of a new cluster
+		// only read, and neither needs the other's answers: they run at
+		// once, and Create takes the provider's answer (or checks under
+		// the lock if the cluster's state changed meanwhile). The checks
+		// have a provider of their own, whose warnings are held until the
+		// preflight has passed: a failed preflight is the whole story.
+		held := &heldOutput{}
+		checker, err := a.checkProvider(s.Ref, cfg, held)
+		if err != nil {
+			return err
+		}
+		defer closeProvider(checker)
+		ahead := r.StartCheck(outer, checker, s)
+		defer ahead.Stop()
+		// Nothing is made before the preflight ends: the first Ctrl-C
+		// cancels it rather than waiting for it.
+		pctx, cancel := a.untilStop(outer)
+		err = a.preflightGate(pctx, s, f.skipPreflight, cfg, source)
+		cancel()
+		if err != nil {
+			return err
+		}
+		held.release(a.Stderr)
+		fprintf(a.Stderr, "Creating %s (state: %s)\n", s.Ref, r.Store.Location())
+		c, err = r.Create(ctx, prov, s, ahead)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	return a.printCreated(p, c, f.output)
+}
+
+// checkProvider returns a provider of the cluster's type, for the checks
+// that run beside the preflight, whose warnings go to log.
+func (a *App) checkProvider(ref spec.Ref, cfg aws.Config, log io.Writer) (cluster.Provider, error) {
+	f := a.Providers[ref.Type]
+	if f == nil {
+		return nil, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
+	}
+	home, err := a.Home()
+	if err != nil {
+		return nil, err
+	}
+	return f(cluster.Env{AWS: cfg, Home: home, Log: log}), nil
+}
+
+// heldOutput keeps what is written to it until release, then passes it
+// on. It is safe for concurrent use.
+type heldOutput struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	out io.Writer
+}
+
+func (h *heldOutput) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.out != nil {
+		return h.out.Write(p)
+	}
+	return h.buf.Write(p)
+}
+
+// release writes what was held to out, and sends later writes there.
+func (h *heldOutput) release(out io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, _ = h.buf.WriteTo(out)
+	h.out = out
+}
+
+// untilStop returns a context that also ends when the user asks the
+// running operation to stop (the first Ctrl-C), for work before anything
+// is made, which has nothing to finish or save.
+func (a *App) untilStop(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-a.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 func (a *App) printCreated(p cluster.Provider, c *state.Cluster, output string) error {

@@ -5,14 +5,14 @@
 package cluster
 
 import (
-	"io"
-
 	"context"
 	"errors"
 	"fmt"
-	"github.com/aws/aws-sdk-go-v2/aws"
+	"io"
 	"reflect"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/kubeconfig"
@@ -182,8 +182,78 @@ func sameShape(a, b spec.Spec) bool {
 	return reflect.DeepEqual(a, b)
 }
 
+// Check is a provider's Check of a create, started before the create takes
+// the cluster's lock (Runner.StartCheck) so that it runs alongside the
+// caller's own checks (the CLI's preflight) instead of after them.
+type Check struct {
+	spec   spec.Spec
+	cancel context.CancelFunc
+	done   chan struct{}
+	// ran is true when the provider's Check ran: the store had no state for
+	// the cluster when the check began. err is its outcome.
+	ran bool
+	err error
+}
+
+// StartCheck starts in the background what Create checks before it makes a
+// new cluster: if the store has no state for s.Ref (read without the
+// lock), the provider's Check of s. Create, given the Check, waits for it
+// instead of checking after it has taken the lock. If the cluster had state
+// when the check began, or has state once Create holds the lock (another
+// kforge made it meanwhile), Create goes on as if it had not been given the
+// Check: a cluster that exists is not checked, and one that has vanished
+// meanwhile is checked under the lock. Stop releases the Check.
+func (r *Runner) StartCheck(ctx context.Context, p Provider, s spec.Spec) *Check {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &Check{spec: s, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		if _, err := r.Store.Get(ctx, s.Ref); !errors.Is(err, state.ErrNotFound) {
+			return // it exists, or cannot be read: Create decides under the lock
+		}
+		c.ran, c.err = true, p.Check(ctx, s)
+	}()
+	return c
+}
+
+// Stop cancels the check if it still runs and waits for it to end. It may
+// be called more than once, and after Create.
+func (c *Check) Stop() {
+	c.cancel()
+	<-c.done
+}
+
+// outcome waits for the check and says whether it checked a new cluster of
+// spec s, and with what result.
+func (c *Check) outcome(ctx context.Context, s spec.Spec) (bool, error) {
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	if !c.ran || !reflect.DeepEqual(c.spec, s) {
+		return false, nil
+	}
+	return true, c.err
+}
+
+// check makes the checks of a new cluster: the outcome of ahead, when it
+// checked a new cluster of spec s, else the provider's Check.
+func check(ctx context.Context, p Provider, s spec.Spec, ahead *Check) error {
+	if ahead != nil {
+		ran, err := ahead.outcome(ctx, s)
+		if ran || err != nil {
+			return err
+		}
+	}
+	return p.Check(ctx, s)
+}
+
 // Create makes the cluster of spec s, or continues a create that stopped.
-func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec) (*state.Cluster, error) {
+// Before it makes a new cluster (no state), the provider's Check must pass:
+// nothing is made when it refuses. ahead, if not nil, is that Check started
+// with StartCheck for s; nil means Create runs the Check itself.
+func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec, ahead *Check) (*state.Cluster, error) {
 	ctx, unlock, err := r.lock(ctx, s.Ref)
 	if err != nil {
 		return nil, err
@@ -193,7 +263,7 @@ func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec) (*state.Cl
 	c, err := r.Store.Get(ctx, s.Ref)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		if err := p.Check(ctx, s); err != nil {
+		if err := check(ctx, p, s, ahead); err != nil {
 			return nil, err
 		}
 		c = state.New(s, r.now())

@@ -78,7 +78,7 @@ func TestLockLostStopsOperation(t *testing.T) {
 			var err error
 			switch op {
 			case "create":
-				_, err = r.Create(ctx, graphProvider{g}, s)
+				_, err = r.Create(ctx, graphProvider{g}, s, nil)
 			case "scale":
 				c, _ := local.Get(ctx, s.Ref)
 				c.Status = state.StatusRunning

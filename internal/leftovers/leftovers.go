@@ -15,8 +15,10 @@
 // destroy runs it before the network; providers make their cluster and
 // instance steps need it, so it runs after those are gone.
 //
-// Order: load balancers (listeners go with them), waiting until they are
-// gone; target groups; detached network interfaces; security groups, after
+// The look-ups (load balancers, target groups, interfaces, security groups,
+// volumes) are made at once, one round trip in all when there is nothing
+// to remove; the deletions then go in order: load balancers (listeners go
+// with them), waiting until they are gone; target groups; detached network interfaces; security groups, after
 // revoking the rules of other groups that reference them; available EBS
 // volumes. Whatever still cannot be removed after a bounded wait
 // (Clients.InUseTimeout) is named, with its ID and owner, in the error.
@@ -138,11 +140,12 @@ func (d *deleter) waiting(format string, a ...any) {
 }
 
 func (d *deleter) run(ctx context.Context) error {
-	d.loadBalancers(ctx)
-	d.targetGroups(ctx)
-	d.interfaces(ctx)
-	d.securityGroups(ctx)
-	d.volumes(ctx)
+	f := d.find(ctx)
+	d.loadBalancers(ctx, f)
+	d.targetGroups(ctx, f)
+	d.interfaces(ctx, f)
+	d.securityGroups(ctx, f)
+	d.volumes(ctx, f)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -163,6 +166,112 @@ func (d *deleter) run(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", msg.String(), errors.Join(d.errs...))
 	}
 	return errors.New(msg.String())
+}
+
+// found is what Kubernetes made for the cluster, as the look-ups of one
+// delete found it.
+type found struct {
+	lbs         []elbv2types.LoadBalancer
+	lbTags      map[string]map[string]string // by ARN
+	classic     []elbtypes.LoadBalancerDescription
+	classicTags map[string]map[string]string // by name
+	tgs         []elbv2types.TargetGroup
+	tgTags      map[string]map[string]string // by ARN
+	enis        []ec2types.NetworkInterface
+	sgs         map[string]ec2types.SecurityGroup // by ID
+	vols        []ec2types.Volume
+}
+
+// find makes every look-up of the delete at once: none needs another's
+// answer, and nothing makes new resources for the cluster once its
+// instances are gone, so what they find is what the deletions must remove,
+// which then go in their order. A kind whose look-up failed is recorded
+// and left alone.
+func (d *deleter) find(ctx context.Context) *found {
+	f := &found{}
+	eniSets := d.ec2Filters("vpc-id", d.eniTags()...)
+	sgSets := d.ec2Filters("vpc-id", d.sgTags()...)
+	volSets := d.ec2Filters("", awsx.KubernetesClusterTag(d.ref.Name), "owned")
+	eniPages, eniErrs := make([][]ec2types.NetworkInterface, len(eniSets)), make([]error, len(eniSets))
+	sgPages, sgErrs := make([][]ec2types.SecurityGroup, len(sgSets)), make([]error, len(sgSets))
+	volPages, volErrs := make([][]ec2types.Volume, len(volSets)), make([]error, len(volSets))
+	var lbErr, classicErr, tgErr error
+
+	// Each look-up keeps its own error; All only waits for them.
+	lookups := []func(context.Context) error{
+		func(ctx context.Context) error {
+			f.lbs, f.lbTags, lbErr = d.elbv2LoadBalancers(ctx)
+			return nil
+		},
+		func(ctx context.Context) error {
+			f.classic, f.classicTags, classicErr = d.classicLoadBalancers(ctx)
+			return nil
+		},
+		func(ctx context.Context) error {
+			f.tgs, f.tgTags, tgErr = d.listTargetGroups(ctx)
+			return nil
+		},
+	}
+	for i, set := range eniSets {
+		lookups = append(lookups, func(ctx context.Context) error {
+			eniPages[i], eniErrs[i] = d.listInterfaces(ctx, set)
+			return nil
+		})
+	}
+	for i, set := range sgSets {
+		lookups = append(lookups, func(ctx context.Context) error {
+			sgPages[i], sgErrs[i] = d.listSecurityGroups(ctx, set)
+			return nil
+		})
+	}
+	for i, set := range volSets {
+		lookups = append(lookups, func(ctx context.Context) error {
+			volPages[i], volErrs[i] = d.listVolumes(ctx, set)
+			return nil
+		})
+	}
+	_ = awsx.All(ctx, lookups...)
+
+	if lbErr != nil {
+		d.fail("list load balancers: %w", lbErr)
+	}
+	if classicErr != nil {
+		d.fail("list classic load balancers: %w", classicErr)
+	}
+	if tgErr != nil {
+		d.fail("%w", tgErr)
+	}
+	if err := errors.Join(eniErrs...); err != nil {
+		d.fail("list network interfaces: %w", err)
+	} else {
+		seen := map[string]bool{}
+		for _, page := range eniPages {
+			for _, ni := range page {
+				if id := aws.ToString(ni.NetworkInterfaceId); !seen[id] {
+					seen[id] = true
+					f.enis = append(f.enis, ni)
+				}
+			}
+		}
+	}
+	if err := errors.Join(sgErrs...); err != nil {
+		d.fail("list security groups: %w", err)
+	} else {
+		f.sgs = map[string]ec2types.SecurityGroup{}
+		for _, page := range sgPages {
+			for _, g := range page {
+				f.sgs[aws.ToString(g.GroupId)] = g
+			}
+		}
+	}
+	if err := errors.Join(volErrs...); err != nil {
+		d.fail("list volumes: %w", err)
+	} else {
+		for _, page := range volPages {
+			f.vols = append(f.vols, page...)
+		}
+	}
+	return f
 }
 
 // retryDelete runs del under awsx.RetryInUse until deadline and counts
@@ -221,11 +330,8 @@ func describe(id string, details ...string) string {
 
 // loadBalancers deletes the cluster's ELBv2 and classic load balancers and
 // waits for the ELBv2 ones to be gone.
-func (d *deleter) loadBalancers(ctx context.Context) {
-	lbs, tags, err := d.elbv2LoadBalancers(ctx)
-	if err != nil {
-		d.fail("list load balancers: %w", err)
-	}
+func (d *deleter) loadBalancers(ctx context.Context, f *found) {
+	lbs, tags := f.lbs, f.lbTags
 	var deleted []elbv2types.LoadBalancer
 	deadline := d.deadline()
 	for _, lb := range lbs {
@@ -256,10 +362,7 @@ func (d *deleter) loadBalancers(ctx context.Context) {
 		}
 	}
 
-	classic, ctags, err := d.classicLoadBalancers(ctx)
-	if err != nil {
-		d.fail("list classic load balancers: %w", err)
-	}
+	classic, ctags := f.classic, f.classicTags
 	for _, lb := range classic {
 		name := aws.ToString(lb.LoadBalancerName)
 		_, err := d.c.ELB.DeleteLoadBalancer(ctx, &elasticloadbalancing.DeleteLoadBalancerInput{LoadBalancerName: lb.LoadBalancerName})
@@ -368,16 +471,15 @@ func (d *deleter) classicLoadBalancers(ctx context.Context) ([]elbtypes.LoadBala
 	return out, tags, nil
 }
 
-// targetGroups deletes the cluster's target groups, retrying while a load
-// balancer that is going away still uses one.
-func (d *deleter) targetGroups(ctx context.Context) {
+// listTargetGroups returns the target groups of the cluster's VPC with the
+// tags of each, by ARN.
+func (d *deleter) listTargetGroups(ctx context.Context) ([]elbv2types.TargetGroup, map[string]map[string]string, error) {
 	var all []elbv2types.TargetGroup
 	p := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeTargetGroupsInput{})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			d.fail("list target groups: %w", err)
-			return
+			return nil, nil, fmt.Errorf("list target groups: %w", err)
 		}
 		for _, tg := range page.TargetGroups {
 			if d.inVPC(tg.VpcId) {
@@ -391,9 +493,15 @@ func (d *deleter) targetGroups(ctx context.Context) {
 	}
 	tags, err := d.elbv2Tags(ctx, arns)
 	if err != nil {
-		d.fail("%w", err)
-		return
+		return nil, nil, err
 	}
+	return all, tags, nil
+}
+
+// targetGroups deletes the cluster's target groups, retrying while a load
+// balancer that is going away still uses one.
+func (d *deleter) targetGroups(ctx context.Context, f *found) {
+	all, tags := f.tgs, f.tgTags
 	deadline := d.deadline()
 	for _, tg := range all {
 		arn := aws.ToString(tg.TargetGroupArn)
@@ -433,34 +541,39 @@ func ec2TagMap(tags []ec2types.Tag) map[string]string {
 	return m
 }
 
-// interfaces deletes the cluster's network interfaces, waiting for those
-// still attached to be released.
-func (d *deleter) interfaces(ctx context.Context) {
+// eniTags are the tag pairs (key, value, ...) of the interfaces Kubernetes
+// makes for the cluster: one look-up each.
+func (d *deleter) eniTags() []string {
 	tags := []string{awsx.KubernetesClusterTag(d.ref.Name), "owned"}
 	if d.ref.Type == spec.TypeEKS {
 		tags = append(tags, TagVPCCNI, d.ref.Name)
 	}
-	seen := map[string]bool{}
-	var enis []ec2types.NetworkInterface
-	for _, f := range d.ec2Filters("vpc-id", tags...) {
-		p := ec2.NewDescribeNetworkInterfacesPaginator(d.c.EC2, &ec2.DescribeNetworkInterfacesInput{Filters: f})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				d.fail("list network interfaces: %w", err)
-				return
-			}
-			for _, ni := range page.NetworkInterfaces {
-				if awsx.EC2TagValue(ni.TagSet, awsx.TagCluster) != "" {
-					continue // kforge's own, deleted by its own step
-				}
-				if id := aws.ToString(ni.NetworkInterfaceId); !seen[id] {
-					seen[id] = true
-					enis = append(enis, ni)
-				}
+	return tags
+}
+
+// listInterfaces returns the network interfaces that filters select,
+// except kforge's own (deleted by their own steps).
+func (d *deleter) listInterfaces(ctx context.Context, filters []ec2types.Filter) ([]ec2types.NetworkInterface, error) {
+	var out []ec2types.NetworkInterface
+	p := ec2.NewDescribeNetworkInterfacesPaginator(d.c.EC2, &ec2.DescribeNetworkInterfacesInput{Filters: filters})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, ni := range page.NetworkInterfaces {
+			if awsx.EC2TagValue(ni.TagSet, awsx.TagCluster) == "" {
+				out = append(out, ni)
 			}
 		}
 	}
+	return out, nil
+}
+
+// interfaces deletes the cluster's network interfaces, waiting for those
+// still attached to be released.
+func (d *deleter) interfaces(ctx context.Context, f *found) {
+	enis := f.enis
 	deadline := d.deadline()
 	for _, ni := range enis {
 		id := aws.ToString(ni.NetworkInterfaceId)
@@ -482,32 +595,41 @@ func (d *deleter) interfaces(ctx context.Context) {
 	}
 }
 
-// securityGroups deletes the security groups Kubernetes made, after
-// revoking the rules of other groups that reference them, retrying while
-// the interfaces of deleted load balancers still use them.
-func (d *deleter) securityGroups(ctx context.Context) {
+// sgTags are the tag pairs (key, value, ...) of the security groups
+// Kubernetes makes for the cluster: one look-up each.
+func (d *deleter) sgTags() []string {
 	tags := []string{awsx.KubernetesClusterTag(d.ref.Name), "owned"}
 	if d.ref.Type == spec.TypeEKS {
 		tags = append(tags, TagLBController, d.ref.Name)
 	}
-	targets := map[string]ec2types.SecurityGroup{}
-	for _, f := range d.ec2Filters("vpc-id", tags...) {
-		p := ec2.NewDescribeSecurityGroupsPaginator(d.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: f})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				d.fail("list security groups: %w", err)
-				return
+	return tags
+}
+
+// listSecurityGroups returns the security groups that filters select,
+// except kforge's own (deleted by their own steps) and default groups.
+func (d *deleter) listSecurityGroups(ctx context.Context, filters []ec2types.Filter) ([]ec2types.SecurityGroup, error) {
+	var out []ec2types.SecurityGroup
+	p := ec2.NewDescribeSecurityGroupsPaginator(d.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: filters})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range page.SecurityGroups {
+			if awsx.EC2TagValue(g.Tags, awsx.TagCluster) != "" || aws.ToString(g.GroupName) == "default" {
+				continue
 			}
-			for _, g := range page.SecurityGroups {
-				// kforge's own groups are deleted by their own steps.
-				if awsx.EC2TagValue(g.Tags, awsx.TagCluster) != "" || aws.ToString(g.GroupName) == "default" {
-					continue
-				}
-				targets[aws.ToString(g.GroupId)] = g
-			}
+			out = append(out, g)
 		}
 	}
+	return out, nil
+}
+
+// securityGroups deletes the security groups Kubernetes made, after
+// revoking the rules of other groups that reference them, retrying while
+// the interfaces of deleted load balancers still use them.
+func (d *deleter) securityGroups(ctx context.Context, f *found) {
+	targets := f.sgs
 	if len(targets) == 0 {
 		return
 	}
@@ -599,25 +721,29 @@ func referencing(perms []ec2types.IpPermission, self string, targets map[string]
 	return out
 }
 
-// volumes deletes the cluster's EBS volumes, waiting for attached ones to
-// be released.
-func (d *deleter) volumes(ctx context.Context) {
-	var vols []ec2types.Volume
-	for _, f := range d.ec2Filters("", awsx.KubernetesClusterTag(d.ref.Name), "owned") {
-		p := ec2.NewDescribeVolumesPaginator(d.c.EC2, &ec2.DescribeVolumesInput{Filters: f})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				d.fail("list volumes: %w", err)
-				return
-			}
-			for _, v := range page.Volumes {
-				if awsx.EC2TagValue(v.Tags, awsx.TagCluster) == "" { // else kforge's own
-					vols = append(vols, v)
-				}
+// listVolumes returns the volumes that filters select, except kforge's
+// own.
+func (d *deleter) listVolumes(ctx context.Context, filters []ec2types.Filter) ([]ec2types.Volume, error) {
+	var out []ec2types.Volume
+	p := ec2.NewDescribeVolumesPaginator(d.c.EC2, &ec2.DescribeVolumesInput{Filters: filters})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range page.Volumes {
+			if awsx.EC2TagValue(v.Tags, awsx.TagCluster) == "" { // else kforge's own
+				out = append(out, v)
 			}
 		}
 	}
+	return out, nil
+}
+
+// volumes deletes the cluster's EBS volumes, waiting for attached ones to
+// be released.
+func (d *deleter) volumes(ctx context.Context, f *found) {
+	vols := f.vols
 	deadline := d.deadline()
 	for _, v := range vols {
 		id := aws.ToString(v.VolumeId)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -73,7 +74,8 @@ func ParseUserData(userData []byte) (ssh.Signer, error) {
 }
 
 // lookup finds the VM serving address: a static VM, else the running
-// instance with that private IP, else with that public IP.
+// instance with that private IP, else with that public IP, as the emulator
+// says after the lookup began (see resolve).
 func (f *Fleet) lookup(address string) (*identity, error) {
 	f.mu.Lock()
 	for _, v := range f.static {
@@ -89,97 +91,346 @@ func (f *Fleet) lookup(address string) (*identity, error) {
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, awsTimeout)
 	defer cancel()
-	inst, err := f.findInstance(ctx, "private-ip-address", address)
-	if err == nil && inst == nil {
-		inst, err = f.findInstance(ctx, "ip-address", address)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if inst == nil {
-		return nil, fmt.Errorf("no running instance has address %s", address)
-	}
-	vm := vmOf(inst)
+	return f.resolve(ctx, address)
+}
+
+// found is the answer to one address of a batch: the VM serving it, or why
+// none does.
+type found struct {
+	id  *identity
+	err error
+}
+
+// resolve asks the next batch of look-ups for address and waits for its
+// answer. Look-ups are batched like a group commit: at most one batch talks
+// to the emulator at a time, and the next one takes every address asked
+// for meanwhile, so concurrent connections cost a few DescribeInstances
+// calls, not one each, and every answer comes from calls made after the
+// look-up began: a terminated instance is never served from a stale view.
+func (f *Fleet) resolve(ctx context.Context, address string) (*identity, error) {
+	ch := make(chan found, 1)
 	f.mu.Lock()
-	cached := f.cache[vm.InstanceID]
+	f.pending[address] = append(f.pending[address], ch)
+	if !f.batching {
+		f.batching = true
+		f.goTracked(f.batchLoop)
+	}
 	f.mu.Unlock()
-	if cached != nil {
-		vm.UserData, vm.HostKey = cached.vm.UserData, cached.vm.HostKey
-		return &identity{vm: vm, hostKey: cached.hostKey, login: cached.login}, nil
+	select {
+	case r := <-ch:
+		return r.id, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("look up address %s: %w", address, ctx.Err())
+	}
+}
+
+// batchWindow is how long a batch that starts while the fleet is idle
+// waits for more look-ups: the connections of a burst (VMs that became
+// ready together) arrive within a millisecond or two of each other.
+const batchWindow = 2 * time.Millisecond
+
+// batchLoop answers the pending look-ups, one batch at a time, until none
+// is left.
+func (f *Fleet) batchLoop() {
+	t := time.NewTimer(batchWindow)
+	select {
+	case <-t.C:
+	case <-f.ctx.Done():
+		t.Stop()
+	}
+	for {
+		f.mu.Lock()
+		batch := f.pending
+		if len(batch) == 0 {
+			f.batching = false
+			f.mu.Unlock()
+			return
+		}
+		f.pending = map[string][]chan found{}
+		f.mu.Unlock()
+		ctx, cancel := context.WithTimeout(f.ctx, awsTimeout)
+		f.answer(ctx, batch)
+		cancel()
+	}
+}
+
+// maxFilterValues is how many values one EC2 filter takes.
+const maxFilterValues = 200
+
+// answer answers a batch of look-ups (waiters by address): one
+// DescribeInstances for the private IPs, one more for the public IPs among
+// those not found; then, for instances the fleet has not served before,
+// their key pairs (one call) and user-data (one call each:
+// DescribeInstanceAttribute reads one instance) at once, each look-up
+// answered as soon as its instance is known. What the fleet learns of an
+// instance (its host key, the key it admits) is kept by instance ID:
+// neither changes while it lives. Only the batch loop calls answer, so no
+// instance is read twice.
+func (f *Fleet) answer(ctx context.Context, batch map[string][]chan found) {
+	reply := func(addrs []string, r found) {
+		for _, a := range addrs {
+			for _, ch := range batch[a] {
+				ch <- r
+			}
+		}
+	}
+	addrs := make([]string, 0, len(batch))
+	for a := range batch {
+		addrs = append(addrs, a)
+	}
+	byPrivate, err := f.findInstances(ctx, "private-ip-address", addrs)
+	if err != nil {
+		reply(addrs, found{err: err})
+		return
+	}
+	var missing []string
+	for _, a := range addrs {
+		if len(byPrivate[a]) == 0 {
+			missing = append(missing, a)
+		}
+	}
+	var byPublic map[string][]ec2types.Instance
+	var publicErr error
+	if len(missing) > 0 {
+		if byPublic, publicErr = f.findInstances(ctx, "ip-address", missing); publicErr != nil {
+			reply(missing, found{err: publicErr})
+		}
 	}
 
-	attr, err := f.ec2.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{
-		InstanceId: aws.String(vm.InstanceID),
-		Attribute:  ec2types.InstanceAttributeNameUserData,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("instance %s: read user-data: %w", vm.InstanceID, err)
+	// The instance of each address, and the addresses of each instance.
+	insts := map[string]*ec2types.Instance{}
+	served := map[string][]string{}
+	for _, a := range addrs {
+		matches := byPrivate[a]
+		if len(matches) == 0 {
+			if publicErr != nil {
+				continue // answered: the look-up failed
+			}
+			matches = byPublic[a]
+		}
+		switch len(matches) {
+		case 0:
+			reply([]string{a}, found{err: fmt.Errorf("no running instance has address %s", a)})
+		case 1:
+			iid := aws.ToString(matches[0].InstanceId)
+			insts[iid] = &matches[0]
+			served[iid] = append(served[iid], a)
+		default:
+			ids := make([]string, len(matches))
+			for i, in := range matches {
+				ids[i] = aws.ToString(in.InstanceId)
+			}
+			reply([]string{a}, found{err: fmt.Errorf("address %s is ambiguous: running instances %s all have it (set Options.VPCID)", a, strings.Join(ids, ", "))})
+		}
 	}
-	if attr.UserData == nil || aws.ToString(attr.UserData.Value) == "" {
-		return nil, fmt.Errorf("instance %s has no user-data: kforge must hand every VM its host key", vm.InstanceID)
+
+	// Instances served before are answered at once; the others once their
+	// user-data and key pair are read.
+	serve := func(in *ec2types.Instance, known *identity) {
+		vm := vmOf(in)
+		vm.UserData, vm.HostKey = known.vm.UserData, known.vm.HostKey
+		reply(served[vm.InstanceID], found{id: &identity{vm: vm, hostKey: known.hostKey, login: known.login}})
 	}
-	raw, err := base64.StdEncoding.DecodeString(aws.ToString(attr.UserData.Value))
-	if err != nil {
-		return nil, fmt.Errorf("instance %s: user-data is not base64: %w", vm.InstanceID, err)
+	var fresh []*ec2types.Instance
+	names := map[string]bool{}
+	f.mu.Lock()
+	cached := map[string]*identity{}
+	for iid, in := range insts {
+		if id := f.cache[iid]; id != nil {
+			cached[iid] = id
+			continue
+		}
+		fresh = append(fresh, in)
+		if k := aws.ToString(in.KeyName); k != "" {
+			names[k] = true
+		}
 	}
-	signer, err := ParseUserData(raw)
+	f.mu.Unlock()
+	for iid, id := range cached {
+		serve(insts[iid], id)
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	var keys map[string]keyPair
+	var keysErr error
+	keysRead := make(chan struct{})
+	go func() {
+		defer close(keysRead)
+		if len(names) > 0 {
+			keys, keysErr = f.keyPairs(ctx, names)
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, in := range fresh {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vm := vmOf(in)
+			ud, err := f.userData(ctx, vm.InstanceID)
+			<-keysRead
+			id, err := makeIdentity(vm, ud, err, keys, keysErr)
+			if err != nil {
+				reply(served[vm.InstanceID], found{err: err})
+				return
+			}
+			f.mu.Lock()
+			f.cache[vm.InstanceID] = id
+			f.mu.Unlock()
+			serve(in, id)
+		}()
+	}
+	wg.Wait()
+}
+
+// findInstances returns the running instances (in Options.VPCID if set)
+// whose filter attribute is one of values, by value.
+func (f *Fleet) findInstances(ctx context.Context, filter string, values []string) (map[string][]ec2types.Instance, error) {
+	out := map[string][]ec2types.Instance{}
+	for i := 0; i < len(values); i += maxFilterValues {
+		chunk := values[i:min(i+maxFilterValues, len(values))]
+		filters := []ec2types.Filter{
+			{Name: aws.String(filter), Values: chunk},
+			{Name: aws.String("instance-state-name"), Values: []string{string(ec2types.InstanceStateNameRunning)}},
+		}
+		if f.opts.VPCID != "" {
+			filters = append(filters, ec2types.Filter{Name: aws.String("vpc-id"), Values: []string{f.opts.VPCID}})
+		}
+		want := map[string]bool{}
+		for _, v := range chunk {
+			want[v] = true
+		}
+		p := ec2.NewDescribeInstancesPaginator(f.ec2, &ec2.DescribeInstancesInput{Filters: filters})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("describe the instances with %s %s: %w", filter, summary(chunk), err)
+			}
+			for _, r := range page.Reservations {
+				for _, in := range r.Instances {
+					for _, a := range addressesOf(in, filter == "ip-address") {
+						if want[a] {
+							out[a] = append(out[a], in)
+						}
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// summary names the addresses of a look-up, the first few of them.
+func summary(addrs []string) string {
+	if len(addrs) <= 3 {
+		return strings.Join(addrs, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(addrs[:3], ", "), len(addrs)-3)
+}
+
+// addressesOf returns the private (or public) IPv4 addresses of an
+// instance, each once.
+func addressesOf(in ec2types.Instance, public bool) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(a *string) {
+		if s := aws.ToString(a); s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	if public {
+		add(in.PublicIpAddress)
+	} else {
+		add(in.PrivateIpAddress)
+	}
+	for _, ni := range in.NetworkInterfaces {
+		for _, pa := range ni.PrivateIpAddresses {
+			if public {
+				if pa.Association != nil {
+					add(pa.Association.PublicIp)
+				}
+			} else {
+				add(pa.PrivateIpAddress)
+			}
+		}
+	}
+	return out
+}
+
+// makeIdentity makes what the fleet needs to serve an instance from its
+// user-data (or the error reading it) and the key pairs read for it.
+func makeIdentity(vm VM, userData []byte, udErr error, keys map[string]keyPair, keysErr error) (*identity, error) {
+	if udErr != nil {
+		return nil, udErr
+	}
+	signer, err := ParseUserData(userData)
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: %w", vm.InstanceID, err)
 	}
 	if vm.KeyName == "" {
 		return nil, fmt.Errorf("instance %s was launched without a key pair: kforge must launch VMs with the cluster key pair", vm.InstanceID)
 	}
-	kp, err := f.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{vm.KeyName}, IncludePublicKey: aws.Bool(true)})
-	if err != nil {
-		return nil, fmt.Errorf("instance %s: key pair %s: %w", vm.InstanceID, vm.KeyName, err)
+	if keysErr != nil {
+		return nil, fmt.Errorf("instance %s: key pair %s: %w", vm.InstanceID, vm.KeyName, keysErr)
 	}
-	if len(kp.KeyPairs) != 1 {
+	kp, ok := keys[vm.KeyName]
+	switch {
+	case !ok:
 		return nil, fmt.Errorf("instance %s: key pair %s not found", vm.InstanceID, vm.KeyName)
+	case kp.err != nil:
+		return nil, fmt.Errorf("instance %s: key pair %s: %w", vm.InstanceID, vm.KeyName, kp.err)
 	}
-	login, err := sshx.ParsePublicKey(aws.ToString(kp.KeyPairs[0].PublicKey))
-	if err != nil {
-		return nil, fmt.Errorf("instance %s: key pair %s: %w", vm.InstanceID, vm.KeyName, err)
-	}
-	vm.UserData, vm.HostKey = raw, signer.PublicKey()
-	id := &identity{vm: vm, hostKey: signer, login: login}
-	f.mu.Lock()
-	f.cache[vm.InstanceID] = id
-	f.mu.Unlock()
-	return id, nil
+	vm.UserData, vm.HostKey = userData, signer.PublicKey()
+	return &identity{vm: vm, hostKey: signer, login: kp.key}, nil
 }
 
-// findInstance returns the one running instance whose filter attribute is
-// value (in Options.VPCID if set), or nil.
-func (f *Fleet) findInstance(ctx context.Context, filter, value string) (*ec2types.Instance, error) {
-	filters := []ec2types.Filter{
-		{Name: aws.String(filter), Values: []string{value}},
-		{Name: aws.String("instance-state-name"), Values: []string{string(ec2types.InstanceStateNameRunning)}},
+// userData returns the decoded user-data of an instance.
+func (f *Fleet) userData(ctx context.Context, instanceID string) ([]byte, error) {
+	attr, err := f.ec2.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{
+		InstanceId: aws.String(instanceID),
+		Attribute:  ec2types.InstanceAttributeNameUserData,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: read user-data: %w", instanceID, err)
 	}
-	if f.opts.VPCID != "" {
-		filters = append(filters, ec2types.Filter{Name: aws.String("vpc-id"), Values: []string{f.opts.VPCID}})
+	if attr.UserData == nil || aws.ToString(attr.UserData.Value) == "" {
+		return nil, fmt.Errorf("instance %s has no user-data: kforge must hand every VM its host key", instanceID)
 	}
-	var found []ec2types.Instance
-	p := ec2.NewDescribeInstancesPaginator(f.ec2, &ec2.DescribeInstancesInput{Filters: filters})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("describe instances with %s=%s: %w", filter, value, err)
-		}
-		for _, r := range page.Reservations {
-			found = append(found, r.Instances...)
-		}
+	raw, err := base64.StdEncoding.DecodeString(aws.ToString(attr.UserData.Value))
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: user-data is not base64: %w", instanceID, err)
 	}
-	switch len(found) {
-	case 0:
-		return nil, nil
-	case 1:
-		return &found[0], nil
+	return raw, nil
+}
+
+// keyPairs returns the public keys of the named EC2 key pairs, by name, in
+// one call: a key pair that does not exist is missing from the map, one
+// whose key cannot be read maps to the error.
+func (f *Fleet) keyPairs(ctx context.Context, names map[string]bool) (map[string]keyPair, error) {
+	list := make([]string, 0, len(names))
+	for n := range names {
+		list = append(list, n)
 	}
-	ids := make([]string, len(found))
-	for i, in := range found {
-		ids[i] = aws.ToString(in.InstanceId)
+	out, err := f.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{
+		Filters:          []ec2types.Filter{{Name: aws.String("key-name"), Values: list}},
+		IncludePublicKey: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("address %s is ambiguous: running instances %s all have it (set Options.VPCID)", value, strings.Join(ids, ", "))
+	keys := map[string]keyPair{}
+	for _, kp := range out.KeyPairs {
+		k, err := sshx.ParsePublicKey(aws.ToString(kp.PublicKey))
+		keys[aws.ToString(kp.KeyName)] = keyPair{key: k, err: err}
+	}
+	return keys, nil
+}
+
+// keyPair is the public key of an EC2 key pair, or why it is unusable.
+type keyPair struct {
+	key ssh.PublicKey
+	err error
 }
 
 // vmOf describes an instance.

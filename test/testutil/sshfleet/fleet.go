@@ -12,6 +12,15 @@
 // answering through pluggable Responders, so tests can assert what kforge
 // ran on which VM and script what the VMs answer.
 //
+// Look-ups are batched: the addresses asked for while one batch talks to
+// the emulator go together into the next, one DescribeInstances for all of
+// them, and what cannot change while an instance lives (the host key in its
+// user-data, the public key of its key pair) is read once per instance. So
+// a hundred VMs reached at once cost the emulator about a hundred calls
+// (the user-data, one instance per call) instead of three hundred, and no
+// connection is ever answered from a view older than itself: a terminated
+// instance is refused at once.
+//
 // Faults (a wrong host key, refused or slow connections, refused logins)
 // exercise host key pinning and waiting for VMs to boot.
 package sshfleet
@@ -144,7 +153,9 @@ type Fleet struct {
 	closed     bool
 	conns      map[net.Conn]struct{}
 	static     []StaticVM
-	cache      map[string]*identity // by instance ID
+	cache      map[string]*identity    // by instance ID
+	pending    map[string][]chan found // look-ups for the next batch, by address
+	batching   bool                    // a batch loop runs
 	handlers   map[string]Responder
 	responder  Responder
 	faults     map[string]Fault // by instance ID; "" for every VM
@@ -171,6 +182,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 		opts:      opts,
 		conns:     map[net.Conn]struct{}{},
 		cache:     map[string]*identity{},
+		pending:   map[string][]chan found{},
 		handlers:  map[string]Responder{},
 		responder: opts.Responder,
 		faults:    map[string]Fault{},

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/crypto/ssh"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kforge/kforge/internal/sshx"
+	"github.com/kforge/kforge/test/testutil/faultproxy"
 	"github.com/kforge/kforge/test/testutil/moto"
 	"github.com/kforge/kforge/test/testutil/sshfleet"
 )
@@ -461,4 +464,129 @@ type fatalRecorder struct {
 func (f *fatalRecorder) Fatalf(format string, args ...any) {
 	f.fataled = true
 	panic(fmt.Sprintf(format, args...))
+}
+
+// Connections to many VMs at once cost the fleet a few DescribeInstances
+// in all, not one each (its look-ups are batched), and each instance's
+// user-data and key pair are read once however often it is reached; yet an
+// instance terminated after it was served is refused at once, as the
+// batches never answer from a stale view.
+func TestFleetBatchesLookUps(t *testing.T) {
+	t.Parallel()
+	const n = 16
+	srv := moto.Start(t)
+	direct := srv.Config(t, region)
+	c := ec2.NewFromConfig(direct)
+	ck, err := sshx.GenerateKey("kforge-many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterKey, _ := ck.Signer()
+	if _, err := c.ImportKeyPair(context.Background(), &ec2.ImportKeyPairInput{KeyName: aws.String("kforge-many"), PublicKeyMaterial: []byte(ck.Public)}); err != nil {
+		t.Fatal(err)
+	}
+	var targets []sshx.Target
+	var ids []string
+	for i := range n {
+		hk, err := sshx.GenerateKey(fmt.Sprintf("wp-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := launch(t, c, "wp", "kforge-many", cloudConfig(t, hk, i%2 == 0))
+		out, err := c.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := hk.PublicKey()
+		ids = append(ids, id)
+		targets = append(targets, sshx.Target{Name: fmt.Sprintf("wp-%d", i), PrivateIP: aws.ToString(out.Reservations[0].Instances[0].PrivateIpAddress), HostKey: pub})
+	}
+
+	// The fleet reads the emulator through a proxy that counts its calls
+	// and holds each DescribeInstances 200 ms, so that the look-ups of the
+	// connections below surely arrive while one is in flight.
+	px := faultproxy.Start(t, srv.URL)
+	px.Add(faultproxy.Rule{Match: faultproxy.Actions("DescribeInstances"), Fault: faultproxy.Delay, Delay: 200 * time.Millisecond})
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion(region), config.WithBaseEndpoint(px.URL),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(moto.AccessKeyID, moto.SecretAccessKey, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := sshfleet.Start(t, sshfleet.Options{AWS: &cfg, AuthorizedKeys: []ssh.PublicKey{clusterKey.PublicKey()}})
+	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	fleet.WriteKnownHosts(t, knownHosts)
+	fleet.Handle("whoami", func(vm sshfleet.VM, _ string, _ []byte) ([]byte, []byte, int) {
+		return []byte(vm.InstanceID), nil, 0
+	})
+	connectAll := func(t *testing.T) {
+		t.Helper()
+		cl, err := sshx.New(sshx.Config{
+			Signer:  clusterKey,
+			Jump:    &sshx.Jump{User: "tester", Host: "127.0.0.1", Port: fleet.Port(), KnownHosts: []string{knownHosts}},
+			Backoff: wait.Backoff{Duration: 5 * time.Millisecond, Factor: 1.5, Steps: 1 << 30, Cap: 40 * time.Millisecond},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		errs := make(chan error, n)
+		for i, tg := range targets {
+			go func() {
+				out, err := cl.Run(context.Background(), tg, recipe("whoami", "true\n"))
+				if err == nil && string(out) != ids[i] {
+					err = fmt.Errorf("%s answered as %q, want %s", tg.Name, out, ids[i])
+				}
+				errs <- err
+			}()
+		}
+		for range targets {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func(action string) int { return px.Count(faultproxy.Actions(action)) }
+
+	connectAll(t)
+	t.Logf("%d VMs reached at once: %d DescribeInstances, %d DescribeInstanceAttribute, %d DescribeKeyPairs",
+		n, count("DescribeInstances"), count("DescribeInstanceAttribute"), count("DescribeKeyPairs"))
+	if got := count("DescribeInstances"); got < 1 || got > 3 {
+		t.Errorf("%d DescribeInstances for %d VMs reached at once, want 1 to 3", got, n)
+	}
+	if got := count("DescribeInstanceAttribute"); got != n {
+		t.Errorf("%d user-data reads for %d VMs, want one each", got, n)
+	}
+	if got := count("DescribeKeyPairs"); got < 1 || got > 3 {
+		t.Errorf("%d DescribeKeyPairs for %d VMs of one key pair, want one per batch", got, n)
+	}
+	// Again, on new connections: the instances are looked up again (they
+	// may be gone), their user-data and key pairs are not.
+	before, beforeKeys := count("DescribeInstances"), count("DescribeKeyPairs")
+	connectAll(t)
+	if got := count("DescribeInstances") - before; got < 1 || got > 3 {
+		t.Errorf("%d more DescribeInstances to reach %d known VMs again, want 1 to 3", got, n)
+	}
+	if got := count("DescribeInstanceAttribute"); got != n {
+		t.Errorf("%d user-data reads after reaching %d VMs twice, want %d", got, n, n)
+	}
+	if got := count("DescribeKeyPairs"); got != beforeKeys {
+		t.Errorf("key pairs read again for VMs already served")
+	}
+
+	px.ClearRules()
+	if _, err := c.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{ids[0]}}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := sshx.New(sshx.Config{
+		Signer:       clusterKey,
+		Jump:         &sshx.Jump{User: "tester", Host: "127.0.0.1", Port: fleet.Port(), KnownHosts: []string{knownHosts}},
+		ReachTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.WaitReachable(context.Background(), targets[0], nil); err == nil || !strings.Contains(err.Error(), "Connection refused") {
+		t.Fatalf("reaching a VM terminated after it was served: %v, want connection refused", err)
+	}
 }
