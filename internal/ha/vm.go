@@ -264,6 +264,10 @@ func (p *Provider) launch(ctx context.Context, r *engine.Run, s spec.Spec, role 
 		}
 		return aws.ToString(live[0].InstanceId), true, nil
 	}
+	// The watcher holds its polls while launches are in flight, so that a
+	// wave of launches is seen running in one poll.
+	p.watch.launchStarted()
+	defer p.watch.launchEnded()
 	return awsx.CreateOnce(ctx, find, func(ctx context.Context) (string, error) {
 		out, err := p.ec2.RunInstances(ctx, in, func(o *ec2.Options) {
 			// The ClientToken makes a retry safe on AWS; SafeRetryer keeps

@@ -35,6 +35,34 @@ type watcher struct {
 	// kick wakes the poller when a new wait starts, so that it is looked
 	// at now rather than when the others are due.
 	kick chan struct{}
+	// launching counts the launches in flight; settled is closed when it
+	// drops to zero. A poll waits (up to launchHold) for the launches in
+	// flight, so that one poll sees a whole wave running instead of one
+	// poll per early launch.
+	launching int
+	settled   chan struct{}
+}
+
+// launchHold bounds how long a poll waits for launches in flight.
+const launchHold = time.Second
+
+// launchStarted and launchEnded bracket a RunInstances.
+func (w *watcher) launchStarted() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.launching == 0 {
+		w.settled = make(chan struct{})
+	}
+	w.launching++
+}
+
+func (w *watcher) launchEnded() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.launching--
+	if w.launching == 0 {
+		close(w.settled)
+	}
 }
 
 type waitReq struct {
@@ -147,6 +175,17 @@ func (w *watcher) poll(ctx context.Context) {
 				timer.Stop()
 			}
 			continue
+		}
+		w.mu.Lock()
+		settled, busy := w.settled, w.launching > 0
+		w.mu.Unlock()
+		if busy {
+			hold := time.NewTimer(launchHold)
+			select {
+			case <-settled:
+			case <-hold.C:
+			}
+			hold.Stop()
 		}
 		if err := w.polls.Wait(ctx); err != nil {
 			return // ctx never ends: the poller's context is not cancelled

@@ -186,3 +186,36 @@ func TestWatcherReportsTerminated(t *testing.T) {
 		t.Fatalf("wait for termination: %v", err)
 	}
 }
+
+// TestWatcherWaitsForLaunchesInFlight: while launches are in flight, a
+// poll waits for them, so a wave of launches is seen in one poll.
+func TestWatcherWaitsForLaunchesInFlight(t *testing.T) {
+	w := newWatchWorld(t)
+	ids := w.launch(t, 4)
+	w.proxy.Clear()
+	wt := newWatcher(w.ec2)
+	for range ids {
+		wt.launchStarted()
+	}
+	done := make(chan error, len(ids))
+	for i, id := range ids {
+		go func() {
+			_, err := wt.wait(context.Background(), id, running)
+			done <- err
+		}()
+		// The launches return one by one, as the emulator answers them.
+		time.Sleep(20 * time.Millisecond)
+		if i == 0 && w.polls() != 0 {
+			t.Error("a poll went out while launches were in flight")
+		}
+		wt.launchEnded()
+	}
+	for range ids {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := w.polls(); n != 1 {
+		t.Errorf("%d polls for a wave of 4 launches, want 1", n)
+	}
+}
