@@ -126,7 +126,7 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 		switch {
 		case err == nil && !ownedBy(out.Cluster.Tags, s.Ref):
 			return spec.Usagef("an EKS cluster named %s already exists in %s and was not made by kforge for this cluster: pick another name", s.Name, s.Region)
-		case err != nil && !awsx.IsNotFound(err) && p.log != nil:
+		case err != nil && !awsx.IsNotFound(err) && ctx.Err() == nil && p.log != nil:
 			// The cluster step looks again before it creates anything,
 			// and refuses a cluster that is not this one's.
 			fmt.Fprintf(p.log, "Warning: could not check whether an EKS cluster named %s exists: %s\n", s.Name, awsx.Message(err))
