@@ -136,7 +136,7 @@ type EtcdCerts struct {
 // IssueEtcdCerts issues a member's server, peer and etcdctl client
 // certificates from the etcd CA. The server certificate is valid for the
 // member's private IP, 127.0.0.1, "localhost" and its name; the peer
-// certificate for its private IP and name.
+// certificate for its private IP, its name and the loopback address.
 func IssueEtcdCerts(ca *pki.KeyPair, member Node) (EtcdCerts, error) {
 	if err := member.validate("etcd member", true); err != nil {
 		return EtcdCerts{}, fmt.Errorf("issue etcd certificates: %w", err)
@@ -151,10 +151,14 @@ func IssueEtcdCerts(ca *pki.KeyPair, member Node) (EtcdCerts, error) {
 	if err != nil {
 		return EtcdCerts{}, fmt.Errorf("issue etcd server certificate for %s: %w", member.Name, err)
 	}
+	// Like kubeadm's etcd peer certificates, also valid for the loopback
+	// address: etcd checks a peer's client certificate against the address
+	// the connection comes from, which is the loopback one for members that
+	// share a host.
 	peer, err := issuePEM(ca, pki.Request{
 		CommonName: member.Name,
-		DNSNames:   []string{member.Name},
-		IPs:        []netip.Addr{ip},
+		DNSNames:   []string{member.Name, "localhost"},
+		IPs:        uniqueAddrs(ip, netip.MustParseAddr("127.0.0.1")),
 		Usage:      pki.Peer,
 	})
 	if err != nil {
