@@ -67,13 +67,6 @@ func IsNotFound(err error) bool {
 	return false
 }
 
-// IsAlreadyExists reports whether err says the resource exists already.
-func IsAlreadyExists(err error) bool {
-	c := Code(err)
-	return c == "EntityAlreadyExists" || c == "ResourceInUseException" || strings.HasSuffix(c, ".Duplicate") ||
-		c == "InvalidPermission.Duplicate" || c == "BucketAlreadyOwnedByYou"
-}
-
 // IsAccessDenied reports whether err is a permission failure. Some
 // emulator and service bodies are not decoded into typed errors, so the
 // HTTP status counts too.

@@ -101,9 +101,6 @@ func EC2TagValue(tags []ec2types.Tag, key string) string {
 // instance profile: kforge-<cluster>-<suffix>.
 func IAMName(cluster, suffix string) string { return "kforge-" + cluster + "-" + suffix }
 
-// IAMPrefix is the prefix of every IAM name of a cluster.
-func IAMPrefix(cluster string) string { return "kforge-" + cluster + "-" }
-
 // Partition returns the AWS partition of a region ("aws", "aws-cn",
 // "aws-us-gov").
 func Partition(region string) string {

@@ -91,9 +91,7 @@ func newCluster(t *testing.T) *cluster {
 		Token:             token,
 		CertificateKey:    key,
 	}
-	if c.caHash, err = CACertHash(c.kubeCAPEM.Cert); err != nil {
-		t.Fatal(err)
-	}
+	c.caHash = pki.SPKIHash(c.kubeCA.Cert)
 	return c
 }
 

@@ -305,18 +305,8 @@ type KubeadmJoinParams struct {
 	// Node is the joining node.
 	Node Node
 	// CACertHash pins the cluster CA: "sha256:" and the hex SHA-256 of its
-	// SubjectPublicKeyInfo (see CACertHash).
+	// SubjectPublicKeyInfo (see pki.SPKIHash).
 	CACertHash string
-}
-
-// CACertHash returns the discovery hash of a PEM cluster CA certificate,
-// for KubeadmJoinParams.CACertHash.
-func CACertHash(caCertPEM []byte) (string, error) {
-	cert, err := pki.ParseCertificate(caCertPEM)
-	if err != nil {
-		return "", fmt.Errorf("cluster CA: %w", err)
-	}
-	return pki.SPKIHash(cert), nil
 }
 
 func (p KubeadmJoinParams) validate(controlPlane bool) error {

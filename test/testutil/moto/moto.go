@@ -164,16 +164,6 @@ func (s *Server) Config(t testing.TB, region string) aws.Config {
 	return cfg
 }
 
-// Reset clears every resource in the emulator.
-func (s *Server) Reset() error {
-	resp, err := http.Post(s.URL+"/moto-api/reset", "application/json", nil)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	return nil
-}
-
 // SetAuth turns IAM enforcement on (true) or off (false) at run time.
 func (s *Server) SetAuth(on bool) error {
 	body := "inf"
@@ -190,9 +180,6 @@ func (s *Server) SetAuth(on bool) error {
 	}
 	return nil
 }
-
-// Log returns what the emulator printed.
-func (s *Server) Log() string { return s.log.String() }
 
 // FreePort returns a free TCP port on 127.0.0.1.
 func FreePort() (int, error) {

@@ -296,13 +296,6 @@ func (f *Fleet) Handle(recipe string, r Responder) {
 	f.handlers[recipe] = r
 }
 
-// SetResponder replaces the Responder for commands no Handle takes.
-func (f *Fleet) SetResponder(r Responder) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.responder = r
-}
-
 // SetFault makes the VM with instanceID misbehave ("" for every VM without
 // its own fault); a zero Fault heals it. Counters (RefuseFirst,
 // RejectLoginFirst) count from the VM's first connection.
