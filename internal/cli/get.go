@@ -11,7 +11,6 @@ import (
 
 	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/spec"
-	"github.com/kforge/kforge/internal/state"
 )
 
 // listItem is one cluster in `kforge get -o json`.
@@ -101,14 +100,7 @@ func (a *App) infoCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				store, err := a.openStore(cmd.Context())
-				if err != nil {
-					return err
-				}
-				c, err := store.Get(cmd.Context(), ref)
-				if err == state.ErrNotFound {
-					return notFound(ref)
-				}
+				c, err := a.loadCluster(cmd.Context(), ref)
 				if err != nil {
 					return err
 				}

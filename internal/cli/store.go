@@ -163,6 +163,16 @@ func (f *refFlags) register(fs interface {
 	fs.StringVar(&f.region, "region", "", "AWS region (required), for example us-east-1")
 }
 
-func notFound(ref spec.Ref) error {
-	return fmt.Errorf("kforge has no state for %s: `kforge get` lists the clusters it knows (check --state if you use a shared store)", ref)
+// loadCluster reads a cluster's state from the store in force, saying
+// what to do when there is none.
+func (a *App) loadCluster(ctx context.Context, ref spec.Ref) (*state.Cluster, error) {
+	store, err := a.openStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := store.Get(ctx, ref)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("kforge has no state for %s: `kforge get` lists the clusters it knows (check --state if you use a shared store)", ref)
+	}
+	return c, err
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"github.com/kforge/kforge/internal/ekstoken"
 	"github.com/kforge/kforge/internal/kubeconfig"
 	"github.com/kforge/kforge/internal/spec"
-	"github.com/kforge/kforge/internal/state"
 )
 
 func (a *App) switchCommand() *cobra.Command {
@@ -45,14 +43,7 @@ at the load balancer's public address.`,
 				if err != nil {
 					return err
 				}
-				store, err := a.openStore(cmd.Context())
-				if err != nil {
-					return err
-				}
-				c, err := store.Get(cmd.Context(), ref)
-				if errors.Is(err, state.ErrNotFound) {
-					return notFound(ref)
-				}
+				c, err := a.loadCluster(cmd.Context(), ref)
 				if err != nil {
 					return err
 				}
