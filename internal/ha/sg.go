@@ -128,6 +128,13 @@ type rule struct {
 // load balancer and SSH (from --ssh-cidr) come from outside the cluster.
 func rules(s spec.Spec, role string) []rule {
 	ssh := rule{Proto: "tcp", From: portSSH, To: portSSH, CIDR: s.SSHCIDR, Why: "SSH from --ssh-cidr"}
+	// What every node (control plane or worker) accepts from the others.
+	nodes := []rule{
+		{Proto: "tcp", From: portKubelet, To: portKubelet, Role: RoleCP, Why: "kubelet"},
+		{Proto: "tcp", From: portKubelet, To: portKubelet, Role: RoleWP, Why: "kubelet"},
+		{Proto: "udp", From: portVXLAN, To: portVXLAN, Role: RoleCP, Why: "pod network (VXLAN)"},
+		{Proto: "udp", From: portVXLAN, To: portVXLAN, Role: RoleWP, Why: "pod network (VXLAN)"},
+	}
 	switch role {
 	case RoleLB:
 		return []rule{
@@ -142,27 +149,17 @@ func rules(s spec.Spec, role string) []rule {
 			ssh,
 		}
 	case RoleCP:
-		return []rule{
+		return append(append([]rule{
 			{Proto: "tcp", From: portAPI, To: portAPI, Role: RoleLB, Why: "API through the load balancer"},
 			{Proto: "tcp", From: portAPI, To: portAPI, Role: RoleCP, Why: "API from control planes"},
 			{Proto: "tcp", From: portAPI, To: portAPI, Role: RoleWP, Why: "API from workers"},
-			{Proto: "tcp", From: portKubelet, To: portKubelet, Role: RoleCP, Why: "kubelet"},
-			{Proto: "tcp", From: portKubelet, To: portKubelet, Role: RoleWP, Why: "kubelet"},
-			{Proto: "udp", From: portVXLAN, To: portVXLAN, Role: RoleCP, Why: "pod network (VXLAN)"},
-			{Proto: "udp", From: portVXLAN, To: portVXLAN, Role: RoleWP, Why: "pod network (VXLAN)"},
-			ssh,
-		}
+		}, nodes...), ssh)
 	default: // workers
-		return []rule{
-			{Proto: "tcp", From: portKubelet, To: portKubelet, Role: RoleCP, Why: "kubelet"},
-			{Proto: "tcp", From: portKubelet, To: portKubelet, Role: RoleWP, Why: "kubelet"},
-			{Proto: "udp", From: portVXLAN, To: portVXLAN, Role: RoleCP, Why: "pod network (VXLAN)"},
-			{Proto: "udp", From: portVXLAN, To: portVXLAN, Role: RoleWP, Why: "pod network (VXLAN)"},
-			{Proto: "tcp", From: nodePortFirst, To: nodePortLast, Role: RoleLB, Why: "NodePorts"},
-			{Proto: "tcp", From: nodePortFirst, To: nodePortLast, Role: RoleCP, Why: "NodePorts"},
-			{Proto: "tcp", From: nodePortFirst, To: nodePortLast, Role: RoleWP, Why: "NodePorts"},
-			ssh,
-		}
+		return append(append([]rule{}, nodes...),
+			rule{Proto: "tcp", From: nodePortFirst, To: nodePortLast, Role: RoleLB, Why: "NodePorts"},
+			rule{Proto: "tcp", From: nodePortFirst, To: nodePortLast, Role: RoleCP, Why: "NodePorts"},
+			rule{Proto: "tcp", From: nodePortFirst, To: nodePortLast, Role: RoleWP, Why: "NodePorts"},
+			ssh)
 	}
 }
 
