@@ -14,9 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kforge/kforge/test/testutil/local"
 
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
@@ -188,50 +189,11 @@ func TestIssueEtcdCerts(t *testing.T) {
 // freePort returns a TCP port that is free on every given loopback address.
 func freePort(t *testing.T, ips ...string) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		ok := true
-		var others []net.Listener
-		for _, ip := range ips[1:] {
-			o, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if err != nil {
-				ok = false
-				break
-			}
-			others = append(others, o)
-		}
-		for _, o := range others {
-			o.Close()
-		}
-		l.Close()
-		if ok {
-			return port
-		}
+	port, err := local.FreePort(ips...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no port free on all of %v", ips)
-	return 0
-}
-
-// lockedBuffer collects a child process's output safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return port
 }
 
 // startProcess runs a command until the test ends, reporting its output if
@@ -240,7 +202,7 @@ func startProcess(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	cmd := exec.CommandContext(ctx, name, args...)
-	out := &lockedBuffer{}
+	out := &local.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {

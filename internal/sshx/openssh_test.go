@@ -1,7 +1,6 @@
 package sshx_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kforge/kforge/test/testutil/local"
 
 	"golang.org/x/crypto/ssh"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -30,23 +30,6 @@ type openSSHD struct {
 	port    int
 	hostKey ssh.PublicKey
 	user    string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startSSHD runs sshd admitting the current user with key. With
@@ -106,7 +89,7 @@ LogLevel VERBOSE
 	if out, err := exec.Command(sshdPath, "-t", "-f", confPath).CombinedOutput(); err != nil {
 		t.Skipf("sshd cannot run in this sandbox (sshd -t: %v): %s", err, out)
 	}
-	logs := &syncBuffer{}
+	logs := &local.Buffer{}
 	cmd := exec.Command(sshdPath, "-D", "-e", "-f", confPath)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -155,12 +138,11 @@ func writeFile(t *testing.T, path, content string, perm os.FileMode) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := local.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // Scripts run on a real OpenSSH server: stdout, exit codes, stderr,

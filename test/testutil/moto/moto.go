@@ -8,15 +8,15 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kforge/kforge/test/testutil/local"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -50,24 +50,7 @@ type Server struct {
 	URL  string
 	Port int
 	cmd  *exec.Cmd
-	log  *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log  *local.Buffer
 }
 
 // Options tune the emulator.
@@ -98,7 +81,7 @@ func StartProcess(dir string, opts ...Options) (*Server, error) {
 	if err := os.WriteFile(amiPath, amis, 0o600); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	port, err := local.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +90,7 @@ func StartProcess(dir string, opts ...Options) (*Server, error) {
 	for _, o := range opts {
 		cmd.Env = append(cmd.Env, o.Env...)
 	}
-	log := &lockedBuffer{}
+	log := &local.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -179,16 +162,6 @@ func (s *Server) SetAuth(on bool) error {
 		return fmt.Errorf("reset-auth: HTTP %d", resp.StatusCode)
 	}
 	return nil
-}
-
-// FreePort returns a free TCP port on 127.0.0.1.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // RunTests is a test package's TestMain body for one emulator shared by
