@@ -11,14 +11,17 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/pki"
 )
 
-// etcd defaults. The release is downloaded from the etcd project's GitHub
-// releases and checked against a pinned SHA-256 before it is unpacked; the
-// checksums are those of the release tarballs (etcd-<version>-linux-<arch>.tar.gz).
+// etcd defaults. Without artifacts, the release is downloaded from the etcd
+// project's GitHub releases and checked against a pinned SHA-256 before it
+// is unpacked; the checksums are those of the release tarballs
+// (etcd-<version>-linux-<arch>.tar.gz). kubeadm v1.34 refuses an external
+// etcd older than 3.5.24.
 const (
-	DefaultEtcdVersion    = "v3.5.21"
+	DefaultEtcdVersion    = "v3.5.27"
 	DefaultEtcdClientPort = 2379
 	DefaultEtcdPeerPort   = 2380
 	DefaultEtcdDataDir    = "/var/lib/etcd"
@@ -34,8 +37,8 @@ const (
 // tarball for each Debian architecture name.
 func DefaultEtcdChecksums() map[string]string {
 	return map[string]string{
-		"amd64": "adddda4b06718e68671ffabff2f8cee48488ba61ad82900e639d108f2148501c",
-		"arm64": "95bf6918623a097c0385b96f139d90248614485e781ec9bee4768dbb6c79c53f",
+		"amd64": "0aad9a9e4e0817a021e933f9806a2b2960a62f949ad5a3d6436d8886945cb1bc",
+		"arm64": "1277309f540c5a0329c428f95455c9f76d24f768c8d28fd2753e891c379053fa",
 	}
 }
 
@@ -342,6 +345,10 @@ type EtcdParams struct {
 	// default version.
 	Version   string
 	Checksums map[string]string
+	// Tarballs, if set, replace the download from GitHub: the release
+	// tarball of each Debian architecture, from the cluster's artifacts
+	// (uploaded by kforge, or on a mirror).
+	Tarballs map[string]Artifact
 	// Certs are this member's certificates (see IssueEtcdCerts).
 	Certs EtcdCerts
 }
@@ -354,10 +361,16 @@ var (
 
 type etcdScript struct {
 	EtcdParams
-	Arches    []string
+	ByArch    []archArtifact
 	Config    []byte
 	Unit      []byte
 	CertFiles []etcdFile
+}
+
+// archArtifact is the artifact of one Debian architecture.
+type archArtifact struct {
+	Arch string
+	Artifact
 }
 
 type etcdFile struct {
@@ -387,27 +400,28 @@ WantedBy=multi-user.target
 
 const etcdBody = `
 main() {
-	local version={{q .Version}} arch sum
+	local version={{q .Version}} arch tarball url sum
 	arch=$(dpkg --print-architecture)
 	case $arch in
-{{- range .Arches}}
-	{{.}}) sum={{q (index $.Checksums .)}} ;;
+{{- range .ByArch}}
+	{{.Arch}}) tarball={{q .Path}} url={{q .URL}} sum={{q .SHA256}} ;;
 {{- end}}
-	*) kforge_fail "no etcd $version checksum for architecture $arch" ;;
+	*) kforge_fail "no etcd $version for architecture $arch" ;;
 	esac
 
 	if [[ ! -x /usr/local/bin/etcd ]] || [[ $(/usr/local/bin/etcd --version 2>/dev/null | head -n 1) != "etcd Version: ${version#v}" ]]; then
 		kforge_log "installing etcd $version ($arch)"
-		local tmp
+		kforge_artifact "$tarball" "$url" "$sum"
+		local tmp f
 		tmp=$(mktemp -d)
 		# shellcheck disable=SC2064 # expand now: tmp is local to main
 		trap "rm -rf '$tmp'" EXIT
-		kforge_download "https://github.com/etcd-io/etcd/releases/download/$version/etcd-$version-linux-$arch.tar.gz" "$tmp/etcd.tar.gz"
-		if ! echo "$sum  $tmp/etcd.tar.gz" | sha256sum --check --status; then
-			kforge_fail "etcd $version for $arch does not match its pinned SHA-256; refusing to install it"
-		fi
-		tar -xzf "$tmp/etcd.tar.gz" -C "$tmp" --strip-components=1
-		install -m 0755 "$tmp/etcd" "$tmp/etcdctl" /usr/local/bin/
+		tar -xzf "$tarball" -C "$tmp" --strip-components=1
+		for f in etcd etcdctl etcdutl; do
+			if [[ -f $tmp/$f ]]; then
+				install -m 0755 "$tmp/$f" /usr/local/bin/
+			fi
+		done
 	fi
 
 	if ! id -u etcd >/dev/null 2>&1; then
@@ -459,17 +473,32 @@ func RenderEtcd(p EtcdParams) (string, error) {
 	if !etcdVersionRE.MatchString(p.Version) {
 		return "", fmt.Errorf("etcd recipe: version %q: want a release such as %s", p.Version, DefaultEtcdVersion)
 	}
-	if len(p.Checksums) == 0 {
-		return "", fmt.Errorf("etcd recipe: etcd %s needs the SHA-256 of its release tarball for each architecture", p.Version)
-	}
-	var arches []string
-	for arch, sum := range p.Checksums {
-		if !debArchRE.MatchString(arch) || !sha256RE.MatchString(sum) {
-			return "", fmt.Errorf("etcd recipe: checksum for %q: want a Debian architecture and 64 lowercase hex digits", arch)
+	byArch := p.Tarballs
+	if len(byArch) == 0 {
+		if len(p.Checksums) == 0 {
+			return "", fmt.Errorf("etcd recipe: etcd %s needs the SHA-256 of its release tarball for each architecture", p.Version)
 		}
-		arches = append(arches, arch)
+		byArch = map[string]Artifact{}
+		set := artifacts.Set{Etcd: p.Version}
+		for arch, sum := range p.Checksums {
+			byArch[arch] = Artifact{
+				Path:   artifacts.VMPath(set.EtcdTarball(arch)),
+				URL:    fmt.Sprintf("https://github.com/etcd-io/etcd/releases/download/%s/etcd-%s-linux-%s.tar.gz", p.Version, p.Version, arch),
+				SHA256: sum,
+			}
+		}
 	}
-	slices.Sort(arches)
+	var arches []archArtifact
+	for arch, a := range byArch {
+		if !debArchRE.MatchString(arch) || !sha256RE.MatchString(a.SHA256) {
+			return "", fmt.Errorf("etcd recipe: tarball for %q: want a Debian architecture and 64 lowercase hex digits", arch)
+		}
+		if err := a.validate(); err != nil {
+			return "", fmt.Errorf("etcd recipe: %w", err)
+		}
+		arches = append(arches, archArtifact{arch, a})
+	}
+	slices.SortFunc(arches, func(a, b archArtifact) int { return strings.Compare(a.Arch, b.Arch) })
 	cfg, err := EtcdConfig(p.EtcdConfigParams)
 	if err != nil {
 		return "", fmt.Errorf("etcd recipe: %w", err)
@@ -493,7 +522,7 @@ func RenderEtcd(p EtcdParams) (string, error) {
 		{dir + etcdClientKeyFile, "0600", "root:root", p.Certs.Client.Key},
 	}
 	return renderScript(RecipeEtcd, etcdBody, etcdScript{
-		EtcdParams: p, Arches: arches, Config: cfg, Unit: []byte(etcdUnit), CertFiles: files,
+		EtcdParams: p, ByArch: arches, Config: cfg, Unit: []byte(etcdUnit), CertFiles: files,
 	})
 }
 

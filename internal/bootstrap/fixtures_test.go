@@ -2,7 +2,9 @@ package bootstrap
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +134,16 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 		})
 		add("etcd/"+m.Name, RecipeEtcd, s, err, keys(c.etcdCerts[i].Server, c.etcdCerts[i].Peer, c.etcdCerts[i].Client)...)
 	}
+	s, err = RenderEtcd(EtcdParams{
+		EtcdConfigParams: EtcdConfigParams{Cluster: c.etcd, Member: c.etcd.Members[0]},
+		Certs:            c.etcdCerts[0],
+		Tarballs:         map[string]Artifact{"amd64": testArtifact("etcd.tar.gz", ""), "arm64": testArtifact("etcd-arm64.tar.gz", "https://mirror.example/etcd-arm64.tar.gz")},
+	})
+	add("etcd/offline", RecipeEtcd, s, err, keys(c.etcdCerts[0].Server, c.etcdCerts[0].Peer, c.etcdCerts[0].Client)...)
+	s, err = RenderArtifactsMissing(ArtifactsMissingParams{Files: []Artifact{testArtifact("a", ""), testArtifact("b/c", "")}})
+	add("artifacts-missing", RecipeArtifactsMissing, s, err)
+	s, err = RenderReceive(testArtifact("kubelet", ""))
+	add("receive", RecipeReceive, s, err)
 	s, err = RenderEtcdHealth(EtcdHealthParams{Cluster: c.etcd})
 	add("etcd-health", RecipeEtcdHealth, s, err)
 	s, err = RenderHAProxy(HAProxyParams{ControlPlanes: c.cps})
@@ -149,6 +161,16 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 		s, err := RenderK3sAgent(K3sAgentParams{Node: w, LoadBalancer: c.lb, Token: c.k3sToken, Version: "v1.33.5+k3s1"})
 		add("k3s-agent/"+w.Name, RecipeK3sAgent, s, err, c.k3sToken)
 	}
+	images := testArtifact("k3s-airgap-images-amd64.tar.zst", "")
+	offline := &K3sOffline{Binary: testArtifact("k3s", ""), Images: &images}
+	s, err = RenderK3sServer(K3sServerParams{
+		Node: c.cps[0], LoadBalancer: c.lb, Token: c.k3sToken, Version: "v1.33.5+k3s1", Etcd: c.etcdClient,
+		Offline: offline, SystemDefaultRegistry: "registry.example.com/mirror",
+	})
+	add("k3s-server/offline", RecipeK3sServer, s, err, append(keys(c.etcdClient.Client), c.k3sToken)...)
+	s, err = RenderK3sAgent(K3sAgentParams{Node: c.workers[0], LoadBalancer: c.lb, Token: c.k3sToken, Version: "v1.33.5+k3s1",
+		Offline: &K3sOffline{Binary: testArtifact("k3s", "https://mirror.example/k3s")}})
+	add("k3s-agent/offline", RecipeK3sAgent, s, err, c.k3sToken)
 	for _, kc := range []string{K3sKubeconfig, KubeadmKubeconfig} {
 		s, err = RenderNodesReady(NodesReadyParams{Kubeconfig: kc, Count: 5})
 		add("nodes-ready/"+kc, RecipeNodesReady, s, err)
@@ -159,14 +181,18 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	}
 
 	// kubeadm
-	s, err = RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: c.kubeadm.KubernetesVersion})
+	s, err = RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: c.kubeadm.KubernetesVersion, PauseImage: testPause})
 	add("kubeadm-prereqs", RecipeKubeadmPrereqs, s, err)
+	s, err = RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: c.kubeadm.KubernetesVersion, PauseImage: testPause, Offline: testOffline()})
+	add("kubeadm-prereqs/offline", RecipeKubeadmPrereqs, s, err)
 	kubeadmSecrets := append(keys(c.etcdClient.Client, c.kubeCAPEM), c.kubeadm.Token, c.kubeadm.CertificateKey)
 	s, err = RenderKubeadmInit(KubeadmInitParams{Cluster: c.kubeadm, Node: c.cps[0], CA: c.kubeCAPEM})
 	add("kubeadm-init", RecipeKubeadmInit, s, err, kubeadmSecrets...)
-	s, err = RenderCNI(CNIParams{})
+	s, err = RenderCNI(CNIParams{Flannel: testFlannel})
 	add("cni", RecipeCNI, s, err)
-	s, err = RenderCNI(CNIParams{PodSubnet: "192.168.0.0/16"})
+	custom := testFlannel
+	custom.PodSubnet = "192.168.0.0/16"
+	s, err = RenderCNI(CNIParams{Flannel: custom})
 	add("cni/custom-subnet", RecipeCNI, s, err)
 	for _, upload := range []bool{false, true} {
 		s, err = RenderKubeadmRefreshJoin(KubeadmRefreshJoinParams{Cluster: c.kubeadm, Now: time.Now(), UploadCerts: upload})
@@ -181,6 +207,30 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 		add("kubeadm-join-worker/"+w.Name, RecipeKubeadmJoinWorker, s, err, c.kubeadm.Token)
 	}
 	return out
+}
+
+// Test images and artifacts.
+const testPause = "registry.k8s.io/pause:3.10.1"
+
+var testFlannel = FlannelParams{Image: "ghcr.io/flannel-io/flannel:v0.27.4", CNIPluginImage: "ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1"}
+
+// testArtifact is an artifact under /var/lib/kforge/artifacts with a
+// checksum made from its name.
+func testArtifact(name, url string) Artifact {
+	sum := sha256.Sum256([]byte(name))
+	return Artifact{Path: "/var/lib/kforge/artifacts/" + name, URL: url, SHA256: hex.EncodeToString(sum[:])}
+}
+
+// testOffline are the artifacts of a kubeadm node.
+func testOffline() *KubeadmOffline {
+	return &KubeadmOffline{
+		Kubeadm: testArtifact("kubeadm", ""), Kubelet: testArtifact("kubelet", ""), Kubectl: testArtifact("kubectl", ""),
+		CNIPlugins: testArtifact("cni-plugins.tgz", "https://mirror.example/cni-plugins.tgz"),
+		Images: []ImageArtifact{
+			{Ref: testPause, Artifact: testArtifact("images/pause.tar", "")},
+			{Ref: testFlannel.Image, Artifact: testArtifact("images/flannel.tar", "")},
+		},
+	}
 }
 
 // writtenFile is a file a script writes with kforge_write.

@@ -19,7 +19,17 @@ const (
 	K3sInstallURL = "https://get.k3s.io"
 	// DefaultK3sStartTimeout bounds the wait for k3s to report ready.
 	DefaultK3sStartTimeout = 10 * time.Minute
+	// k3sImagesFile is where k3s imports its air-gap images from at start.
+	k3sImagesFile = "/var/lib/rancher/k3s/agent/images/k3s-airgap-images.tar.zst"
 )
+
+// validRegistry checks an optional registry host and path.
+func validRegistry(r string) error {
+	if r != "" && !imageRepoRE.MatchString(r) {
+		return fmt.Errorf("registry %q: want a registry host and path such as registry.example.com/k8s", r)
+	}
+	return nil
+}
 
 // K3sServerParams configures k3s-server on one control plane.
 type K3sServerParams struct {
@@ -42,15 +52,43 @@ type K3sServerParams struct {
 	// StartTimeout bounds the wait for k3s to start (default
 	// DefaultK3sStartTimeout).
 	StartTimeout time.Duration
+	// Offline, if set, installs k3s from the cluster's artifacts instead
+	// of with the install script from get.k3s.io.
+	Offline *K3sOffline
+	// SystemDefaultRegistry, if set, is where k3s pulls its system images
+	// from (k3s's system-default-registry).
+	SystemDefaultRegistry string
 }
 
 // K3sAgentParams configures k3s-agent on one worker.
 type K3sAgentParams struct {
-	Node         Node
-	LoadBalancer Node
-	Token        string
-	Version      string
-	StartTimeout time.Duration
+	Node                  Node
+	LoadBalancer          Node
+	Token                 string
+	Version               string
+	StartTimeout          time.Duration
+	Offline               *K3sOffline
+	SystemDefaultRegistry string
+}
+
+// K3sOffline are the artifacts a k3s node installs: the k3s binary and,
+// unless the node pulls from a registry, k3s's air-gap images.
+type K3sOffline struct {
+	Binary Artifact
+	Images *Artifact
+}
+
+func (o *K3sOffline) validate() error {
+	if o == nil {
+		return nil
+	}
+	if err := o.Binary.validate(); err != nil {
+		return err
+	}
+	if o.Images != nil {
+		return o.Images.validate()
+	}
+	return nil
 }
 
 // k3sServerConfig is the subset of k3s server options kforge sets.
@@ -67,6 +105,8 @@ type k3sServerConfig struct {
 	DatastoreKeyFile    string   `json:"datastore-keyfile"`
 	ClusterInit         bool     `json:"cluster-init"`
 	WriteKubeconfigMode string   `json:"write-kubeconfig-mode"`
+	// SystemDefaultRegistry prefixes k3s's system images.
+	SystemDefaultRegistry string `json:"system-default-registry,omitempty"`
 }
 
 // k3sAgentConfig is the subset of k3s agent options kforge sets.
@@ -75,6 +115,8 @@ type k3sAgentConfig struct {
 	Server   string `json:"server"`
 	NodeName string `json:"node-name"`
 	NodeIP   string `json:"node-ip"`
+	// SystemDefaultRegistry prefixes k3s's system images.
+	SystemDefaultRegistry string `json:"system-default-registry,omitempty"`
 }
 
 func validK3sCommon(node, lb Node, token, version string, timeout time.Duration) error {
@@ -115,22 +157,26 @@ func K3sServerConfig(p K3sServerParams) ([]byte, error) {
 	if err := p.Etcd.validate(); err != nil {
 		return nil, fmt.Errorf("render k3s server configuration: %w", err)
 	}
+	if err := validRegistry(p.SystemDefaultRegistry); err != nil {
+		return nil, fmt.Errorf("render k3s server configuration: %w", err)
+	}
 	sans := []string{p.LoadBalancer.PrivateIP}
 	if p.LoadBalancer.PublicIP != "" {
 		sans = append(sans, p.LoadBalancer.PublicIP)
 	}
 	cfg := k3sServerConfig{
-		Token:               p.Token,
-		NodeName:            p.Node.Name,
-		NodeIP:              p.Node.PrivateIP,
-		AdvertiseAddress:    p.Node.PrivateIP,
-		TLSSAN:              sans,
-		DatastoreEndpoint:   strings.Join(p.Etcd.Cluster.ClientURLs(), ","),
-		DatastoreCAFile:     K3sEtcdPKIDir + "/ca.crt",
-		DatastoreCertFile:   K3sEtcdPKIDir + "/client.crt",
-		DatastoreKeyFile:    K3sEtcdPKIDir + "/client.key",
-		ClusterInit:         false,
-		WriteKubeconfigMode: "0600",
+		Token:                 p.Token,
+		NodeName:              p.Node.Name,
+		NodeIP:                p.Node.PrivateIP,
+		AdvertiseAddress:      p.Node.PrivateIP,
+		TLSSAN:                sans,
+		DatastoreEndpoint:     strings.Join(p.Etcd.Cluster.ClientURLs(), ","),
+		DatastoreCAFile:       K3sEtcdPKIDir + "/ca.crt",
+		DatastoreCertFile:     K3sEtcdPKIDir + "/client.crt",
+		DatastoreKeyFile:      K3sEtcdPKIDir + "/client.key",
+		ClusterInit:           false,
+		WriteKubeconfigMode:   "0600",
+		SystemDefaultRegistry: p.SystemDefaultRegistry,
 	}
 	if p.Join {
 		cfg.Server = lbURL(p.LoadBalancer)
@@ -148,11 +194,15 @@ func K3sAgentConfig(p K3sAgentParams) ([]byte, error) {
 	if err := validK3sCommon(p.Node, p.LoadBalancer, p.Token, p.Version, p.StartTimeout); err != nil {
 		return nil, fmt.Errorf("render k3s agent configuration: %w", err)
 	}
+	if err := validRegistry(p.SystemDefaultRegistry); err != nil {
+		return nil, fmt.Errorf("render k3s agent configuration: %w", err)
+	}
 	out, err := yaml.Marshal(k3sAgentConfig{
-		Token:    p.Token,
-		Server:   lbURL(p.LoadBalancer),
-		NodeName: p.Node.Name,
-		NodeIP:   p.Node.PrivateIP,
+		Token:                 p.Token,
+		Server:                lbURL(p.LoadBalancer),
+		NodeName:              p.Node.Name,
+		NodeIP:                p.Node.PrivateIP,
+		SystemDefaultRegistry: p.SystemDefaultRegistry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("render k3s agent configuration: %w", err)
@@ -165,7 +215,38 @@ type k3sScript struct {
 	Config                       []byte
 	Etcd                         *EtcdClient
 	StartTimeout                 time.Duration
+	Offline                      *K3sOffline
+	Unit                         []byte
+	ImagesFile                   string
 }
+
+// k3sUnit is the systemd unit of k3s (server or agent) for nodes installed
+// from artifacts, as k3s's install script writes it.
+const k3sUnit = `[Unit]
+Description=Lightweight Kubernetes (kforge)
+Documentation=https://k3s.io
+Wants=network-online.target
+After=network-online.target
+
+[Install]
+WantedBy=multi-user.target
+
+[Service]
+Type=notify
+EnvironmentFile=-/etc/default/%N
+KillMode=process
+Delegate=yes
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec=0
+Restart=always
+RestartSec=5s
+ExecStartPre=-/sbin/modprobe br_netfilter
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/k3s MODE
+`
 
 const k3sBody = `
 main() {
@@ -182,6 +263,34 @@ main() {
 	{{write "` + K3sConfigPath + `" "0600" "root:root" .Config}}
 	local changed=$kforge_changed
 
+{{- if .Offline}}{{with .Offline}}
+	kforge_artifact {{q .Binary.Path}} {{q .Binary.URL}} {{q .Binary.SHA256}}
+	if ! cmp -s {{q .Binary.Path}} /usr/local/bin/k3s; then
+		kforge_log "installing k3s $version ({{$.Mode}}) from the artifacts"
+		install -m 0755 {{q .Binary.Path}} /usr/local/bin/k3s
+		changed=1
+	fi
+	local link
+	for link in kubectl crictl ctr; do
+		if [[ ! -e /usr/local/bin/$link ]]; then
+			ln -s k3s "/usr/local/bin/$link"
+		fi
+	done
+{{- with .Images}}
+	kforge_artifact {{q .Path}} {{q .URL}} {{q .SHA256}}
+	if ! cmp -s {{q .Path}} {{q $.ImagesFile}}; then
+		install -D -m 0644 {{q .Path}} {{q $.ImagesFile}}
+		changed=1
+	fi
+{{- end}}
+{{- end}}
+	kforge_changed=0
+	{{write (printf "/etc/systemd/system/%s.service" .Service) "0644" "root:root" .Unit}}
+	if ((kforge_changed)); then
+		systemctl daemon-reload
+		changed=1
+	fi
+{{- else}}
 	if [[ ! -f /etc/systemd/system/{{.Service}}.service ]] || [[ ! -x /usr/local/bin/k3s ]] ||
 		[[ $(/usr/local/bin/k3s --version 2>/dev/null | head -n 1) != "k3s version $version "* ]]; then
 		kforge_log "installing k3s $version ({{.Mode}})"
@@ -194,6 +303,7 @@ main() {
 			sh "$tmp/install.sh" >&2
 		changed=1
 	fi
+{{- end}}
 
 	systemctl enable {{.Service}}.service
 	if ((changed)) && systemctl is-active --quiet {{.Service}}.service; then
@@ -218,9 +328,13 @@ func RenderK3sServer(p K3sServerParams) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("k3s-server recipe: %w", err)
 	}
+	if err := p.Offline.validate(); err != nil {
+		return "", fmt.Errorf("k3s-server recipe: %w", err)
+	}
 	return renderScript(RecipeK3sServer, k3sBody, k3sScript{
 		Mode: "server", Service: "k3s", Version: p.Version, Name: p.Node.Name,
 		Config: cfg, Etcd: &p.Etcd, StartTimeout: p.StartTimeout,
+		Offline: p.Offline, Unit: []byte(strings.Replace(k3sUnit, "MODE", "server", 1)), ImagesFile: k3sImagesFile,
 	})
 }
 
@@ -232,8 +346,12 @@ func RenderK3sAgent(p K3sAgentParams) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("k3s-agent recipe: %w", err)
 	}
+	if err := p.Offline.validate(); err != nil {
+		return "", fmt.Errorf("k3s-agent recipe: %w", err)
+	}
 	return renderScript(RecipeK3sAgent, k3sBody, k3sScript{
 		Mode: "agent", Service: "k3s-agent", Version: p.Version, Name: p.Node.Name,
 		Config: cfg, StartTimeout: p.StartTimeout,
+		Offline: p.Offline, Unit: []byte(strings.Replace(k3sUnit, "MODE", "agent", 1)), ImagesFile: k3sImagesFile,
 	})
 }

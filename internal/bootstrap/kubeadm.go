@@ -24,8 +24,6 @@ const (
 
 	// DefaultPodSubnet is the pod network, Flannel's default.
 	DefaultPodSubnet = "10.244.0.0/16"
-	// DefaultFlannelVersion is the Flannel release the cni recipe applies.
-	DefaultFlannelVersion = "v0.27.4"
 	// DefaultBootstrapTokenTTL is how long kubeadm-init's bootstrap token,
 	// and a token refreshed by kubeadm-refresh-join, stays valid.
 	DefaultBootstrapTokenTTL = 24 * time.Hour
@@ -58,6 +56,9 @@ type KubeadmCluster struct {
 	Etcd EtcdClient
 	// PodSubnet defaults to DefaultPodSubnet; the CNI must use the same.
 	PodSubnet string
+	// ImageRepository, if set, is where the nodes pull the control-plane
+	// images from (kubeadm's imageRepository) instead of registry.k8s.io.
+	ImageRepository string
 	// Token is the bootstrap token joining nodes authenticate with (see
 	// NewBootstrapToken); TokenTTL its lifetime from kubeadm init (default
 	// DefaultBootstrapTokenTTL).
@@ -90,6 +91,9 @@ func (c KubeadmCluster) validate(needEtcd bool) error {
 		if err := c.Etcd.validate(); err != nil {
 			return err
 		}
+	}
+	if c.ImageRepository != "" && !imageRepoRE.MatchString(c.ImageRepository) {
+		return fmt.Errorf("image repository %q: want a registry host and path such as registry.example.com/k8s", c.ImageRepository)
 	}
 	if _, err := netip.ParsePrefix(c.PodSubnet); err != nil {
 		return fmt.Errorf("pod subnet %q is not a CIDR", c.PodSubnet)
@@ -136,9 +140,10 @@ type bootstrapToken struct {
 }
 
 type nodeRegistration struct {
-	Name             string `json:"name"`
-	CRISocket        string `json:"criSocket"`
-	KubeletExtraArgs []arg  `json:"kubeletExtraArgs,omitempty"`
+	Name                  string   `json:"name"`
+	CRISocket             string   `json:"criSocket"`
+	KubeletExtraArgs      []arg    `json:"kubeletExtraArgs,omitempty"`
+	IgnorePreflightErrors []string `json:"ignorePreflightErrors,omitempty"`
 }
 
 type arg struct {
@@ -156,6 +161,7 @@ type clusterConfiguration struct {
 	ClusterName          string     `json:"clusterName"`
 	KubernetesVersion    string     `json:"kubernetesVersion"`
 	ControlPlaneEndpoint string     `json:"controlPlaneEndpoint"`
+	ImageRepository      string     `json:"imageRepository,omitempty"`
 	APIServer            apiServer  `json:"apiServer"`
 	Etcd                 etcdSource `json:"etcd"`
 	Networking           networking `json:"networking"`
@@ -202,11 +208,19 @@ type joinControlPlane struct {
 	CertificateKey   string      `json:"certificateKey"`
 }
 
+// ignoredPreflightChecks are kubeadm checks that fail on a kforge node
+// for reasons that do not apply to it: HTTPProxyCIDR parses
+// "https://[<IPv4>]:1234/", which Go releases since 1.24.9 and 1.25.3
+// reject, so kubeadm binaries built with them fail it (kubernetes#135013);
+// it only matters with an HTTP proxy, and kforge's nodes use none.
+var ignoredPreflightChecks = []string{"HTTPProxyCIDR"}
+
 func registration(n Node) nodeRegistration {
 	return nodeRegistration{
-		Name:             n.Name,
-		CRISocket:        containerdSocket,
-		KubeletExtraArgs: []arg{{Name: "node-ip", Value: n.PrivateIP}},
+		Name:                  n.Name,
+		CRISocket:             containerdSocket,
+		KubeletExtraArgs:      []arg{{Name: "node-ip", Value: n.PrivateIP}},
+		IgnorePreflightErrors: ignoredPreflightChecks,
 	}
 }
 
@@ -283,6 +297,7 @@ func KubeadmInitConfig(p KubeadmInitParams) ([]byte, error) {
 		ClusterName:          c.Name,
 		KubernetesVersion:    c.KubernetesVersion,
 		ControlPlaneEndpoint: c.controlPlaneEndpoint(),
+		ImageRepository:      c.ImageRepository,
 		APIServer:            apiServer{CertSANs: sans},
 		Etcd: etcdSource{External: &externalEtcd{
 			Endpoints: c.Etcd.Cluster.ClientURLs(),
@@ -321,6 +336,9 @@ func (p KubeadmJoinParams) validate(controlPlane bool) error {
 	}
 	return nil
 }
+
+// imageRepoRE is a registry host (with an optional port) and path.
+var imageRepoRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$`)
 
 var caHashRE = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 	"time"
 
@@ -14,115 +13,6 @@ import (
 // kubeadmDoneMarker records that kubeadm init or join finished on a node, so
 // that a rerun neither repeats nor resets it.
 const kubeadmDoneMarker = KubeadmConfigDir + "/done"
-
-// KubeadmPrereqsParams configures kubeadm-prereqs.
-type KubeadmPrereqsParams struct {
-	// KubernetesVersion is the release whose kubelet, kubeadm and kubectl
-	// packages are installed (such as v1.33.5).
-	KubernetesVersion string
-}
-
-type prereqsScript struct {
-	Version, Minor           string
-	Modules, Sysctl, AptList []byte
-}
-
-const prereqsBody = `
-main() {
-	local version={{q .Version}} minor={{q .Minor}}
-
-	# The kubelet refuses to start with swap on.
-	swapoff -a
-	sed -ri '/\sswap\s/ s/^#*/#/' /etc/fstab
-
-	kforge_changed=0
-	{{write "/etc/modules-load.d/kforge-kubernetes.conf" "0644" "root:root" .Modules}}
-	modprobe overlay
-	modprobe br_netfilter
-	{{write "/etc/sysctl.d/99-kforge-kubernetes.conf" "0644" "root:root" .Sysctl}}
-	if ((kforge_changed)); then
-		sysctl --system >/dev/null
-	fi
-
-	kforge_apt_install containerd conntrack socat apt-transport-https ca-certificates curl gpg
-	kforge_dir /etc/containerd 0755 root:root
-	local containerd_tmp
-	containerd_tmp=$(mktemp /etc/containerd/.kforge.XXXXXX)
-	containerd config default | sed 's/SystemdCgroup = false/SystemdCgroup = true/' >"$containerd_tmp"
-	if ! grep -q 'SystemdCgroup = true' "$containerd_tmp"; then
-		rm -f "$containerd_tmp"
-		kforge_fail "cannot turn on the systemd cgroup driver in containerd's configuration"
-	fi
-	kforge_changed=0
-	kforge_install "$containerd_tmp" /etc/containerd/config.toml 0644 root:root
-	systemctl enable --now containerd.service
-	if ((kforge_changed)); then
-		systemctl restart containerd.service
-	fi
-
-	kforge_dir /etc/apt/keyrings 0755 root:root
-	kforge_changed=0
-	{{write "/etc/apt/sources.list.d/kubernetes.list" "0644" "root:root" .AptList}}
-	if ((kforge_changed)) || [[ ! -s /etc/apt/keyrings/kubernetes-apt-keyring.gpg ]]; then
-		local key_tmp
-		key_tmp=$(mktemp -d)
-		# shellcheck disable=SC2064 # expand now: key_tmp is local to main
-		trap "rm -rf '$key_tmp'" EXIT
-		kforge_download "https://pkgs.k8s.io/core:/stable:/$minor/deb/Release.key" "$key_tmp/Release.key"
-		gpg --batch --dearmor <"$key_tmp/Release.key" >"$key_tmp/keyring.gpg"
-		install -m 0644 "$key_tmp/keyring.gpg" /etc/apt/keyrings/kubernetes-apt-keyring.gpg
-		kforge_apt update -q
-	fi
-
-	local pkg have want need=0
-	local -a wanted=()
-	for pkg in kubelet kubeadm kubectl; do
-		have=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)
-		if [[ $have != "$version"-* ]]; then
-			need=1
-		fi
-	done
-	if ((need)); then
-		kforge_apt update -q
-		for pkg in kubelet kubeadm kubectl; do
-			want=$(apt-cache madison "$pkg" | awk -v v="$version-" 'index($3, v) == 1 { print $3; exit }')
-			if [[ -z $want ]]; then
-				kforge_fail "$pkg $version is not in the Kubernetes $minor apt repository"
-			fi
-			wanted+=("$pkg=$want")
-		done
-		kforge_log "installing ${wanted[*]}"
-		apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1 || true
-		kforge_apt install -y -q --allow-downgrades --allow-change-held-packages "${wanted[@]}"
-	fi
-	apt-mark hold kubelet kubeadm kubectl >/dev/null
-	systemctl enable kubelet.service
-	echo "kubeadm prerequisites ready (Kubernetes $version)"
-}
-`
-
-// RenderKubeadmPrereqs renders kubeadm-prereqs, for every control plane and
-// worker of a kubeadm cluster: swap off; the overlay and br_netfilter modules
-// and the bridge and forwarding sysctls; containerd from the Ubuntu archive
-// with the systemd cgroup driver; kubelet, kubeadm and kubectl of exactly
-// KubernetesVersion from the Kubernetes apt repository of its minor
-// (pkgs.k8s.io), held against upgrades; kubelet enabled.
-func RenderKubeadmPrereqs(p KubeadmPrereqsParams) (string, error) {
-	m := k8sVersionRE.FindStringSubmatch(p.KubernetesVersion)
-	if m == nil {
-		return "", fmt.Errorf("kubeadm-prereqs: kubernetes version %q: want a release such as v1.33.5", p.KubernetesVersion)
-	}
-	minor := "v" + m[1] + "." + m[2]
-	return renderScript(RecipeKubeadmPrereqs, prereqsBody, prereqsScript{
-		Version: strings.TrimPrefix(p.KubernetesVersion, "v"),
-		Minor:   minor,
-		Modules: []byte("overlay\nbr_netfilter\n"),
-		Sysctl: []byte("net.bridge.bridge-nf-call-iptables = 1\n" +
-			"net.bridge.bridge-nf-call-ip6tables = 1\n" +
-			"net.ipv4.ip_forward = 1\n"),
-		AptList: []byte("deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/" + minor + "/deb/ /\n"),
-	})
-}
 
 type kubeadmFile struct {
 	Path, Mode string
@@ -325,64 +215,52 @@ func RenderKubeadmRefreshJoin(p KubeadmRefreshJoinParams) (string, error) {
 type CNIParams struct {
 	// Kubeconfig defaults to KubeadmKubeconfig.
 	Kubeconfig string
-	// FlannelVersion is the Flannel release (default DefaultFlannelVersion).
-	FlannelVersion string
-	// PodSubnet must match the cluster's (default DefaultPodSubnet).
-	PodSubnet string
+	// Flannel is the pod network; its PodSubnet defaults to
+	// DefaultPodSubnet and must match the cluster's.
+	Flannel FlannelParams
 	// Timeout bounds the wait for Flannel to run on the nodes present
 	// (default 5 minutes).
 	Timeout time.Duration
 }
 
-var flannelVersionRE = regexp.MustCompile(`^v\d+\.\d+\.\d+$`)
-
 type cniScript struct {
 	CNIParams
-	Replace bool
-	Default string
+	Manifest []byte
 }
 
 const cniBody = `
 main() {
-	local kubeconfig={{q .Kubeconfig}} version={{q .FlannelVersion}}
-	local tmp
-	tmp=$(mktemp -d)
-	# shellcheck disable=SC2064 # expand now: tmp is local to main
-	trap "rm -rf '$tmp'" EXIT
-	kforge_download "https://github.com/flannel-io/flannel/releases/download/$version/kube-flannel.yml" "$tmp/kube-flannel.yml"
-{{- if .Replace}}
-	sed -i 's#{{.Default}}#{{.PodSubnet}}#g' "$tmp/kube-flannel.yml"
-{{- end}}
-	kubectl --kubeconfig "$kubeconfig" --request-timeout=60s apply -f "$tmp/kube-flannel.yml" >&2
-	if ! kubectl --kubeconfig "$kubeconfig" -n kube-flannel rollout status daemonset/kube-flannel-ds --timeout={{seconds .Timeout}}s >&2; then
+	local kubeconfig={{q .Kubeconfig}}
+	base64 -d <<'` + heredocEnd + `' | kubectl --kubeconfig "$kubeconfig" --request-timeout=60s apply -f - >&2
+{{b64 .Manifest}}
+` + heredocEnd + `
+	if ! kubectl --kubeconfig "$kubeconfig" -n ` + FlannelNamespace + ` rollout status daemonset/` + FlannelDaemonSet + ` --timeout={{seconds .Timeout}}s >&2; then
 		kforge_fail "flannel did not become ready within {{seconds .Timeout}}s"
 	fi
-	echo "flannel $version running"
+	echo "flannel running"
 }
 `
 
-// RenderCNI renders cni: it downloads the pinned Flannel manifest, sets its
-// pod network to PodSubnet, applies it with kubectl and waits (bounded) for
-// the Flannel DaemonSet to roll out.
+// RenderCNI renders cni: it applies Flannel's objects (FlannelManifest,
+// built by kforge, so nothing is downloaded) with kubectl and waits
+// (bounded) for the Flannel DaemonSet to roll out.
 func RenderCNI(p CNIParams) (string, error) {
 	p.Kubeconfig = orDefault(p.Kubeconfig, KubeadmKubeconfig)
-	p.FlannelVersion = orDefault(p.FlannelVersion, DefaultFlannelVersion)
-	p.PodSubnet = orDefault(p.PodSubnet, DefaultPodSubnet)
+	p.Flannel.PodSubnet = orDefault(p.Flannel.PodSubnet, DefaultPodSubnet)
 	p.Timeout = orDefault(p.Timeout, 5*time.Minute)
 	if err := validKubeconfigPath(p.Kubeconfig); err != nil {
 		return "", fmt.Errorf("cni recipe: %w", err)
 	}
-	if !flannelVersionRE.MatchString(p.FlannelVersion) {
-		return "", fmt.Errorf("cni recipe: flannel version %q: want a release such as %s", p.FlannelVersion, DefaultFlannelVersion)
-	}
-	pfx, err := netip.ParsePrefix(p.PodSubnet)
+	pfx, err := netip.ParsePrefix(p.Flannel.PodSubnet)
 	if err != nil || !pfx.Addr().Is4() || pfx.Masked() != pfx {
-		return "", fmt.Errorf("cni recipe: pod subnet %q: want an IPv4 network such as %s", p.PodSubnet, DefaultPodSubnet)
+		return "", fmt.Errorf("cni recipe: pod subnet %q: want an IPv4 network such as %s", p.Flannel.PodSubnet, DefaultPodSubnet)
 	}
 	if p.Timeout < 0 {
 		return "", errors.New("cni recipe: the timeout must not be negative")
 	}
-	return renderScript(RecipeCNI, cniBody, cniScript{
-		CNIParams: p, Replace: p.PodSubnet != DefaultPodSubnet, Default: DefaultPodSubnet,
-	})
+	m, err := FlannelManifest(p.Flannel)
+	if err != nil {
+		return "", fmt.Errorf("cni recipe: %w", err)
+	}
+	return renderScript(RecipeCNI, cniBody, cniScript{CNIParams: p, Manifest: m})
 }

@@ -294,7 +294,7 @@ func TestKubeadmRejects(t *testing.T) {
 }
 
 func TestKubeadmPrereqs(t *testing.T) {
-	s, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: "v1.34.2"})
+	s, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: "v1.34.2", PauseImage: testPause})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,15 +308,61 @@ func TestKubeadmPrereqs(t *testing.T) {
 	if got := string(files["/etc/sysctl.d/99-kforge-kubernetes.conf"].content); !strings.Contains(got, "net.ipv4.ip_forward = 1") || !strings.Contains(got, "net.bridge.bridge-nf-call-iptables = 1") {
 		t.Errorf("sysctl = %q", got)
 	}
-	for _, want := range []string{"version='1.34.2'", "apt-mark hold kubelet kubeadm kubectl", "SystemdCgroup = true"} {
+	for _, want := range []string{"version='1.34.2'", "apt-mark hold kubelet kubeadm kubectl", "SystemdCgroup = true",
+		"pause='" + testPause + "'", "sandbox_image = ", "restrict_oom_score_adj", "sysctl -q -p /etc/sysctl.d/99-kforge-kubernetes.conf"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q", want)
 		}
 	}
+	// Only kforge's sysctls are applied: the system's others may be
+	// read-only (a container) and must not fail the script.
+	if strings.Contains(s, "sysctl --system") {
+		t.Errorf("script applies every sysctl file")
+	}
+	if strings.Contains(s, "/usr/local/bin/kubelet") || strings.Contains(s, "ctr -n k8s.io images import") {
+		t.Errorf("an online install uses artifacts")
+	}
 	for _, bad := range []string{"1.34", "v1.34", "latest", ""} {
-		if _, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: bad}); err == nil {
+		if _, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: bad, PauseImage: testPause}); err == nil {
 			t.Errorf("version %q accepted", bad)
 		}
+	}
+	if _, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: "v1.34.2"}); err == nil {
+		t.Errorf("no pause image accepted")
+	}
+}
+
+func TestKubeadmPrereqsOffline(t *testing.T) {
+	o := testOffline()
+	s, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: "v1.34.2", PauseImage: testPause, Offline: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := filesOf(t, s)
+	if _, ok := files["/etc/apt/sources.list.d/kubernetes.list"]; ok {
+		t.Errorf("an offline install adds the Kubernetes apt repository")
+	}
+	if got := files["/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"].content; !bytes.Contains(got, []byte("ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS")) {
+		t.Errorf("kubelet drop-in = %q", got)
+	}
+	if strings.Contains(s, "pkgs.k8s.io") || strings.Contains(s, "apt-transport-https") {
+		t.Errorf("an offline install reaches the Kubernetes apt repository")
+	}
+	// Every artifact is checked before use, and every image imported.
+	for _, a := range []Artifact{o.Kubeadm, o.Kubelet, o.Kubectl, o.CNIPlugins} {
+		if !strings.Contains(s, "kforge_artifact '"+a.Path+"' '"+a.URL+"' '"+a.SHA256+"'") {
+			t.Errorf("script does not check %s", a.Path)
+		}
+	}
+	for _, img := range o.Images {
+		if !strings.Contains(s, "kforge_artifact '"+img.Path+"'") || !strings.Contains(s, "name=='"+img.Ref+"'") {
+			t.Errorf("script does not import %s", img.Ref)
+		}
+	}
+	bad := *o
+	bad.Kubelet.SHA256 = "abc"
+	if _, err := RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: "v1.34.2", PauseImage: testPause, Offline: &bad}); err == nil {
+		t.Errorf("an artifact without a SHA-256 was accepted")
 	}
 }
 
@@ -366,21 +412,24 @@ func TestRefreshJoinScript(t *testing.T) {
 }
 
 func TestCNI(t *testing.T) {
-	s, err := RenderCNI(CNIParams{})
+	s, err := RenderCNI(CNIParams{Flannel: testFlannel})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(s, "version='"+DefaultFlannelVersion+"'") || !strings.Contains(s, "releases/download/$version/kube-flannel.yml") || strings.Contains(s, "sed -i") {
-		t.Errorf("default CNI script should apply Flannel %s unchanged", DefaultFlannelVersion)
+	if strings.Contains(s, "kforge_download") || strings.Contains(s, "https://") {
+		t.Errorf("the CNI recipe downloads something")
 	}
-	s, err = RenderCNI(CNIParams{PodSubnet: "192.168.0.0/16"})
-	if err != nil {
-		t.Fatal(err)
+	for _, want := range []string{"kubectl --kubeconfig \"$kubeconfig\" --request-timeout=60s apply -f -", "rollout status daemonset/kube-flannel-ds"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q", want)
+		}
 	}
-	if !strings.Contains(s, "s#10.244.0.0/16#192.168.0.0/16#g") {
-		t.Errorf("custom pod subnet is not set in the manifest")
-	}
-	for _, p := range []CNIParams{{PodSubnet: "192.168.0.1/16"}, {PodSubnet: "fd00::/64"}, {FlannelVersion: "latest"}, {Kubeconfig: "admin.conf"}} {
+	for _, p := range []CNIParams{
+		{Flannel: FlannelParams{PodSubnet: "192.168.0.1/16", Image: testFlannel.Image, CNIPluginImage: testFlannel.CNIPluginImage}},
+		{Flannel: FlannelParams{PodSubnet: "fd00::/64", Image: testFlannel.Image, CNIPluginImage: testFlannel.CNIPluginImage}},
+		{Flannel: FlannelParams{Image: "Bad Image"}},
+		{Flannel: testFlannel, Kubeconfig: "admin.conf"},
+	} {
 		if _, err := RenderCNI(p); err == nil {
 			t.Errorf("%+v accepted", p)
 		}

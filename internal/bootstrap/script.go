@@ -119,6 +119,7 @@ kforge_download() {
 	curl -fsSL --retry 5 --retry-delay 2 --retry-connrefused --connect-timeout 20 -o "$2" "$1"
 }
 `},
+		{name: "kforge_artifact", deps: []string{"kforge_download", "kforge_fail", "kforge_log"}, code: kforgeArtifactHelper},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
 
+	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/spec"
@@ -116,6 +117,7 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	if err := checkOutput(f.output); err != nil {
 		return err
 	}
+	s.Artifacts = absArtifacts(s.Artifacts)
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -263,4 +265,15 @@ func (a *App) plan(ctx context.Context, s spec.Spec, output string) error {
 	engine.WritePlan(a.Stdout, plan)
 	fprintf(a.Stdout, "\nRun the same command without --dry-run to create it.\n")
 	return nil
+}
+
+// absArtifacts makes an --artifacts directory absolute, so that the state
+// names it wherever later commands run; a mirror URL or an invalid value
+// (which the spec's validation reports) is kept as given.
+func absArtifacts(v string) string {
+	src, err := artifacts.ParseSource(v)
+	if err != nil || src.Dir == "" {
+		return v
+	}
+	return src.Dir
 }

@@ -104,7 +104,15 @@ func haSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringVar(&s.K8sVersion, "k8s-version", spec.DefaultK8sVersion, "Kubernetes version")
 	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; kforge adds its own subnets and never modifies the VPC)")
 	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image for the instance type's architecture)")
+	artifactFlags(fl, &s.Artifacts, &s.ImageRepository)
 	s.SSHCIDR = spec.DefaultSSHCIDR
+}
+
+// artifactFlags registers where the VMs get what they install (create,
+// preflight and scale of ha-aws).
+func artifactFlags(fl *pflag.FlagSet, src, repo *string) {
+	fl.StringVar(src, "artifacts", "", "install without internet access on the VMs: a directory kforge uploads from over SSH, or an http(s) mirror with the same layout (fill one with 'kforge artifacts fetch'); default: the public upstreams")
+	fl.StringVar(repo, "image-repository", "", "registry the nodes pull container images from (kubeadm's imageRepository, k3s's system-default-registry) instead of the public registries")
 }
 
 // preflight runs `kforge preflight`.

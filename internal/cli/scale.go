@@ -17,7 +17,7 @@ func (a *App) scaleCommand() *cobra.Command {
 		Short: "Grow or shrink a cluster's worker pool",
 	}, func(typ string) *cobra.Command {
 		var f refFlags
-		var output, jump, jumpKey string
+		var output, jump, jumpKey, source, repo string
 		var n int
 		flag := "nodes"
 		long := "Change the EKS managed node group's desired size (and its minimum and\nmaximum as needed), and wait until it is ACTIVE."
@@ -56,6 +56,12 @@ func (a *App) scaleCommand() *cobra.Command {
 							s.Workers = n
 						}
 						overrideJump(s, jump, jumpKey)
+						if source != "" {
+							s.Artifacts = absArtifacts(source)
+						}
+						if repo != "" {
+							s.ImageRepository = repo
+						}
 					})
 					return err
 				}); err != nil {
@@ -69,6 +75,7 @@ func (a *App) scaleCommand() *cobra.Command {
 		addOutputFlag(c, &output)
 		if typ == spec.TypeHA {
 			jumpFlags(c.Flags(), &jump, &jumpKey, "SSH jump host user@host:port (default: what create was given)", "private key file for --ssh-jump")
+			artifactFlags(c.Flags(), &source, &repo)
 		}
 		return c
 	})

@@ -124,6 +124,7 @@ func (p *Provider) bootstrapSteps(s spec.Spec) []*engine.Step {
 	for i := 0; i < s.Etcd; i++ {
 		i := i
 		needs := append([]string{ReadyStepID(RoleEtcd, i), RulesStepID(RoleEtcd)}, allEtcdVMs...)
+		needs = append(needs, artifactNeeds(s, RoleEtcd, i)...)
 		steps = append(steps, p.script(s, EtcdStepID(i), fmt.Sprintf("etcd member %s with TLS (client and peer)", vmName(s.Name, RoleEtcd, i)),
 			RoleEtcd, i, needs, nil, func(ctx context.Context, r *engine.Run) (string, error) {
 				cl, err := p.etcdCluster(r, s)
@@ -138,7 +139,11 @@ func (p *Provider) bootstrapSteps(s spec.Spec) []*engine.Step {
 				if err != nil {
 					return "", err
 				}
-				return bootstrap.RenderEtcd(bootstrap.EtcdParams{EtcdConfigParams: bootstrap.EtcdConfigParams{Cluster: cl, Member: cl.Members[i]}, Certs: certs})
+				tarballs, err := etcdTarballs(r, s)
+				if err != nil {
+					return "", err
+				}
+				return bootstrap.RenderEtcd(bootstrap.EtcdParams{EtcdConfigParams: bootstrap.EtcdConfigParams{Cluster: cl, Member: cl.Members[i]}, Certs: certs, Tarballs: tarballs})
 			}))
 		etcdSteps = append(etcdSteps, EtcdStepID(i))
 	}
@@ -261,6 +266,7 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 	first := JoinStepID(s, RoleCP, 0)
 	server := func(i int) *engine.Step {
 		needs := []string{ReadyStepID(RoleCP, i), RulesStepID(RoleCP), StepEtcdHealth, StepHAProxy, VMStepID(RoleLB, 0)}
+		needs = append(needs, artifactNeeds(s, RoleCP, i)...)
 		title := fmt.Sprintf("k3s server %s (first; external etcd)", vmName(s.Name, RoleCP, i))
 		if i > 0 {
 			needs = append(needs, first)
@@ -275,7 +281,12 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 			if err != nil {
 				return "", err
 			}
-			return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: in.node, LoadBalancer: in.lb, Join: i > 0, Token: in.token, Version: in.version, Etcd: etcd})
+			off, err := k3sOffline(r, s, RoleCP)
+			if err != nil {
+				return "", err
+			}
+			return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: in.node, LoadBalancer: in.lb, Join: i > 0, Token: in.token, Version: in.version, Etcd: etcd,
+				Offline: off, SystemDefaultRegistry: s.ImageRepository})
 		})
 	}
 	for i := 0; i < s.ControlPlanes; i++ {
@@ -285,13 +296,18 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 	for i := 0; i < s.Workers; i++ {
 		i := i
 		st := p.script(s, JoinStepID(s, RoleWP, i), fmt.Sprintf("k3s agent %s, joined through the load balancer", vmName(s.Name, RoleWP, i)),
-			RoleWP, i, []string{ReadyStepID(RoleWP, i), RulesStepID(RoleWP), first}, nil,
+			RoleWP, i, append([]string{ReadyStepID(RoleWP, i), RulesStepID(RoleWP), first}, artifactNeeds(s, RoleWP, i)...), nil,
 			func(ctx context.Context, r *engine.Run) (string, error) {
 				in, err := k3sNodeInputs(r, s, RoleWP, i)
 				if err != nil {
 					return "", err
 				}
-				return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: in.node, LoadBalancer: in.lb, Token: in.token, Version: in.version})
+				off, err := k3sOffline(r, s, RoleWP)
+				if err != nil {
+					return "", err
+				}
+				return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: in.node, LoadBalancer: in.lb, Token: in.token, Version: in.version,
+					Offline: off, SystemDefaultRegistry: s.ImageRepository})
 			})
 		st.Delete = p.drain(s, RoleWP, i)
 		steps = append(steps, st)
@@ -322,20 +338,33 @@ func (p *Provider) kubeadmCluster(r *engine.Run, s spec.Spec) (bootstrap.Kubeadm
 	if err != nil {
 		return c, err
 	}
-	return bootstrap.KubeadmCluster{Name: s.Name, KubernetesVersion: ver, LoadBalancer: node(lb), Etcd: etcd, Token: string(tok), CertificateKey: string(key)}, nil
+	return bootstrap.KubeadmCluster{Name: s.Name, KubernetesVersion: ver, LoadBalancer: node(lb), Etcd: etcd, Token: string(tok), CertificateKey: string(key),
+		ImageRepository: s.ImageRepository}, nil
 }
 
 func (p *Provider) kubeadmSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, []string) {
 	var joins []string
 	for _, role := range []string{RoleCP, RoleWP} {
 		for i := 0; i < count(s, role); i++ {
-			steps = append(steps, p.script(s, PrereqsStepID(role, i), fmt.Sprintf("containerd, kubelet, kubeadm and kubectl on %s", vmName(s.Name, role, i)),
-				role, i, []string{ReadyStepID(role, i)}, nil, func(context.Context, *engine.Run) (string, error) {
+			from := "the Kubernetes apt repository"
+			if offline(s) {
+				from = "the artifacts"
+			}
+			steps = append(steps, p.script(s, PrereqsStepID(role, i), fmt.Sprintf("containerd, kubelet, kubeadm and kubectl on %s, from %s", vmName(s.Name, role, i), from),
+				role, i, append([]string{ReadyStepID(role, i)}, artifactNeeds(s, role, i)...), nil, func(_ context.Context, r *engine.Run) (string, error) {
 					ver, err := bootstrap.KubernetesVersion(s.K8sVersion)
 					if err != nil {
 						return "", err
 					}
-					return bootstrap.RenderKubeadmPrereqs(bootstrap.KubeadmPrereqsParams{KubernetesVersion: ver})
+					imgs, err := kubeadmImages(s)
+					if err != nil {
+						return "", err
+					}
+					off, err := kubeadmOffline(r, s, role)
+					if err != nil {
+						return "", err
+					}
+					return bootstrap.RenderKubeadmPrereqs(bootstrap.KubeadmPrereqsParams{KubernetesVersion: ver, PauseImage: imgs.Pause, Offline: off})
 				}))
 		}
 	}
@@ -361,7 +390,13 @@ func (p *Provider) kubeadmSteps(s spec.Spec, steps []*engine.Step) ([]*engine.St
 			return bootstrap.RenderKubeadmInit(bootstrap.KubeadmInitParams{Cluster: c, Node: node(vm), CA: pp})
 		}))
 	steps = append(steps, p.script(s, StepCNI, "the pod network (Flannel)", RoleCP, 0, []string{StepKubeadmInit}, nil,
-		func(context.Context, *engine.Run) (string, error) { return bootstrap.RenderCNI(bootstrap.CNIParams{}) }))
+		func(context.Context, *engine.Run) (string, error) {
+			imgs, err := kubeadmImages(s)
+			if err != nil {
+				return "", err
+			}
+			return bootstrap.RenderCNI(bootstrap.CNIParams{Flannel: bootstrap.FlannelParams{Image: imgs.Flannel, CNIPluginImage: imgs.FlannelCNIPlugin}})
+		}))
 	// A fresh bootstrap token and certificate upload before joins: kubeadm
 	// deletes uploaded certificates after two hours, so a scale long after
 	// the create still joins. It runs again whenever the node count changes.

@@ -169,6 +169,11 @@ func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	if _, err := resolve(s.K8sVersion); err != nil {
 		return nil, spec.Usagef("invalid --k8s-version: %v", err)
 	}
+	if s.Bootstrap == spec.BootstrapKubeadm {
+		if _, err := kubeadmImages(s); err != nil {
+			return nil, spec.Usagef("invalid --k8s-version: %v", err)
+		}
+	}
 	g := engine.NewGraph()
 	g.Add(p.infra(s)...)
 	g.Add(p.inventoryStep(s))
@@ -178,6 +183,19 @@ func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 		}
 	}
 	g.Add(p.bootstrapSteps(s)...)
+	if offline(s) {
+		g.Add(p.artifactsStep(s))
+		if source(s).Dir != "" {
+			for _, role := range Roles {
+				if !installsArtifacts(role) {
+					continue
+				}
+				for i := 0; i < count(s, role); i++ {
+					g.Add(p.uploadStep(s, role, i))
+				}
+			}
+		}
+	}
 	return g, nil
 }
 
@@ -220,6 +238,9 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 		})
 	}
 	checks = append(checks, func(ctx context.Context) error { return p.checkKeyPair(ctx, s.Ref) })
+	if offline(s) {
+		checks = append(checks, func(ctx context.Context) error { return p.checkSource(ctx, s) })
+	}
 	return awsx.All(ctx, checks...)
 }
 

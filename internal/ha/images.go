@@ -42,15 +42,7 @@ func ubuntuArch(arch string) string {
 // 24.04 LTS image of Canonical for each architecture (one DescribeImages
 // each), or checks the --ami given.
 func (p *Provider) imagesStep(s spec.Spec) *engine.Step {
-	types := map[string]bool{}
-	for _, role := range Roles {
-		types[size(s, role)] = true
-	}
-	var typeList []string
-	for t := range types {
-		typeList = append(typeList, t)
-	}
-	sort.Strings(typeList)
+	typeList := clusterTypes(s)
 	title := fmt.Sprintf("find the newest Ubuntu 24.04 LTS image of Canonical for %v", typeList)
 	if s.AMI != "" {
 		title = fmt.Sprintf("check image %s for %v", s.AMI, typeList)
@@ -60,26 +52,9 @@ func (p *Provider) imagesStep(s spec.Spec) *engine.Step {
 		Title:  title,
 		Inputs: struct{ Types []string }{typeList},
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			out, err := p.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: toInstanceTypes(typeList)})
+			arch, err := p.typeArches(ctx, s.Region, typeList)
 			if err != nil {
-				return nil, fmt.Errorf("look up instance types %v in %s (is each offered there?): %w", typeList, s.Region, err)
-			}
-			arch := map[string]string{}
-			for _, it := range out.InstanceTypes {
-				a := "x86_64"
-				if it.ProcessorInfo != nil {
-					for _, sa := range it.ProcessorInfo.SupportedArchitectures {
-						if sa == ec2types.ArchitectureTypeArm64 {
-							a = "arm64"
-						}
-					}
-				}
-				arch[string(it.InstanceType)] = a
-			}
-			for _, t := range typeList {
-				if arch[t] == "" {
-					return nil, fmt.Errorf("instance type %s is not offered in %s", t, s.Region)
-				}
+				return nil, err
 			}
 			byArch := map[string]Image{}
 			res := imagesOut{ByType: map[string]Image{}}
@@ -100,6 +75,47 @@ func (p *Provider) imagesStep(s spec.Spec) *engine.Step {
 			return res, nil
 		},
 	}
+}
+
+// clusterTypes lists the instance types of a cluster, sorted.
+func clusterTypes(s spec.Spec) []string {
+	types := map[string]bool{}
+	for _, role := range Roles {
+		types[size(s, role)] = true
+	}
+	var l []string
+	for t := range types {
+		l = append(l, t)
+	}
+	sort.Strings(l)
+	return l
+}
+
+// typeArches returns the EC2 architecture (x86_64, arm64) of each
+// instance type, with one DescribeInstanceTypes.
+func (p *Provider) typeArches(ctx context.Context, region string, typeList []string) (map[string]string, error) {
+	out, err := p.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: toInstanceTypes(typeList)})
+	if err != nil {
+		return nil, fmt.Errorf("look up instance types %v in %s (is each offered there?): %w", typeList, region, err)
+	}
+	arch := map[string]string{}
+	for _, it := range out.InstanceTypes {
+		a := "x86_64"
+		if it.ProcessorInfo != nil {
+			for _, sa := range it.ProcessorInfo.SupportedArchitectures {
+				if sa == ec2types.ArchitectureTypeArm64 {
+					a = "arm64"
+				}
+			}
+		}
+		arch[string(it.InstanceType)] = a
+	}
+	for _, t := range typeList {
+		if arch[t] == "" {
+			return nil, fmt.Errorf("instance type %s is not offered in %s", t, region)
+		}
+	}
+	return arch, nil
 }
 
 func toInstanceTypes(l []string) []ec2types.InstanceType {

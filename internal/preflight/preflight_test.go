@@ -153,7 +153,7 @@ func TestPreflight(t *testing.T) {
 				preflight.CheckImage:       moto.UbuntuNobleAMD64,
 				preflight.CheckVCPU:        "could not check the On-Demand Standard",
 				preflight.CheckVPCQuota:    "VPCs per Region: the cluster needs 1; 3 of 5 in use",
-				preflight.CheckVersion:     "v1.33.5+k3s1",
+				preflight.CheckVersion:     "v1.34.1+k3s1",
 			}, preflight.MethodLocal},
 		{"aws with its policy through a group", eksKeys, func() spec.Spec { return eksSpec("demo", region) },
 			want{preflight.CheckPermissions: preflight.OK, preflight.CheckZones: preflight.OK, preflight.CheckTypes: preflight.OK,

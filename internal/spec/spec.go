@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+
+	"github.com/kforge/kforge/internal/artifacts"
 )
 
 // Cluster types, as users type them on the command line.
@@ -30,7 +32,7 @@ const (
 	DefaultEKSVersion  = "1.33"
 	DefaultNodeSize    = "t3.medium"
 	DefaultNodes       = 2
-	DefaultK8sVersion  = "1.33"
+	DefaultK8sVersion  = "1.34"
 	DefaultCPSize      = "t3.medium"
 	DefaultWPSize      = "t3.medium"
 	DefaultEtcdSize    = "t3.small"
@@ -86,6 +88,12 @@ type Spec struct {
 	SSHCIDR       string `json:"sshCidr,omitempty"`
 	SSHJump       string `json:"sshJump,omitempty"`
 	SSHJumpKey    string `json:"sshJumpKey,omitempty"`
+	// Artifacts is where the VMs get what they install: "" for the public
+	// upstreams, a directory kforge uploads from, or a mirror URL (see
+	// package artifacts). ImageRepository, if set, is the registry the
+	// nodes pull container images from.
+	Artifacts       string `json:"artifacts,omitempty"`
+	ImageRepository string `json:"imageRepository,omitempty"`
 }
 
 // WorkerCount is the size of the worker pool, whatever the type.
@@ -113,7 +121,9 @@ var (
 	vpcRE      = regexp.MustCompile(`^vpc-[0-9a-f]{8,17}$`)
 	subnetRE   = regexp.MustCompile(`^subnet-[0-9a-f]{8,17}$`)
 	amiRE      = regexp.MustCompile(`^ami-[0-9a-f]{8,17}$`)
-	jumpRE     = regexp.MustCompile(`^[a-zA-Z0-9._-]+@[^\s@:]+(:[0-9]{1,5})?$|^[a-zA-Z0-9._-]+@\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$`)
+	// imageRepoRE is a registry host (with an optional port) and path.
+	imageRepoRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$`)
+	jumpRE      = regexp.MustCompile(`^[a-zA-Z0-9._-]+@[^\s@:]+(:[0-9]{1,5})?$|^[a-zA-Z0-9._-]+@\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$`)
 )
 
 // ValidateRef checks the type, the name and the region of a cluster.
@@ -202,6 +212,12 @@ func (s Spec) Validate() error {
 		}
 		if s.SSHJump != "" && !jumpRE.MatchString(s.SSHJump) {
 			return Usagef("invalid --ssh-jump %q: use user@host or user@host:port", s.SSHJump)
+		}
+		if _, err := artifacts.ParseSource(s.Artifacts); err != nil {
+			return Usagef("invalid %v", err)
+		}
+		if s.ImageRepository != "" && !imageRepoRE.MatchString(s.ImageRepository) {
+			return Usagef("invalid --image-repository %q: give a registry host and path such as registry.example.com/k8s", s.ImageRepository)
 		}
 	}
 	return nil

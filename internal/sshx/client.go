@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -163,6 +164,14 @@ func New(cfg Config) (*Client, error) {
 // and returns its stdout. A non-zero exit is an *ExitError. Cancelling ctx
 // ends the session; the script may then still be running on the VM.
 func (c *Client) Run(ctx context.Context, t Target, script string) ([]byte, error) {
+	return c.RunInput(ctx, t, script, nil)
+}
+
+// RunInput is Run with input following the script on stdin, for the
+// recipes that read data after their last line (such as a file kforge
+// uploads). The script must end by calling its function, which consumes
+// the rest of stdin.
+func (c *Client) RunInput(ctx context.Context, t Target, script string, input io.Reader) ([]byte, error) {
 	label := recipeLabel(RecipeName(script))
 	sess, done, err := c.session(ctx, t)
 	if err != nil {
@@ -174,6 +183,9 @@ func (c *Client) Run(ctx context.Context, t Target, script string) ([]byte, erro
 	var stdout bytes.Buffer
 	stderr := &tail{max: 16 << 10}
 	sess.Stdin = strings.NewReader(script)
+	if input != nil {
+		sess.Stdin = io.MultiReader(strings.NewReader(script), input)
+	}
 	sess.Stdout = &stdout
 	sess.Stderr = stderr
 	if err := sess.Start(RemoteCommand); err != nil {
