@@ -165,6 +165,7 @@ the kforge.io/cluster tag, so delete finds everything even without state.`,
 		a.policyCommand(),
 		a.preflightCommand(),
 		a.stateCommand(),
+		a.artifactsCommand(),
 	)
 	for _, c := range root.Commands() {
 		markUsage(c)

@@ -34,8 +34,8 @@ type artifactsOut struct {
 	Sums   artifacts.Sums   `json:"sums"`
 }
 
-// artifactSet is what the cluster's VMs install.
-func artifactSet(s spec.Spec) (artifacts.Set, error) {
+// ArtifactSet is what the cluster's VMs install.
+func ArtifactSet(s spec.Spec) (artifacts.Set, error) {
 	set := artifacts.Set{Bootstrap: s.Bootstrap, Etcd: bootstrap.DefaultEtcdVersion, EtcdSHA256: bootstrap.DefaultEtcdChecksums()}
 	var err error
 	if s.Bootstrap == spec.BootstrapKubeadm {
@@ -59,7 +59,7 @@ func source(s spec.Spec) artifacts.Source {
 // neededFiles lists what VMs of a role and Debian architecture install
 // from the artifacts.
 func neededFiles(s spec.Spec, role, arch string) ([]artifacts.File, error) {
-	set, err := artifactSet(s)
+	set, err := ArtifactSet(s)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ func etcdTarballs(r *engine.Run, s spec.Spec) (map[string]bootstrap.Artifact, er
 	if err != nil {
 		return nil, err
 	}
-	set, err := artifactSet(s)
+	set, err := ArtifactSet(s)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +362,7 @@ func etcdTarballs(r *engine.Run, s spec.Spec) (map[string]bootstrap.Artifact, er
 // kubeadmImages are the images of a kubeadm cluster, from the spec's
 // image repository or the default registries.
 func kubeadmImages(s spec.Spec) (artifacts.KubeadmImages, error) {
-	set, err := artifactSet(s)
+	set, err := ArtifactSet(s)
 	if err != nil {
 		return artifacts.KubeadmImages{}, err
 	}
@@ -383,7 +383,7 @@ func kubeadmOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.Kubeadm
 	if err != nil {
 		return nil, err
 	}
-	set, err := artifactSet(s)
+	set, err := ArtifactSet(s)
 	if err != nil {
 		return nil, err
 	}
@@ -432,7 +432,7 @@ func k3sOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.K3sOffline,
 	if err != nil {
 		return nil, err
 	}
-	set, err := artifactSet(s)
+	set, err := ArtifactSet(s)
 	if err != nil {
 		return nil, err
 	}
