@@ -31,6 +31,12 @@ type kubeadmScript struct {
 // configuration, and runs kubeadm.
 const kubeadmBody = `
 main() {
+	# One kubeadm run at a time: a run whose kforge was killed may still be
+	# going, and this one must not reset the node under it.
+	exec 9>/run/kforge-kubeadm.lock
+	if ! flock -w {{seconds .Timeout}} 9; then
+		kforge_fail "another kubeadm run on {{.Name}} did not end within {{seconds .Timeout}}s"
+	fi
 	if [[ -f ` + kubeadmDoneMarker + ` ]]; then
 		echo "kubeadm {{.Action}} already done on {{.Name}}"
 		return 0
