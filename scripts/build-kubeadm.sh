@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# build-kubeadm.sh builds kubeadm v1.34.2 from source (the tools/kubeadm Go
+# build-kubeadm.sh builds kubeadm v1.34.2 from source (the tools/kubernetes Go
 # module) into the kforge tools cache, for the real-tool tests of
 # internal/bootstrap (`kubeadm config validate`). It prints the binary's path.
 #
@@ -29,7 +29,7 @@ ldflags+=" -X k8s.io/component-base/version.gitMinor=34"
 ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 echo "building kubeadm $version into $out" >&2
 (
-	cd "$root/tools/kubeadm"
+	cd "$root/tools/kubernetes"
 	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp" k8s.io/kubernetes/cmd/kubeadm
 )
 chmod 0755 "$tmp"
