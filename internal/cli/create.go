@@ -12,6 +12,7 @@ import (
 
 	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
@@ -227,7 +228,7 @@ func (a *App) untilStop(ctx context.Context) (context.Context, context.CancelFun
 }
 
 func (a *App) printCreated(p cluster.Provider, c *state.Cluster, output string) error {
-	info := p.Info(c)
+	info := describe(p, c)
 	if output == outputJSON {
 		return writeJSON(a.Stdout, info)
 	}
@@ -255,14 +256,24 @@ func (a *App) plan(ctx context.Context, s spec.Spec, output string) error {
 	if err != nil {
 		return err
 	}
+	review := p.Review(s)
+	estimate := cost.Of(s.Region, p.Cost(s), cost.Table)
 	if output == outputJSON {
 		return writeJSON(a.Stdout, struct {
 			Cluster spec.Spec          `json:"cluster"`
+			Review  []string           `json:"review"`
+			Cost    cost.Estimate      `json:"cost"`
 			Steps   []engine.PlanEntry `json:"steps"`
-		}{s, plan})
+		}{s, review, estimate, plan})
 	}
 	fprintf(a.Stdout, "Plan for %s (%d steps; nothing is created with --dry-run):\n", s.Ref, len(plan))
+	for _, line := range review {
+		fprintf(a.Stdout, "  %s\n", line)
+	}
+	fprintf(a.Stdout, "\n")
 	engine.WritePlan(a.Stdout, plan)
+	fprintf(a.Stdout, "\n")
+	estimate.Write(a.Stdout)
 	fprintf(a.Stdout, "\nRun the same command without --dry-run to create it.\n")
 	return nil
 }

@@ -10,7 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/state"
 )
 
 // listItem is one cluster in `kforge get -o json`.
@@ -108,7 +110,7 @@ func (a *App) infoCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				info := p.Info(c)
+				info := describe(p, c)
 				if output == outputJSON {
 					return writeJSON(a.Stdout, info)
 				}
@@ -167,4 +169,16 @@ func writeInfo(w io.Writer, i cluster.Info) {
 		}
 		t.Flush()
 	}
+	if i.Cost != nil {
+		fmt.Fprintln(w)
+		i.Cost.Write(w)
+	}
+}
+
+// describe is a provider's Info of a cluster, with its estimated cost.
+func describe(p cluster.Provider, c *state.Cluster) cluster.Info {
+	info := p.Info(c)
+	est := cost.Of(c.Spec.Region, p.Cost(c.Spec), cost.Table)
+	info.Cost = &est
+	return info
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/kubeconfig"
 	"github.com/kforge/kforge/internal/spec"
@@ -42,7 +43,9 @@ func (p *checkProvider) Check(ctx context.Context, _ spec.Spec) error {
 	}
 	return p.refuse
 }
-func (*checkProvider) Info(*state.Cluster) Info { return Info{} }
+func (*checkProvider) Info(*state.Cluster) Info   { return Info{} }
+func (*checkProvider) Review(spec.Spec) []string  { return nil }
+func (*checkProvider) Cost(spec.Spec) []cost.Item { return nil }
 func (*checkProvider) Kubeconfig(context.Context, *state.Cluster, KubeconfigOptions) (kubeconfig.Entry, error) {
 	return kubeconfig.Entry{}, nil
 }

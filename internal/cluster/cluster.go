@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/kubeconfig"
 	"github.com/kforge/kforge/internal/spec"
@@ -36,6 +37,12 @@ type Provider interface {
 	Check(ctx context.Context, s spec.Spec) error
 	// Info describes a cluster from its state.
 	Info(c *state.Cluster) Info
+	// Cost lists what a cluster of spec s runs and pays for, to price it.
+	Cost(s spec.Spec) []cost.Item
+	// Review lists, for the plan, what a reviewer of a cluster of spec s
+	// needs to know: versions, who can reach it, who is its admin. A
+	// line that starts with "Warning:" is a warning.
+	Review(s spec.Spec) []string
 	// Kubeconfig returns the kubeconfig entry that reaches the cluster.
 	Kubeconfig(ctx context.Context, c *state.Cluster, o KubeconfigOptions) (kubeconfig.Entry, error)
 }
@@ -70,6 +77,8 @@ type Info struct {
 	Spec      spec.Spec         `json:"spec"`
 	Resources map[string]any    `json:"resources"`
 	Instances []Instance        `json:"instances,omitempty"`
+	// Cost is what the cluster costs to run, estimated from its shape.
+	Cost *cost.Estimate `json:"cost,omitempty"`
 }
 
 // Instance is a VM of an ha-aws cluster.

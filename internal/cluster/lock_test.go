@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/kubeconfig"
 	"github.com/kforge/kforge/internal/spec"
@@ -43,6 +44,8 @@ func (p graphProvider) Graph(spec.Spec) (*engine.Graph, error)    { return p.g, 
 func (p graphProvider) Teardown(spec.Spec) (*engine.Graph, error) { return p.g, nil }
 func (graphProvider) Check(context.Context, spec.Spec) error      { return nil }
 func (graphProvider) Info(*state.Cluster) Info                    { return Info{} }
+func (graphProvider) Review(spec.Spec) []string                   { return nil }
+func (graphProvider) Cost(spec.Spec) []cost.Item                  { return nil }
 func (graphProvider) Kubeconfig(context.Context, *state.Cluster, KubeconfigOptions) (kubeconfig.Entry, error) {
 	return kubeconfig.Entry{}, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/iamrole"
 	"github.com/kforge/kforge/internal/leftovers"
@@ -187,3 +188,28 @@ func decode(c *state.Cluster, id string, v any) bool {
 
 // NodegroupName is the name of the cluster's managed node group.
 func NodegroupName(cluster string) string { return cluster + "-workers" }
+
+// nodeDiskGiB is the root volume of a managed node group's nodes (EKS's
+// default, which kforge keeps).
+const nodeDiskGiB = 20
+
+// Cost implements cluster.Provider: the EKS control plane, and the node
+// group's instances with their root volumes and public IPv4 addresses
+// (kforge's subnets are public).
+func (p *Provider) Cost(s spec.Spec) []cost.Item {
+	return []cost.Item{
+		{Kind: cost.KindEKS, Count: 1, For: "Kubernetes " + s.Version},
+		{Kind: cost.KindInstance, Type: s.NodeSize, Count: s.Nodes, For: "nodes"},
+		{Kind: cost.KindVolume, Type: "gp3", GiB: nodeDiskGiB, Count: s.Nodes, For: "nodes"},
+		{Kind: cost.KindPublicIPv4, Count: s.Nodes, For: "one per node"},
+	}
+}
+
+// Review implements cluster.Provider.
+func (p *Provider) Review(s spec.Spec) []string {
+	return []string{
+		"Kubernetes " + s.Version + " on EKS, with a managed node group of " + fmt.Sprint(s.Nodes) + " x " + s.NodeSize,
+		"API endpoint: public (from any address) and private (inside the VPC)",
+		"Cluster admin: the IAM identity that runs the create (EKS access entry for the cluster creator); others need access entries",
+	}
+}

@@ -20,9 +20,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
+	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/bootstrap"
 	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/iamrole"
 	"github.com/kforge/kforge/internal/leftovers"
@@ -336,3 +338,49 @@ func vmName(cluster, role string, i int) string { return fmt.Sprintf("%s-%s-%d",
 func isTransient(err error) bool { return awsx.IsTransient(err) }
 
 var _ = aws.String
+
+// roleNames are the roles as the cost table names them.
+var roleNames = map[string]string{RoleEtcd: "etcd", RoleLB: "load balancer", RoleCP: "control planes", RoleWP: "workers"}
+
+// Cost implements cluster.Provider: every VM, its encrypted gp3 root
+// volume and its public IPv4 address.
+func (p *Provider) Cost(s spec.Spec) []cost.Item {
+	var items []cost.Item
+	vms := 0
+	for _, role := range Roles {
+		n := count(s, role)
+		vms += n
+		items = append(items,
+			cost.Item{Kind: cost.KindInstance, Type: size(s, role), Count: n, For: roleNames[role]},
+			cost.Item{Kind: cost.KindVolume, Type: "gp3", GiB: int(rootGiB[role]), Count: n, For: roleNames[role]})
+	}
+	items = append(items, cost.Item{Kind: cost.KindPublicIPv4, Count: vms, For: "one per VM"})
+	return cost.Merge(items)
+}
+
+// Review implements cluster.Provider.
+func (p *Provider) Review(s spec.Spec) []string {
+	var out []string
+	if s.Bootstrap == spec.BootstrapKubeadm {
+		if v, err := bootstrap.KubernetesVersion(s.K8sVersion); err == nil {
+			out = append(out, fmt.Sprintf("Kubernetes %s (kubeadm), external etcd %s, pod network Flannel %s",
+				v, bootstrap.DefaultEtcdVersion, artifacts.FlannelVersion))
+		}
+	} else if v, err := bootstrap.K3sVersion(s.K8sVersion); err == nil {
+		out = append(out, fmt.Sprintf("Kubernetes with k3s %s, external etcd %s", v, bootstrap.DefaultEtcdVersion))
+	}
+	out = append(out, "etcd, Kubernetes and the images: "+source(s).Describe())
+	if s.ImageRepository != "" {
+		out = append(out, "Container images from "+s.ImageRepository)
+	}
+	if s.SSHCIDR == "0.0.0.0/0" || s.SSHCIDR == "::/0" {
+		out = append(out, "Warning: SSH (port 22) of every VM is open to the whole internet ("+s.SSHCIDR+"); restrict it with --ssh-cidr <your address>/32")
+	} else {
+		out = append(out, "SSH (port 22) of the VMs is open to "+s.SSHCIDR)
+	}
+	if s.SSHJump != "" {
+		out = append(out, "kforge reaches the VMs through "+s.SSHJump)
+	}
+	out = append(out, "The API (port 6443 of the load balancer) is open to the internet; the admin kubeconfig (kforge switch) holds a client certificate of system:masters")
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -43,9 +44,9 @@ func ubuntuArch(arch string) string {
 // each), or checks the --ami given.
 func (p *Provider) imagesStep(s spec.Spec) *engine.Step {
 	typeList := clusterTypes(s)
-	title := fmt.Sprintf("find the newest Ubuntu 24.04 LTS image of Canonical for %v", typeList)
+	title := fmt.Sprintf("find the newest Ubuntu 24.04 LTS image of Canonical for %s", strings.Join(typeList, ", "))
 	if s.AMI != "" {
-		title = fmt.Sprintf("check image %s for %v", s.AMI, typeList)
+		title = fmt.Sprintf("check image %s for %s", s.AMI, strings.Join(typeList, ", "))
 	}
 	return &engine.Step{
 		ID:     StepImages,
