@@ -213,7 +213,7 @@ func (c *Client) RunInput(ctx context.Context, t Target, script string, input io
 			Recipe: RecipeName(script),
 			Code:   ee.ExitStatus(),
 			Signal: ee.Signal(),
-			Stderr: stderr.lastLines(stderrLines),
+			Stderr: Redact(stderr.lastLines(stderrLines)),
 		}
 	}
 	var em *ssh.ExitMissingError

@@ -160,6 +160,9 @@ func TestRunExitStatus(t *testing.T) {
 		{"exit 2 with stdout", func(sshfleet.VM, string, []byte) ([]byte, []byte, int) {
 			return []byte("partial"), []byte("\n\nlast words\n\n"), 2
 		}, 2, "last words", "partial"},
+		// A secret in what the VM prints never reaches the error.
+		{"exit 1 printing a token", sshfleet.Fail(1, "join with --token abcdef.0123456789abcdef failed\n"), 1,
+			"join with --token " + sshx.Redacted + " failed", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
