@@ -36,4 +36,3 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Redact changed plain text: %q", got)
 	}
 }
-
