@@ -11,7 +11,8 @@ import (
 	"github.com/kforge/kforge/internal/spec"
 )
 
-// The tags that mark what kforge owns.
+// The tags that mark what kforge owns (docs/CONTRACT.md, "Names and
+// tags": users and scripts rely on them).
 const (
 	TagCluster = "kforge.io/cluster"
 	TagType    = "kforge.io/type"

@@ -164,7 +164,7 @@ func (a *App) preflightGate(ctx context.Context, s spec.Spec, skip bool, cfg aws
 	if !rep.OK() {
 		rep.Write(a.Stderr)
 		if rep.InputError() {
-			// Invalid input (CONTRACT.md: exit 2, nothing changed).
+			// Invalid input (docs/CONTRACT.md: exit 2, nothing changed).
 			return spec.Usagef("preflight refused the input above; nothing was created")
 		}
 		fprintf(a.Stderr, "Fix what failed, then run the same command again (or pass --skip-preflight to create anyway).\n")

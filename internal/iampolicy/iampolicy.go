@@ -5,7 +5,7 @@
 //
 // Scoping. IAM role actions are limited to roles named kforge-* and
 // instance-profile actions to instance profiles named kforge-* (the names
-// kforge gives them, CONTRACT.md). iam:PassRole is limited to kforge-*
+// kforge gives them, docs/CONTRACT.md). iam:PassRole is limited to kforge-*
 // roles and, with the condition iam:PassedToService, to the service that
 // receives them: eks.amazonaws.com for aws, ec2.amazonaws.com for ha-aws.
 // The read-only actions preflight uses to read the caller's own

@@ -24,7 +24,7 @@
 //     adopted as they are; nothing is created or deleted.
 //
 // Every resource kforge creates is tagged in its create call with the
-// ownership tags of CONTRACT.md, so an Ensure that runs again after a crash
+// ownership tags of docs/CONTRACT.md, so an Ensure that runs again after a crash
 // (even one right after the create call returned, before the journal was
 // written) finds it by its tags instead of creating a second one; subnets
 // are found by their index tag (kforge.io/subnet). CreateVpc, CreateSubnet

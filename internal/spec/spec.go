@@ -1,6 +1,7 @@
 // Package spec describes what a user asks for: which cluster (type, name,
 // region) and its wanted shape (sizes, counts, versions, network choice).
-// It validates input before anything touches AWS.
+// It validates input before anything touches AWS, as docs/CONTRACT.md
+// fixes it (names, defaults, exit code 2 for invalid input).
 package spec
 
 import (

@@ -31,7 +31,7 @@ func tagMap(tags []ec2types.Tag) map[string]string {
 	return m
 }
 
-// checkTags asserts the CONTRACT.md tags.
+// checkTags asserts the docs/CONTRACT.md tags.
 func checkTags(t *testing.T, what string, tags map[string]string, typ, name, region string, owned bool) {
 	t.Helper()
 	want := map[string]string{"kforge.io/cluster": name, "kforge.io/type": typ, "kforge.io/region": region}
