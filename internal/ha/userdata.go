@@ -38,8 +38,10 @@ func userData(hostname string, key ed25519.PrivateKey) (string, error) {
 			"ed25519_private": string(pem.EncodeToMemory(block)),
 			"ed25519_public":  string(ssh.MarshalAuthorizedKey(pub)),
 		},
-		SSHDeleteKeys:  true,
-		SSHGenKeyTypes: []string{},
+		SSHDeleteKeys: true,
+		// cloud-init's schema wants at least one type; keys given in
+		// ssh_keys are not generated, so only kforge's key exists.
+		SSHGenKeyTypes: []string{"ed25519"},
 	})
 	if err != nil {
 		return "", err

@@ -60,7 +60,7 @@ func vmUserData(t testing.TB, hostname string, key ed25519.PrivateKey) string {
 			"ed25519_public":  string(ssh.MarshalAuthorizedKey(pub)),
 		},
 		SSHDeleteKeys:  true,
-		SSHGenKeyTypes: []string{},
+		SSHGenKeyTypes: []string{"ed25519"},
 	})
 	if err != nil {
 		t.Fatal(err)
