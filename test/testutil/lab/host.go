@@ -266,6 +266,10 @@ func (h *host) nspawnArgs() []string {
 		"--console=passive",
 		// runc needs keyctl; containerd and the kubelet need bpf.
 		"--system-call-filter=@keyring", "--system-call-filter=bpf",
+		// Root of a VM administers its own network (sysctls such as
+		// net.ipv4.ip_forward, iptables, routes, interfaces): nspawn
+		// grants CAP_NET_ADMIN only with a network it makes itself.
+		"--capability=CAP_NET_ADMIN",
 		"-M", h.name,
 		"--bind=" + h.containerd() + ":/var/lib/containerd",
 		"/usr/local/sbin/lab-init",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -21,8 +22,13 @@ var machineSysctls = []struct{ key, value string }{
 	{"kernel.panic_on_oops", "1"},
 	{"kernel.keys.root_maxkeys", "1000000"},
 	{"kernel.keys.root_maxbytes", "25000000"},
-	{"net.netfilter.nf_conntrack_max", "262144"},
+	{"net.netfilter.nf_conntrack_max", strconv.Itoa(kubeProxyConntrackMax())},
 }
+
+// kubeProxyConntrackMax is the nf_conntrack_max kube-proxy sets with its
+// defaults (32768 per core, at least 131072): it writes the sysctl
+// whenever the value differs, which a host cannot (it is global).
+func kubeProxyConntrackMax() int { return max(32768*runtime.NumCPU(), 131072) }
 
 // conntrackHashsize is the kernel parameter kube-proxy raises with
 // nf_conntrack_max (to at least a quarter of it).
@@ -48,7 +54,7 @@ func setMachineSysctls(logf func(string, ...any)) error {
 		}
 		logf("machine sysctl %s: %s -> %s", s.key, strings.TrimSpace(string(cur)), s.value)
 	}
-	want := 262144 / 4
+	want := kubeProxyConntrackMax() / 4
 	if b, err := os.ReadFile(conntrackHashsize); err == nil {
 		if cur, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && cur < want {
 			if err := os.WriteFile(conntrackHashsize, []byte(strconv.Itoa(want)), 0o600); err != nil {

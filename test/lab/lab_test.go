@@ -1,0 +1,350 @@
+//go:build lab && linux
+
+// Package labtest proves, with real hosts, that the cluster kforge makes
+// works: kforge (the real binary) talks to the AWS emulator, the lab
+// (test/testutil/lab) turns every instance into a Linux host with a real
+// systemd, OpenSSH and cloud-init, and kforge's own scripts install a
+// kubeadm cluster on them from an artifacts directory built from source
+// (test/testutil/labartifacts), without any network out of the machine.
+// Run it with test/lab/run (root).
+package labtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kforge/kforge/internal/artifacts"
+	"github.com/kforge/kforge/internal/bootstrap"
+	"github.com/kforge/kforge/test/testutil/awscheck"
+	"github.com/kforge/kforge/test/testutil/kforgebin"
+	"github.com/kforge/kforge/test/testutil/lab"
+	"github.com/kforge/kforge/test/testutil/labartifacts"
+	"github.com/kforge/kforge/test/testutil/labimage"
+	"github.com/kforge/kforge/test/testutil/moto"
+)
+
+var emu *moto.Server
+
+func TestMain(m *testing.M) { moto.RunTests(m, &emu) }
+
+const (
+	name   = "lab"
+	region = "us-east-1"
+)
+
+// build makes what the hosts install: the binaries (scripts/build-lab.sh,
+// cached), their images and the artifacts directory kforge uploads from.
+func build(t *testing.T) (artifactsDir, bin string) {
+	t.Helper()
+	start := time.Now()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(root, "scripts", "build-lab.sh")).Output()
+	if err != nil {
+		t.Fatalf("scripts/build-lab.sh: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	bin = lines[len(lines)-1]
+	t.Logf("binaries ready in %s (%s)", bin, time.Since(start).Round(time.Second))
+
+	start = time.Now()
+	imgs, err := labimage.BuildKubeadmImages(bin, filepath.Join(labimage.CacheDir(), "images"))
+	if err != nil {
+		t.Fatalf("images: %v", err)
+	}
+	in := labartifacts.Inputs{Bin: bin, Arch: "amd64", Images: map[string]string{}}
+	for _, img := range imgs {
+		in.Images[img.Ref] = img.Path
+	}
+	t.Logf("images ready (%s)", time.Since(start).Round(time.Second))
+
+	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: labimage.KubernetesVersion, Etcd: bootstrap.DefaultEtcdVersion}
+	artifactsDir = filepath.Join(labimage.CacheDir(), "artifacts", "kubeadm-"+set.Kubernetes+"-amd64")
+	start = time.Now()
+	if err := labartifacts.Assemble(context.Background(), set, in, artifactsDir); err != nil {
+		t.Fatalf("artifacts: %v", err)
+	}
+	t.Logf("artifacts directory %s ready (%s)", artifactsDir, time.Since(start).Round(time.Second))
+	return artifactsDir, bin
+}
+
+// kubectl runs the lab's kubectl inside the lab network, where the load
+// balancer's public address is.
+type kubectl struct {
+	l          *lab.Lab
+	bin        string
+	kubeconfig string
+}
+
+func (k kubectl) run(ctx context.Context, args ...string) (string, error) {
+	out, err := k.l.ExecInLab(ctx, append([]string{k.bin, "--kubeconfig", k.kubeconfig, "--request-timeout=10s"}, args...)...)
+	return string(out), err
+}
+
+// readyNodes returns the nodes and whether each is Ready.
+func (k kubectl) readyNodes(ctx context.Context) (map[string]bool, error) {
+	out, err := k.run(ctx, "get", "nodes", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Status   struct {
+				Conditions []struct{ Type, Status string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, err
+	}
+	nodes := map[string]bool{}
+	for _, n := range list.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == "Ready" {
+				nodes[n.Metadata.Name] = c.Status == "True"
+			}
+		}
+	}
+	return nodes, nil
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// allReady is a condition: exactly want nodes, all Ready.
+func allReady(ctx context.Context, k kubectl, want int) func() (bool, error) {
+	return func() (bool, error) {
+		nodes, err := k.readyNodes(ctx)
+		if err != nil {
+			return false, err
+		}
+		ready := 0
+		for _, r := range nodes {
+			if r {
+				ready++
+			}
+		}
+		return len(nodes) == want && ready == want, fmt.Errorf("nodes %v", nodes)
+	}
+}
+
+// hostOf finds the lab host of a VM by its Name tag.
+func hostOf(t *testing.T, l *lab.Lab, ec2Name string) lab.Host {
+	t.Helper()
+	for _, h := range l.Hosts() {
+		if h.EC2Name == ec2Name && h.State == lab.HostRunning {
+			return h
+		}
+	}
+	t.Fatalf("no running host for VM %s", ec2Name)
+	return lab.Host{}
+}
+
+func TestKubeadmCluster(t *testing.T) {
+	ctx := context.Background()
+	artifactsDir, bin := build(t)
+
+	cfg := emu.Config(t, region)
+	l, err := lab.Start(ctx, lab.Options{AWS: cfg, AuthorizeKeyPairs: true, Logf: t.Logf, LogDir: filepath.Join(t.TempDir(), "logs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("lab close: %v", err)
+		}
+	})
+	env := kforgebin.NewEnv(t, emu.Env()...)
+	env.Timeout = 20 * time.Minute
+	if err := l.WriteKnownHosts(filepath.Join(env.Home, ".ssh", "known_hosts")); err != nil {
+		t.Fatal(err)
+	}
+	create := []string{"create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm",
+		"--etcd", "3", "--control-planes", "2", "--workers", "1", "--ssh-cidr", "10.0.0.0/8",
+		"--artifacts", artifactsDir, "--ssh-jump", l.JumpSpec()}
+
+	// 1. A create killed (SIGKILL) during the kubeadm join of the second
+	// control plane, then run again, converges.
+	start := time.Now()
+	killedAt := killDuring(t, env, create, "kubeadm/cp/1", 5*time.Second)
+	t.Logf("first create killed during kubeadm/cp/1 after %s", killedAt.Round(time.Second))
+	resume := time.Now()
+	r := env.MustRun(t, create...)
+	t.Logf("the same create again: done in %s; %s from the first create to every node Ready", time.Since(resume).Round(time.Second), time.Since(start).Round(time.Second))
+	if !strings.Contains(r.Stderr, "done     nodes-ready") {
+		t.Errorf("the create did not wait for the nodes:\n%s", r.Stderr)
+	}
+
+	// 2. The kubeconfig from kforge switch reaches the API through the
+	// load balancer: 3 Ready nodes, and a Deployment runs.
+	kc := filepath.Join(env.Home, "kubeconfig")
+	env.MustRun(t, "switch", "ha-aws", "--name", name, "--region", region, "--kubeconfig", kc)
+	k := kubectl{l: l, bin: filepath.Join(bin, "kubectl"), kubeconfig: kc}
+	waitFor(t, "3 Ready nodes through the load balancer", 3*time.Minute, allReady(ctx, k, 3))
+	deploy := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: lab-pause, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: lab-pause}}
+  template:
+    metadata: {labels: {app: lab-pause}}
+    spec:
+      tolerations: [{operator: Exists}]
+      containers: [{name: pause, image: "registry.k8s.io/pause:%s", imagePullPolicy: Never}]
+`, labimage.PauseVersion)
+	manifest := filepath.Join(l.Dir(), "deploy.yaml")
+	if err := os.WriteFile(manifest, []byte(deploy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := k.run(ctx, "apply", "-f", manifest); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	waitFor(t, "a Deployment of 2 replicas available", 3*time.Minute, func() (bool, error) {
+		out, err := k.run(ctx, "get", "deployment", "lab-pause", "-o", "jsonpath={.status.availableReplicas}")
+		return strings.TrimSpace(out) == "2", fmt.Errorf("available %q: %v", out, err)
+	})
+	// Every system pod runs: the control plane, kube-proxy, Flannel and
+	// CoreDNS (which needs the pod network and the service network).
+	waitFor(t, "every kube-system and kube-flannel pod Ready", 3*time.Minute, func() (bool, error) {
+		out, err := k.run(ctx, "get", "pods", "-A", "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		if err != nil {
+			return false, err
+		}
+		var notReady []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(line); len(f) != 2 || f[1] != "True" {
+				notReady = append(notReady, line)
+			}
+		}
+		return len(notReady) == 0, fmt.Errorf("not ready: %v", notReady)
+	})
+	out, _ := k.run(ctx, "get", "pods", "-A", "-o", "wide")
+	t.Logf("pods:\n%s", out)
+
+	// 3. etcd: three started members over TLS with kforge's client
+	// certificate (the one the etcd recipe leaves on each member).
+	etcd0 := hostOf(t, l, name+"-etcd-0")
+	members, err := l.Exec(ctx, etcd0.InstanceID, "etcdctl", "--endpoints=https://"+etcd0.PrivateIP+":2379",
+		"--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/client.crt", "--key=/etc/etcd/pki/client.key", "member", "list")
+	if err != nil || strings.Count(string(members), ", started, ") != 3 {
+		t.Errorf("etcdctl member list: %v\n%s", err, members)
+	}
+
+	// 4. High availability: the API answers through HAProxy with an etcd
+	// member down, then also with the first control plane down.
+	for _, vm := range []string{name + "-etcd-0", name + "-cp-0"} {
+		h := hostOf(t, l, vm)
+		if err := l.Stop(ctx, h.InstanceID); err != nil {
+			t.Fatalf("stop %s: %v", vm, err)
+		}
+		t.Logf("stopped %s", vm)
+		waitFor(t, "the API answers through the load balancer without "+vm, 2*time.Minute, func() (bool, error) {
+			out, err := k.run(ctx, "get", "--raw", "/readyz")
+			return err == nil && strings.TrimSpace(out) == "ok", fmt.Errorf("readyz %q: %v", out, err)
+		})
+		if _, err := k.run(ctx, "get", "nodes"); err != nil {
+			t.Errorf("kubectl get nodes without %s: %v", vm, err)
+		}
+	}
+	for _, vm := range []string{name + "-etcd-0", name + "-cp-0"} {
+		var id string
+		for _, h := range l.Hosts() {
+			if h.EC2Name == vm {
+				id = h.InstanceID
+			}
+		}
+		if err := l.Start(ctx, id); err != nil {
+			t.Fatalf("start %s: %v", vm, err)
+		}
+	}
+	waitFor(t, "every node Ready again after the restarts", 5*time.Minute, allReady(ctx, k, 3))
+
+	// 5. Scale: a real worker joins, then is drained and removed.
+	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "2")
+	waitFor(t, "4 Ready nodes after scale up", 2*time.Minute, allReady(ctx, k, 4))
+	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "1")
+	waitFor(t, "3 nodes after scale down", 2*time.Minute, allReady(ctx, k, 3))
+	nodes, _ := k.readyNodes(ctx)
+	if _, ok := nodes[name+"-wp-1"]; ok {
+		t.Errorf("the removed worker is still a node: %v", nodes)
+	}
+
+	// 6. Delete: nothing left in AWS, no host left in the lab.
+	env.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+	awscheck.Empty(t, cfg, "ha-aws", name)
+	waitFor(t, "every host removed", time.Minute, func() (bool, error) {
+		var left []string
+		for _, h := range l.Hosts() {
+			if h.State != lab.HostRemoved {
+				left = append(left, h.EC2Name+" "+string(h.State))
+			}
+		}
+		return len(left) == 0, fmt.Errorf("hosts %v", left)
+	})
+}
+
+// killDuring starts kforge with args and SIGKILLs it after delay once the
+// step starts; it returns how long kforge ran.
+func killDuring(t *testing.T, env *kforgebin.Env, args []string, step string, delay time.Duration) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	cmd := env.Cmd(t, ctx, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var tail []string
+	for sc.Scan() {
+		line := sc.Text()
+		tail = append(tail, line)
+		if strings.Contains(line, "start    "+step+" ") {
+			time.Sleep(delay)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	err = cmd.Wait()
+	ran := time.Since(start)
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("kforge was not killed during %s (%v):\n%s", step, err, strings.Join(tail, "\n"))
+	}
+	return ran
+}
