@@ -325,13 +325,19 @@ func artifactNeeds(s spec.Spec, role string, i int) []string {
 	return needs
 }
 
-// vmArch is the Debian architecture of VM i of a role.
-func vmArch(r *engine.Run, s spec.Spec, role string) (string, error) {
+// roleArtifacts returns what the VMs of a role install from: the
+// journaled checksums, the cluster's Set and the role's architecture.
+func roleArtifacts(r *engine.Run, s spec.Spec, role string) (artifactsOut, artifacts.Set, string, error) {
+	out, err := engine.Out[artifactsOut](r, StepArtifacts)
+	if err != nil {
+		return out, artifacts.Set{}, "", err
+	}
 	arches, err := clusterArches(r, s)
 	if err != nil {
-		return "", err
+		return out, artifacts.Set{}, "", err
 	}
-	return arches[role], nil
+	set, err := ArtifactSet(s)
+	return out, set, arches[role], err
 }
 
 // etcdTarballs resolves the etcd tarball of VM i for the etcd recipe, or
@@ -340,15 +346,7 @@ func etcdTarballs(r *engine.Run, s spec.Spec) (map[string]bootstrap.Artifact, er
 	if !offline(s) {
 		return nil, nil
 	}
-	out, err := engine.Out[artifactsOut](r, StepArtifacts)
-	if err != nil {
-		return nil, err
-	}
-	arch, err := vmArch(r, s, RoleEtcd)
-	if err != nil {
-		return nil, err
-	}
-	set, err := ArtifactSet(s)
+	out, set, arch, err := roleArtifacts(r, s, RoleEtcd)
 	if err != nil {
 		return nil, err
 	}
@@ -375,15 +373,7 @@ func kubeadmOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.Kubeadm
 	if !offline(s) {
 		return nil, nil
 	}
-	out, err := engine.Out[artifactsOut](r, StepArtifacts)
-	if err != nil {
-		return nil, err
-	}
-	arch, err := vmArch(r, s, role)
-	if err != nil {
-		return nil, err
-	}
-	set, err := ArtifactSet(s)
+	out, set, arch, err := roleArtifacts(r, s, role)
 	if err != nil {
 		return nil, err
 	}
@@ -424,15 +414,7 @@ func k3sOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.K3sOffline,
 	if !offline(s) {
 		return nil, nil
 	}
-	out, err := engine.Out[artifactsOut](r, StepArtifacts)
-	if err != nil {
-		return nil, err
-	}
-	arch, err := vmArch(r, s, role)
-	if err != nil {
-		return nil, err
-	}
-	set, err := ArtifactSet(s)
+	out, set, arch, err := roleArtifacts(r, s, role)
 	if err != nil {
 		return nil, err
 	}
