@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/eks"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/ha"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 	"github.com/kforge/kforge/test/testutil/sshfleet"
@@ -56,7 +56,7 @@ func waitTeardown(step string) int {
 
 // teardownSteps is the graph a delete runs, as the provider builds it from
 // the stored spec.
-func teardownSteps(b *testing.B, w *world, p cluster.Provider, ref spec.Ref) []Step {
+func teardownSteps(b *testing.B, w *world, p lifecycle.Provider, ref spec.Ref) []Step {
 	b.Helper()
 	store, err := state.NewLocal(filepath.Join(w.home, "state"))
 	if err != nil {
@@ -100,7 +100,7 @@ func haRun(b *testing.B, workers int, withDelete bool) (create, del result) {
 		return create, result{}
 	}
 	ref := spec.Ref{Type: spec.TypeHA, Name: clusterName, Region: region}
-	tsteps := teardownSteps(b, w, ha.New(cluster.Env{}), ref)
+	tsteps := teardownSteps(b, w, ha.New(lifecycle.Env{}), ref)
 	dr := w.measure("delete", "ha-aws", "--name", clusterName, "--region", region, "--yes")
 	del = analyse(b, fmt.Sprintf("delete ha-aws (%d VMs)", 7+workers),
 		Scenario{Steps: tsteps, Reverse: true, WaitRounds: waitTeardown, Latency: latency()}, dr)
@@ -179,7 +179,7 @@ func BenchmarkEKS(b *testing.B) {
 			cr := w.measure(args...)
 			creates = append(creates, analyse(b, "create aws (EKS, 2 nodes)", Scenario{Steps: steps, Latency: latency()}, cr))
 			ref := spec.Ref{Type: spec.TypeEKS, Name: clusterName, Region: region}
-			tsteps := teardownSteps(b, w, eks.New(cluster.Env{}), ref)
+			tsteps := teardownSteps(b, w, eks.New(lifecycle.Env{}), ref)
 			dr := w.measure("delete", "aws", "--name", clusterName, "--region", region, "--yes")
 			deletes = append(deletes, analyse(b, "delete aws (EKS)", Scenario{Steps: tsteps, Reverse: true, Latency: latency()}, dr))
 		}

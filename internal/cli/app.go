@@ -24,8 +24,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kforge/kforge/internal/awsx"
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
@@ -39,7 +39,7 @@ const (
 
 // ProviderFactory builds a cluster type's provider. It must not call AWS:
 // --dry-run builds providers with an empty configuration.
-type ProviderFactory func(env cluster.Env) cluster.Provider
+type ProviderFactory func(env lifecycle.Env) lifecycle.Provider
 
 // Build says which build this is, for `kforge version`.
 type Build struct {
@@ -229,14 +229,14 @@ func (a *App) awsConfig(ctx context.Context, region string) (aws.Config, string,
 
 // provider returns the provider of a cluster type with a live AWS
 // configuration.
-func (a *App) provider(ctx context.Context, ref spec.Ref) (cluster.Provider, cluster.Env, error) {
+func (a *App) provider(ctx context.Context, ref spec.Ref) (lifecycle.Provider, lifecycle.Env, error) {
 	f := a.Providers[ref.Type]
 	if f == nil {
-		return nil, cluster.Env{}, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
+		return nil, lifecycle.Env{}, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
 	}
 	cfg, _, err := a.awsConfig(ctx, ref.Region)
 	if err != nil {
-		return nil, cluster.Env{}, err
+		return nil, lifecycle.Env{}, err
 	}
 	return a.providerWith(ref, cfg)
 }
@@ -244,33 +244,33 @@ func (a *App) provider(ctx context.Context, ref spec.Ref) (cluster.Provider, clu
 // providerWith returns the provider of a cluster type with the AWS
 // configuration cfg (loaded once per command, so that its clients share
 // connections and look-ups).
-func (a *App) providerWith(ref spec.Ref, cfg aws.Config) (cluster.Provider, cluster.Env, error) {
+func (a *App) providerWith(ref spec.Ref, cfg aws.Config) (lifecycle.Provider, lifecycle.Env, error) {
 	f := a.Providers[ref.Type]
 	if f == nil {
-		return nil, cluster.Env{}, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
+		return nil, lifecycle.Env{}, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
 	}
 	home, err := a.Home()
 	if err != nil {
-		return nil, cluster.Env{}, err
+		return nil, lifecycle.Env{}, err
 	}
-	env := cluster.Env{AWS: cfg, Home: home, Log: a.Stderr}
+	env := lifecycle.Env{AWS: cfg, Home: home, Log: a.Stderr}
 	return f(env), env, nil
 }
 
 // offlineProvider returns a provider for planning: no AWS configuration.
-func (a *App) offlineProvider(typ string) (cluster.Provider, error) {
+func (a *App) offlineProvider(typ string) (lifecycle.Provider, error) {
 	f := a.Providers[typ]
 	if f == nil {
 		return nil, spec.Usagef("unknown cluster type %q: use one of %s", typ, strings.Join(spec.Types, ", "))
 	}
-	return f(cluster.Env{Log: a.Stderr}), nil
+	return f(lifecycle.Env{Log: a.Stderr}), nil
 }
 
 // runner returns a lifecycle runner over the store, with progress on
 // stderr, marking the invocation as a lifecycle operation for Ctrl-C.
-func (a *App) runner(store state.Store, p *progress) *cluster.Runner {
+func (a *App) runner(store state.Store, p *progress) *lifecycle.Runner {
 	a.lifecycle.Store(true)
-	return &cluster.Runner{Store: store, Events: p.event, Stop: a.stop, Command: "kforge " + strings.Join(a.Args, " "),
+	return &lifecycle.Runner{Store: store, Events: p.event, Stop: a.stop, Command: "kforge " + strings.Join(a.Args, " "),
 		StepContext: awsx.WithTraceLabel}
 }
 
@@ -312,7 +312,7 @@ func (a *App) reportRunError(err error, verb string) error {
 }
 
 // closeProvider releases what a provider holds open (SSH connections).
-func closeProvider(p cluster.Provider) {
+func closeProvider(p lifecycle.Provider) {
 	if c, ok := p.(io.Closer); ok {
 		_ = c.Close()
 	}
@@ -323,18 +323,18 @@ func closeProvider(p cluster.Provider) {
 // AWS retries on stderr, and reports a failed or interrupted run with the
 // command that resumes it. A lock held by another process and invalid input
 // are returned as they are.
-func (a *App) operate(ctx context.Context, ref spec.Ref, verb string, op func(context.Context, *cluster.Runner, cluster.Provider) error) error {
+func (a *App) operate(ctx context.Context, ref spec.Ref, verb string, op func(context.Context, *lifecycle.Runner, lifecycle.Provider) error) error {
 	return a.operateWith(ctx, ref, verb, nil, op)
 }
 
 // operateWith is operate with the AWS configuration the command already
 // loaded (nil: load it).
-func (a *App) operateWith(ctx context.Context, ref spec.Ref, verb string, cfg *aws.Config, op func(context.Context, *cluster.Runner, cluster.Provider) error) error {
+func (a *App) operateWith(ctx context.Context, ref spec.Ref, verb string, cfg *aws.Config, op func(context.Context, *lifecycle.Runner, lifecycle.Provider) error) error {
 	store, err := a.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	var p cluster.Provider
+	var p lifecycle.Provider
 	if cfg != nil {
 		p, _, err = a.providerWith(ref, *cfg)
 	} else {

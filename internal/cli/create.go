@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kforge/kforge/internal/artifacts"
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
@@ -132,13 +132,13 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 		return err
 	}
 	var c *state.Cluster
-	var p cluster.Provider
+	var p lifecycle.Provider
 	// The checks before a create report what failed themselves (the
 	// preflight's checklist, the provider's refusal), not as retries in
 	// the progress: a failing preflight would show the retries of the
 	// provider's checks that run beside it.
 	outer := ctx
-	err = a.operateWith(ctx, s.Ref, "create", &cfg, func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
+	err = a.operateWith(ctx, s.Ref, "create", &cfg, func(ctx context.Context, r *lifecycle.Runner, prov lifecycle.Provider) (err error) {
 		p = prov
 		// The preflight and the provider's own checks of a new cluster
 		// only read, and neither needs the other's answers: they run at
@@ -175,7 +175,7 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 
 // checkProvider returns a provider of the cluster's type, for the checks
 // that run beside the preflight, whose warnings go to log.
-func (a *App) checkProvider(ref spec.Ref, cfg aws.Config, log io.Writer) (cluster.Provider, error) {
+func (a *App) checkProvider(ref spec.Ref, cfg aws.Config, log io.Writer) (lifecycle.Provider, error) {
 	f := a.Providers[ref.Type]
 	if f == nil {
 		return nil, spec.Usagef("unknown cluster type %q: use one of %s", ref.Type, strings.Join(spec.Types, ", "))
@@ -184,7 +184,7 @@ func (a *App) checkProvider(ref spec.Ref, cfg aws.Config, log io.Writer) (cluste
 	if err != nil {
 		return nil, err
 	}
-	return f(cluster.Env{AWS: cfg, Home: home, Log: log}), nil
+	return f(lifecycle.Env{AWS: cfg, Home: home, Log: log}), nil
 }
 
 // heldOutput keeps what is written to it until release, then passes it
@@ -227,7 +227,7 @@ func (a *App) untilStop(ctx context.Context) (context.Context, context.CancelFun
 	return ctx, cancel
 }
 
-func (a *App) printCreated(p cluster.Provider, c *state.Cluster, output string) error {
+func (a *App) printCreated(p lifecycle.Provider, c *state.Cluster, output string) error {
 	info := describe(p, c)
 	if output == outputJSON {
 		return writeJSON(a.Stdout, info)
@@ -244,7 +244,7 @@ func (a *App) plan(ctx context.Context, s spec.Spec, output string) error {
 	if err != nil {
 		return err
 	}
-	r := &cluster.Runner{}
+	r := &lifecycle.Runner{}
 	// A local store shows which steps a previous run did; a store in S3
 	// is not read, as a dry run makes no AWS call.
 	if raw, err := a.stateURL(); err == nil && !strings.HasPrefix(raw, "s3://") {

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/ekstoken"
 	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 )
 
@@ -43,8 +43,8 @@ and without --yes it refuses (exit 2).`,
 				if err := a.confirmDelete(ref, yes); err != nil {
 					return err
 				}
-				var res cluster.DeleteResult
-				if err := a.operate(cmd.Context(), ref, "delete", func(ctx context.Context, r *cluster.Runner, p cluster.Provider) (err error) {
+				var res lifecycle.DeleteResult
+				if err := a.operate(cmd.Context(), ref, "delete", func(ctx context.Context, r *lifecycle.Runner, p lifecycle.Provider) (err error) {
 					res, err = r.Delete(ctx, p, ref, func(s *spec.Spec) { overrideJump(s, jump, jumpKey) })
 					return err
 				}); err != nil {
@@ -86,8 +86,8 @@ func (a *App) confirmDelete(ref spec.Ref, yes bool) error {
 // forgetKubeconfig removes a deleted cluster's context from the default
 // kubeconfig and its cached tokens; failures only warn.
 func (a *App) forgetKubeconfig(ref spec.Ref) {
-	if err := kubeconfig.Remove(kubeconfig.Path(""), cluster.ContextName(ref)); err != nil {
-		fprintf(a.Stderr, "Warning: could not remove context %s from the kubeconfig: %v\n", cluster.ContextName(ref), err)
+	if err := kubeconfig.Remove(kubeconfig.Path(""), lifecycle.ContextName(ref)); err != nil {
+		fprintf(a.Stderr, "Warning: could not remove context %s from the kubeconfig: %v\n", lifecycle.ContextName(ref), err)
 	}
 	if home, err := a.Home(); err == nil && ref.Type == spec.TypeEKS {
 		_ = ekstoken.Cache{Dir: filepath.Join(home, "cache", "tokens")}.Forget(ref.Name, ref.Region)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/cost"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
@@ -125,7 +125,7 @@ func (a *App) infoCommand() *cobra.Command {
 }
 
 // writeInfo prints a cluster's description for people.
-func writeInfo(w io.Writer, i cluster.Info) {
+func writeInfo(w io.Writer, i lifecycle.Info) {
 	t := newTable(w)
 	fmt.Fprintf(t, "Name:\t%s\nType:\t%s\nRegion:\t%s\nStatus:\t%s\nNodes:\t%d\nCreated:\t%s\n", i.Name, i.Type, i.Region, i.Status, i.Nodes, i.Created.Format(time.RFC3339))
 	if i.Endpoint != "" {
@@ -176,7 +176,7 @@ func writeInfo(w io.Writer, i cluster.Info) {
 }
 
 // describe is a provider's Info of a cluster, with its estimated cost.
-func describe(p cluster.Provider, c *state.Cluster) cluster.Info {
+func describe(p lifecycle.Provider, c *state.Cluster) lifecycle.Info {
 	info := p.Info(c)
 	est := cost.Of(c.Spec.Region, p.Cost(c.Spec), cost.Table)
 	info.Cost = &est

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/cluster"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
@@ -46,8 +46,8 @@ func (a *App) scaleCommand() *cobra.Command {
 					return spec.Usagef("invalid --%s %d: use a number from 1 to %d", flag, n, spec.MaxNodesPerCluster)
 				}
 				var c *state.Cluster
-				var p cluster.Provider
-				if err := a.operate(cmd.Context(), ref, "scale", func(ctx context.Context, r *cluster.Runner, prov cluster.Provider) (err error) {
+				var p lifecycle.Provider
+				if err := a.operate(cmd.Context(), ref, "scale", func(ctx context.Context, r *lifecycle.Runner, prov lifecycle.Provider) (err error) {
 					p = prov
 					c, err = r.Scale(ctx, prov, ref, func(s *spec.Spec) {
 						if typ == spec.TypeEKS {

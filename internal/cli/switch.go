@@ -8,9 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/ekstoken"
 	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 )
 
@@ -47,7 +47,7 @@ at the load balancer's public address.`,
 				if err != nil {
 					return err
 				}
-				var p cluster.Provider
+				var p lifecycle.Provider
 				if static {
 					if p, _, err = a.provider(cmd.Context(), ref); err != nil {
 						return err
@@ -62,7 +62,7 @@ at the load balancer's public address.`,
 				if s, err := filepath.EvalSymlinks(self); err == nil {
 					self = s
 				}
-				entry, err := p.Kubeconfig(cmd.Context(), c, cluster.KubeconfigOptions{KforgePath: self, StaticToken: static})
+				entry, err := p.Kubeconfig(cmd.Context(), c, lifecycle.KubeconfigOptions{KforgePath: self, StaticToken: static})
 				if err != nil {
 					return err
 				}

@@ -18,11 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/kforge/kforge/internal/awsx"
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/iamrole"
 	"github.com/kforge/kforge/internal/leftovers"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/network"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
@@ -60,7 +60,7 @@ type Provider struct {
 }
 
 // New returns the EKS provider. It makes no AWS call.
-func New(env cluster.Env) cluster.Provider {
+func New(env lifecycle.Env) lifecycle.Provider {
 	return &Provider{
 		ec2:  ec2.NewFromConfig(env.AWS),
 		iam:  iam.NewFromConfig(env.AWS),
@@ -76,7 +76,7 @@ func (p *Provider) netSpec(s spec.Spec) network.Spec {
 	return network.Spec{Ref: s.Ref, VPCID: s.VPCID, SubnetIDs: s.SubnetIDs, Zones: 2}
 }
 
-// Graph implements cluster.Provider.
+// Graph implements lifecycle.Provider.
 func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	g := engine.NewGraph()
 	g.Add(network.Steps(&network.Clients{EC2: p.ec2}, p.netSpec(s))...)
@@ -90,7 +90,7 @@ func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	return g, nil
 }
 
-// Teardown implements cluster.Provider: the same graph, run in reverse.
+// Teardown implements lifecycle.Provider: the same graph, run in reverse.
 func (p *Provider) Teardown(s spec.Spec) (*engine.Graph, error) { return p.Graph(s) }
 
 func ec2Service(region string) string {
@@ -100,7 +100,7 @@ func ec2Service(region string) string {
 	return "ec2.amazonaws.com"
 }
 
-// Check implements cluster.Provider: the VPC's DNS settings, the IAM role
+// Check implements lifecycle.Provider: the VPC's DNS settings, the IAM role
 // names, and the EKS cluster name must be free for this cluster.
 func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 	// The checks are independent look-ups: they are made at once.
@@ -137,10 +137,10 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 	return awsx.All(ctx, checks...)
 }
 
-// Info implements cluster.Provider.
-func (p *Provider) Info(c *state.Cluster) cluster.Info {
+// Info implements lifecycle.Provider.
+func (p *Provider) Info(c *state.Cluster) lifecycle.Info {
 	s := c.Spec
-	info := cluster.Info{
+	info := lifecycle.Info{
 		Name: s.Name, Type: s.Type, Region: s.Region, Status: c.Status, Nodes: s.Nodes, Created: c.Created,
 		Error: c.Error, Spec: s, Versions: map[string]string{"kubernetes": s.Version}, Resources: map[string]any{},
 	}
@@ -193,7 +193,7 @@ func NodegroupName(cluster string) string { return cluster + "-workers" }
 // default, which kforge keeps).
 const nodeDiskGiB = 20
 
-// Cost implements cluster.Provider: the EKS control plane, and the node
+// Cost implements lifecycle.Provider: the EKS control plane, and the node
 // group's instances with their root volumes and public IPv4 addresses
 // (kforge's subnets are public).
 func (p *Provider) Cost(s spec.Spec) []cost.Item {
@@ -205,7 +205,7 @@ func (p *Provider) Cost(s spec.Spec) []cost.Item {
 	}
 }
 
-// Review implements cluster.Provider.
+// Review implements lifecycle.Provider.
 func (p *Provider) Review(s spec.Spec) []string {
 	return []string{
 		"Kubernetes " + s.Version + " on EKS, with a managed node group of " + fmt.Sprint(s.Nodes) + " x " + s.NodeSize,

@@ -5,17 +5,17 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/ekstoken"
 	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/state"
 )
 
-// Kubeconfig implements cluster.Provider: the EKS endpoint and CA from
+// Kubeconfig implements lifecycle.Provider: the EKS endpoint and CA from
 // state, and a user that runs `kforge token` as an exec credential plugin,
 // so the kubeconfig never goes stale; or, with StaticToken, a token valid
 // for 15 minutes.
-func (p *Provider) Kubeconfig(ctx context.Context, c *state.Cluster, o cluster.KubeconfigOptions) (kubeconfig.Entry, error) {
+func (p *Provider) Kubeconfig(ctx context.Context, c *state.Cluster, o lifecycle.KubeconfigOptions) (kubeconfig.Entry, error) {
 	var cl ClusterOut
 	if !decode(c, StepCluster, &cl) || cl.Endpoint == "" {
 		return kubeconfig.Entry{}, fmt.Errorf("%s has no EKS endpoint yet (status %s): finish its create with `kforge create %s`", c.Ref(), c.Status, c.Ref().Args())
@@ -24,7 +24,7 @@ func (p *Provider) Kubeconfig(ctx context.Context, c *state.Cluster, o cluster.K
 	if err != nil {
 		return kubeconfig.Entry{}, err
 	}
-	e := kubeconfig.Entry{Context: cluster.ContextName(c.Ref()), Cluster: kc}
+	e := kubeconfig.Entry{Context: lifecycle.ContextName(c.Ref()), Cluster: kc}
 	if o.StaticToken {
 		tok, err := ekstoken.Generate(ctx, p.cfg, c.Spec.Name, time.Now())
 		if err != nil {

@@ -23,11 +23,11 @@ import (
 	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/bootstrap"
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/iamrole"
 	"github.com/kforge/kforge/internal/leftovers"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/network"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
@@ -93,7 +93,7 @@ type Provider struct {
 }
 
 // New returns the ha-aws provider. It makes no AWS call.
-func New(env cluster.Env) cluster.Provider {
+func New(env lifecycle.Env) lifecycle.Provider {
 	c := ec2.NewFromConfig(env.AWS)
 	return &Provider{
 		ec2:      c,
@@ -161,7 +161,7 @@ func (p *Provider) infra(s spec.Spec) []*engine.Step {
 	return steps
 }
 
-// Graph implements cluster.Provider. A Kubernetes version the bootstrap
+// Graph implements lifecycle.Provider. A Kubernetes version the bootstrap
 // cannot install is refused here, before anything is made.
 func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	resolve := bootstrap.K3sVersion
@@ -201,7 +201,7 @@ func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	return g, nil
 }
 
-// Teardown implements cluster.Provider: the infrastructure in reverse,
+// Teardown implements lifecycle.Provider: the infrastructure in reverse,
 // after one step that terminates every VM of the cluster, found by tags,
 // and waits for them to be gone (security groups and subnets cannot go
 // while instances use them).
@@ -217,7 +217,7 @@ func (p *Provider) Teardown(s spec.Spec) (*engine.Graph, error) {
 	return g, nil
 }
 
-// Check implements cluster.Provider: an existing VPC's DNS settings, the
+// Check implements lifecycle.Provider: an existing VPC's DNS settings, the
 // cluster name, the IAM names and the key pair name must be free for this
 // cluster. The checks are independent look-ups, made at once.
 func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
@@ -246,10 +246,10 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 	return awsx.All(ctx, checks...)
 }
 
-// Info implements cluster.Provider.
-func (p *Provider) Info(c *state.Cluster) cluster.Info {
+// Info implements lifecycle.Provider.
+func (p *Provider) Info(c *state.Cluster) lifecycle.Info {
 	s := c.Spec
-	info := cluster.Info{
+	info := lifecycle.Info{
 		Name: s.Name, Type: s.Type, Region: s.Region, Status: c.Status, Nodes: s.Workers, Created: c.Created,
 		Error: c.Error, Spec: s, Resources: map[string]any{},
 		Versions: map[string]string{"kubernetes": s.K8sVersion, "bootstrap": s.Bootstrap},
@@ -295,7 +295,7 @@ func (p *Provider) Info(c *state.Cluster) cluster.Info {
 		if jsonUnmarshal(rec.Out, &vm) != nil {
 			continue
 		}
-		info.Instances = append(info.Instances, cluster.Instance{ID: vm.ID, Role: vm.Role, Name: vm.Name, Zone: vm.Zone, PrivateIP: vm.PrivateIP, PublicIP: vm.PublicIP})
+		info.Instances = append(info.Instances, lifecycle.Instance{ID: vm.ID, Role: vm.Role, Name: vm.Name, Zone: vm.Zone, PrivateIP: vm.PrivateIP, PublicIP: vm.PublicIP})
 		ids = append(ids, vm.ID)
 		if vm.Role == RoleLB && vm.PublicIP != "" {
 			info.Endpoint = "https://" + vm.PublicIP + ":6443"
@@ -342,7 +342,7 @@ var _ = aws.String
 // roleNames are the roles as the cost table names them.
 var roleNames = map[string]string{RoleEtcd: "etcd", RoleLB: "load balancer", RoleCP: "control planes", RoleWP: "workers"}
 
-// Cost implements cluster.Provider: every VM, its encrypted gp3 root
+// Cost implements lifecycle.Provider: every VM, its encrypted gp3 root
 // volume and its public IPv4 address.
 func (p *Provider) Cost(s spec.Spec) []cost.Item {
 	var items []cost.Item
@@ -358,7 +358,7 @@ func (p *Provider) Cost(s spec.Spec) []cost.Item {
 	return cost.Merge(items)
 }
 
-// Review implements cluster.Provider.
+// Review implements lifecycle.Provider.
 func (p *Provider) Review(s spec.Spec) []string {
 	var out []string
 	if s.Bootstrap == spec.BootstrapKubeadm {

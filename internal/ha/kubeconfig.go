@@ -4,15 +4,15 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kforge/kforge/internal/cluster"
 	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/state"
 )
 
-// Kubeconfig implements cluster.Provider: the admin kubeconfig read from
+// Kubeconfig implements lifecycle.Provider: the admin kubeconfig read from
 // the first control plane, with its server at the load balancer's public
 // address.
-func (p *Provider) Kubeconfig(_ context.Context, c *state.Cluster, _ cluster.KubeconfigOptions) (kubeconfig.Entry, error) {
+func (p *Provider) Kubeconfig(_ context.Context, c *state.Cluster, _ lifecycle.KubeconfigOptions) (kubeconfig.Entry, error) {
 	admin, ok := c.Secrets[secretAdmin]
 	var lb VMOut
 	if !ok || !decode(c, VMStepID(RoleLB, 0), &lb) || lb.PublicIP == "" {
@@ -22,5 +22,5 @@ func (p *Provider) Kubeconfig(_ context.Context, c *state.Cluster, _ cluster.Kub
 	if err != nil {
 		return kubeconfig.Entry{}, err
 	}
-	return kubeconfig.Entry{Context: cluster.ContextName(c.Ref()), Cluster: kc, User: user}, nil
+	return kubeconfig.Entry{Context: lifecycle.ContextName(c.Ref()), Cluster: kc, User: user}, nil
 }

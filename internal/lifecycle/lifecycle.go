@@ -1,8 +1,8 @@
-// Package cluster runs the lifecycle operations (create, scale, delete) that
-// both cluster types share: it takes the cluster's lock, loads or starts its
+// Package lifecycle runs the lifecycle operations (create, scale, delete,
+// diff) that both cluster types share: it takes the cluster's lock, loads or starts its
 // state, asks the type's Provider for the graph of steps, and lets the
 // engine reconcile it. Provider packages (eks, ha) supply the steps.
-package cluster
+package lifecycle
 
 import (
 	"context"
