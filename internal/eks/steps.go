@@ -173,7 +173,7 @@ func (p *Provider) nodegroupStep(s spec.Spec) *engine.Step {
 	nodes := int32(s.Nodes)
 	return &engine.Step{
 		ID:     StepNodegroup,
-		Needs:  []string{StepCluster, StepWPRole},
+		Needs:  []string{StepCluster, StepWPRole, network.StepID},
 		Title:  nodegroupTitle(s),
 		Inputs: struct{ Nodes int }{s.Nodes},
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {

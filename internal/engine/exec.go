@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,6 +25,9 @@ const (
 	EventDone
 	EventSkipped
 	EventFailed
+	// EventDrift: a resource differs from what is wanted, or is gone;
+	// Msg says how, before the engine repairs it.
+	EventDrift
 )
 
 // Event is a step's progress, for whatever renders it.
@@ -58,6 +62,9 @@ type Options struct {
 	// StepContext, if set, derives each step's context (to label the AWS
 	// calls a step makes in a trace, say).
 	StepContext func(ctx context.Context, step string) context.Context
+	// Context is the run context steps read with Run.Context: what one run
+	// of a provider shares (connections, caches of batched look-ups).
+	Context any
 }
 
 // StepError is the failure of one step.
@@ -109,37 +116,241 @@ var ErrInterrupted = errors.New("interrupted")
 // Is makes errors.Is(err, ErrInterrupted) true for a stopped execution.
 func (e *Error) Is(target error) bool { return target == ErrInterrupted && e.Interrupted }
 
-// Apply ensures every step of g that the journal does not hold yet.
+// Apply reconciles every step of g: each resource is observed and
+// created, repaired or kept; each action runs unless it ran with the same
+// inputs and needs. Outputs are journaled the moment a step completes.
 func Apply(ctx context.Context, g *Graph, j *Journal, o Options) error {
+	_, err := reconcile(ctx, g, j, o, false)
+	return err
+}
+
+// Change is what a reconcile would do to one step, as Diff reports it.
+type Change struct {
+	Step  string `json:"step"`
+	Title string `json:"title"`
+	// Kind is one of the Change* constants.
+	Kind string `json:"kind"`
+	// Detail says what was found ("i-0abc was terminated outside kforge").
+	Detail string `json:"detail,omitempty"`
+}
+
+// Kinds of Change.
+const (
+	// ChangeCreate: the resource was never made (or the action never ran).
+	ChangeCreate = "create"
+	// ChangeRecreate: the state records the resource, but it is gone.
+	ChangeRecreate = "recreate"
+	// ChangeUpdate: the resource differs from what is wanted; a reconcile
+	// puts it back.
+	ChangeUpdate = "update"
+	// ChangeUnsafe: the resource differs in a way kforge does not repair
+	// (a reconcile stops there with what to do).
+	ChangeUnsafe = "unsafe"
+	// ChangeRerun: an action runs again (its inputs or what it depends
+	// on changed, a replaced VM say).
+	ChangeRerun = "rerun"
+	// ChangePending: the step depends on a change above and is looked at
+	// once that is made.
+	ChangePending = "pending"
+)
+
+// Diff observes every resource of g without changing anything, and
+// reports what a reconcile would do: what is missing, what drifted, which
+// actions would run again. An empty report means in sync.
+func Diff(ctx context.Context, g *Graph, j *Journal, o Options) ([]Change, error) {
+	return reconcile(ctx, g, j, o, true)
+}
+
+func reconcile(ctx context.Context, g *Graph, j *Journal, o Options, dry bool) ([]Change, error) {
 	order, err := g.Order()
+	if err != nil {
+		return nil, err
+	}
+	deps := map[string][]string{}
+	pos := map[string]int{}
+	for i, s := range order {
+		deps[s.ID] = s.Needs
+		pos[s.ID] = i
+	}
+	x := newExec(j, o)
+	if dry {
+		x.obs = map[string]json.RawMessage{}
+	}
+	var mu sync.Mutex
+	var changes []Change
+	blocked := map[string]string{} // dry: steps whose output is not known, and why
+	note := func(s *Step, kind, detail string, block bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		changes = append(changes, Change{Step: s.ID, Title: s.Title, Kind: kind, Detail: detail})
+		if block {
+			blocked[s.ID] = detail
+		}
+	}
+	err = x.run(ctx, order, deps, dry, func(ctx context.Context, s *Step, r *Run, started func()) (bool, error) {
+		if dry {
+			mu.Lock()
+			var after []string
+			for _, n := range s.Needs {
+				if _, ok := blocked[n]; ok {
+					after = append(after, n)
+				}
+			}
+			mu.Unlock()
+			if len(after) > 0 {
+				note(s, ChangePending, "after "+strings.Join(after, ", "), true)
+				return false, nil
+			}
+		}
+		fp, err := x.fingerprint(s, r)
+		if err != nil {
+			return true, err
+		}
+		rec, had := j.record(s.ID)
+		if s.Find == nil {
+			if had && (rec.Inputs == fp || rec.Inputs == legacyFingerprint(s)) {
+				if !dry && rec.Inputs != fp {
+					// A state from before dependency fingerprints: adopt.
+					return false, j.put(ctx, s.ID, rec.Out, fp)
+				}
+				return false, nil
+			}
+			if dry {
+				if had {
+					x.observe(s.ID, rec.Out)
+					note(s, ChangeRerun, "its inputs or a step it needs changed", false)
+				} else {
+					note(s, ChangeCreate, "", true)
+				}
+				return false, nil
+			}
+			started()
+			return true, x.ensure(ctx, s, r, fp, s.Ensure)
+		}
+		obs, err := s.Find(ctx, r)
+		if err != nil {
+			return true, err
+		}
+		switch {
+		case obs.Found && obs.Drift == "":
+			if dry {
+				x.observe(s.ID, obs.Out)
+				return false, nil
+			}
+			if !had || !jsonEqual(rec.Out, obs.Out) || rec.Inputs != fp {
+				return false, j.put(ctx, s.ID, obs.Out, fp)
+			}
+			return false, nil
+		case obs.Found:
+			if dry {
+				// After the repair the output is what was wanted, which the
+				// journal holds; steps after it are judged against that.
+				if had {
+					x.observe(s.ID, rec.Out)
+				} else {
+					x.observe(s.ID, obs.Out)
+				}
+				kind := ChangeUpdate
+				if s.Update == nil {
+					kind = ChangeUnsafe
+				}
+				note(s, kind, obs.Drift, false)
+				return false, nil
+			}
+			if s.Update == nil {
+				return true, &DriftError{Step: s.ID, Drift: obs.Drift}
+			}
+			x.emit(Event{Kind: EventDrift, Step: s.ID, Title: s.Title, Msg: obs.Drift + ": repairing it"})
+			started()
+			found := obs.Out
+			return true, x.ensure(ctx, s, r, fp, func(ctx context.Context, r *Run) (any, error) { return s.Update(ctx, r, found) })
+		default:
+			detail := obs.Drift
+			if detail == "" && had {
+				detail = "recorded in the state, but not found"
+			}
+			if dry {
+				kind := ChangeCreate
+				if had {
+					kind = ChangeRecreate
+				}
+				if s.Ensure == nil {
+					kind = ChangeUnsafe
+				}
+				note(s, kind, detail, true)
+				return false, nil
+			}
+			if s.Ensure == nil {
+				if detail == "" {
+					detail = "not found"
+				}
+				return true, &DriftError{Step: s.ID, Drift: detail}
+			}
+			if had {
+				x.emit(Event{Kind: EventDrift, Step: s.ID, Title: s.Title, Msg: detail + ": making it again"})
+			}
+			started()
+			return true, x.ensure(ctx, s, r, fp, s.Ensure)
+		}
+	})
+	sort.SliceStable(changes, func(a, b int) bool { return pos[changes[a].Step] < pos[changes[b].Step] })
+	return changes, err
+}
+
+// ensure runs a step's create (or update, or action) and journals what
+// it returns.
+func (x *exec) ensure(ctx context.Context, s *Step, r *Run, fp string, do func(context.Context, *Run) (any, error)) error {
+	out, err := do(ctx, r)
 	if err != nil {
 		return err
 	}
-	deps := map[string][]string{}
-	for _, s := range order {
-		deps[s.ID] = s.Needs
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return fmt.Errorf("encode outputs: %w", err)
 	}
-	x := newExec(j, o)
-	return x.run(ctx, order, deps, false, func(ctx context.Context, s *Step, r *Run, started func()) (bool, error) {
-		fp, err := fingerprint(s.Inputs)
-		if err != nil {
-			return true, err
-		}
-		if j.doneWith(s.ID, fp) {
-			return false, nil
-		}
-		started()
-		out, err := s.Ensure(ctx, r)
-		if err != nil {
-			return true, err
-		}
-		raw, err := json.Marshal(out)
-		if err != nil {
-			return true, fmt.Errorf("encode outputs: %w", err)
-		}
-		return true, j.record(ctx, s.ID, raw, fp)
-	})
+	return x.j.put(ctx, s.ID, raw, fp)
 }
+
+// fingerprint hashes a step's inputs and the outputs of the steps it
+// needs, as this run sees them: an action runs again when it changes.
+func (x *exec) fingerprint(s *Step, r *Run) (string, error) {
+	h := sha256.New()
+	if s.Inputs != nil {
+		b, err := json.Marshal(s.Inputs)
+		if err != nil {
+			return "", fmt.Errorf("encode inputs: %w", err)
+		}
+		h.Write(b)
+	}
+	needs := append([]string(nil), s.Needs...)
+	sort.Strings(needs)
+	for _, n := range needs {
+		raw, _ := r.output(n)
+		fmt.Fprintf(h, "\x00%s\x00%s", n, compactJSON(raw))
+	}
+	return "v2:" + hex.EncodeToString(h.Sum(nil))[:24], nil
+}
+
+// legacyFingerprint is the fingerprint states written before dependency
+// fingerprints hold: the inputs alone.
+func legacyFingerprint(s *Step) string {
+	fp, err := fingerprint(s.Inputs)
+	if err != nil {
+		return "\x00"
+	}
+	return fp
+}
+
+// compactJSON removes insignificant space, so that equal outputs hash alike.
+func compactJSON(raw json.RawMessage) []byte {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+func jsonEqual(a, b json.RawMessage) bool { return bytes.Equal(compactJSON(a), compactJSON(b)) }
 
 // fingerprint hashes a step's inputs; no inputs give "".
 func fingerprint(inputs any) (string, error) {
@@ -213,6 +424,26 @@ type exec struct {
 	o    Options
 	emu  sync.Mutex
 	emit func(Event)
+
+	// obs, in a diff, holds the outputs observed this run (nothing is
+	// journaled).
+	omu sync.Mutex
+	obs map[string]json.RawMessage
+}
+
+// observe keeps an output observed by a diff for the steps after it.
+func (x *exec) observe(id string, raw json.RawMessage) {
+	x.omu.Lock()
+	defer x.omu.Unlock()
+	x.obs[id] = raw
+}
+
+// observed returns an output observed by a diff.
+func (x *exec) observed(id string) (json.RawMessage, bool) {
+	x.omu.Lock()
+	defer x.omu.Unlock()
+	raw, ok := x.obs[id]
+	return raw, ok
 }
 
 func newExec(j *Journal, o Options) *exec {
@@ -271,7 +502,7 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 	start := func(id string) {
 		s := byID[id]
 		sctx, cancel := context.WithCancel(ctx)
-		r := &Run{step: s, j: x.j, emit: x.emit, started: time.Now(), cancel: cancel}
+		r := &Run{step: s, j: x.j, x: x, emit: x.emit, started: time.Now(), cancel: cancel}
 		runs[id] = r
 		running++
 		if x.o.StepContext != nil {

@@ -19,13 +19,21 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 )
 
-// Step is one unit of reconciliation.
+// Step is one unit of reconciliation, as the executor runs it. Providers
+// make steps with Add (a Resource) or AddAction (an Action); a Step made
+// directly is an action.
+//
+// A step with Find is a resource: every run observes it, then creates it
+// (missing), updates it (drifted) or keeps it. A step without Find is an
+// action: it runs when it has not, and again when its Inputs or the
+// output of a step it needs changed since it last ran.
 type Step struct {
 	// ID is stable across runs and says what the step is.
 	ID string
@@ -34,16 +42,24 @@ type Step struct {
 	// Title says, for the plan and progress, what the step makes.
 	Title string
 	// Inputs, if set, are the wanted settings of the resource (a size, a
-	// member list). They are fingerprinted into the journal; when they
-	// change, Apply runs Ensure again on the done step, which must then
-	// bring the resource to the new settings.
+	// member list). They are fingerprinted into the journal with the
+	// outputs of the steps the step needs.
 	Inputs any
-	// Ensure makes the step's resource exist and be usable, and returns its
-	// outputs (JSON-encodable), which later steps read with Out.
+	// Ensure creates the resource (or does the action) and returns its
+	// outputs (JSON-encodable), which later steps read.
 	Ensure func(ctx context.Context, r *Run) (any, error)
+	// Find observes a resource on every run (nil for an action).
+	Find func(ctx context.Context, r *Run) (RawObservation, error)
+	// Update repairs a resource's drift; nil when it cannot be repaired
+	// safely.
+	Update func(ctx context.Context, r *Run, found json.RawMessage) (any, error)
 	// Delete removes the resource; r.Prev holds the journaled outputs, if
 	// any. Nil means there is nothing to delete.
 	Delete func(ctx context.Context, r *Run) error
+
+	// reads are needs dropped from Needs by Without (a scale's removal),
+	// whose outputs the step may still read.
+	reads []string
 }
 
 // Graph is a set of steps and their dependencies.
@@ -140,6 +156,8 @@ func (g *Graph) Without(other *Graph) *Graph {
 		for _, n := range s.Needs {
 			if other.byID[n] == nil {
 				c.Needs = append(c.Needs, n)
+			} else {
+				c.reads = append(c.reads, n)
 			}
 		}
 		r.Add(&c)

@@ -51,22 +51,22 @@ func (j *Journal) Done(id string) (json.RawMessage, bool) {
 
 // Record journals a completed step and saves the state.
 func (j *Journal) Record(ctx context.Context, id string, out json.RawMessage) error {
-	return j.record(ctx, id, out, "")
+	return j.put(ctx, id, out, "")
 }
 
-func (j *Journal) record(ctx context.Context, id string, out json.RawMessage, fp string) error {
-	return j.Update(ctx, func(c *state.Cluster) {
-		c.Steps[id] = state.StepRecord{Out: out, Inputs: fp, Done: j.now().UTC()}
-	})
-}
-
-// doneWith reports whether a step is journaled with the given inputs
-// fingerprint.
-func (j *Journal) doneWith(id, fp string) bool {
+// record returns a step's journal record.
+func (j *Journal) record(id string) (state.StepRecord, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	r, ok := j.c.Steps[id]
-	return ok && r.Inputs == fp
+	return r, ok
+}
+
+// put journals a step's outputs with its fingerprint and saves.
+func (j *Journal) put(ctx context.Context, id string, out json.RawMessage, fp string) error {
+	return j.Update(ctx, func(c *state.Cluster) {
+		c.Steps[id] = state.StepRecord{Out: out, Inputs: fp, Done: j.now().UTC()}
+	})
 }
 
 // Forget removes a step from the journal, counts a new generation of it

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -16,6 +17,7 @@ import (
 type Run struct {
 	step    *Step
 	j       *Journal
+	x       *exec
 	emit    func(Event)
 	started time.Time
 
@@ -39,6 +41,34 @@ func (r *Run) interrupt() {
 
 // StepID returns the ID of the running step.
 func (r *Run) StepID() string { return r.step.ID }
+
+// Context returns the run context the executor was given (Options.Context):
+// what one run of a provider shares between its steps (SSH connections,
+// caches of batched look-ups). Providers read it with a type assertion.
+func (r *Run) Context() any {
+	if r.x == nil {
+		return nil
+	}
+	return r.x.o.Context
+}
+
+// needs reports whether the running step declared id among its needs:
+// a step reads only the outputs it declared (it is ordered after them).
+// A step's own record (Delete reads what Ensure made) is always readable.
+func (r *Run) needs(id string) bool {
+	return id == r.step.ID || slices.Contains(r.step.Needs, id) || slices.Contains(r.step.reads, id)
+}
+
+// output is a step's output as this run sees it: what a diff observed, else
+// what the journal holds.
+func (r *Run) output(id string) (json.RawMessage, bool) {
+	if r.x != nil {
+		if raw, ok := r.x.observed(id); ok {
+			return raw, true
+		}
+	}
+	return r.j.Done(id)
+}
 
 // Prev returns this step's journaled outputs, if any: on Delete, what
 // Ensure recorded.
@@ -78,7 +108,10 @@ func (r *Run) Waiting(format string, a ...any) {
 // step needs) into a T.
 func Out[T any](r *Run, id string) (T, error) {
 	var v T
-	raw, ok := r.j.Done(id)
+	if !r.needs(id) {
+		return v, fmt.Errorf("engine: step %s reads the output of %s, which it does not need", r.step.ID, id)
+	}
+	raw, ok := r.output(id)
 	if !ok {
 		return v, fmt.Errorf("engine: step %s reads outputs of %s, which is not done", r.step.ID, id)
 	}
@@ -94,7 +127,10 @@ func Out[T any](r *Run, id string) (T, error) {
 // Lookup is Out for a step that may not be done or present: ok is false
 // when it has no journaled outputs.
 func Lookup[T any](r *Run, id string) (v T, ok bool) {
-	raw, done := r.j.Done(id)
+	if !r.needs(id) {
+		return v, false
+	}
+	raw, done := r.output(id)
 	if !done || len(raw) == 0 {
 		return v, false
 	}

@@ -187,7 +187,7 @@ func (p *Provider) artifactsStep(s spec.Spec) *engine.Step {
 func (p *Provider) uploadStep(s spec.Spec, role string, i int) *engine.Step {
 	return &engine.Step{
 		ID:    UploadStepID(role, i),
-		Needs: []string{ReadyStepID(role, i), StepArtifacts},
+		Needs: []string{ReadyStepID(role, i), StepArtifacts, StepImages, VMStepID(role, i)},
 		Title: fmt.Sprintf("upload the artifacts %s installs over SSH", vmName(s.Name, role, i)),
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
 			out, err := engine.Out[artifactsOut](r, StepArtifacts)
@@ -318,7 +318,7 @@ func artifactNeeds(s spec.Spec, role string, i int) []string {
 	if !offline(s) {
 		return nil
 	}
-	needs := []string{StepArtifacts}
+	needs := []string{StepArtifacts, StepImages}
 	if source(s).Dir != "" {
 		needs = append(needs, UploadStepID(role, i))
 	}

@@ -73,6 +73,12 @@ func (p *Provider) etcdClient(r *engine.Run, s spec.Spec) (bootstrap.EtcdClient,
 // script is a step that renders one script and runs it on one VM.
 func (p *Provider) script(s spec.Spec, id, title, role string, i int, needs []string, inputs any,
 	render func(ctx context.Context, r *engine.Run) (string, error)) *engine.Step {
+	// The script reads the VM it runs on, and what every recipe of the
+	// cluster shares: the etcd members, the load balancer, the secrets.
+	needs = append(append([]string(nil), needs...), VMStepID(role, i), VMStepID(RoleLB, 0), StepSecrets)
+	for m := 0; m < s.Etcd; m++ {
+		needs = append(needs, VMStepID(RoleEtcd, m))
+	}
 	return &engine.Step{
 		ID: id, Needs: needs, Title: title, Inputs: inputs,
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
@@ -157,7 +163,7 @@ func (p *Provider) bootstrapSteps(s spec.Spec) []*engine.Step {
 		}))
 
 	// HAProxy in front of every control plane.
-	haNeeds := []string{ReadyStepID(RoleLB, 0), RulesStepID(RoleLB)}
+	haNeeds := []string{ReadyStepID(RoleLB, 0), RulesStepID(RoleLB), VMStepID(RoleLB, 0)}
 	for i := 0; i < s.ControlPlanes; i++ {
 		haNeeds = append(haNeeds, VMStepID(RoleCP, i))
 	}
@@ -185,7 +191,7 @@ func (p *Provider) bootstrapSteps(s spec.Spec) []*engine.Step {
 		first = StepKubeadmInit
 	}
 	steps = append(steps, &engine.Step{
-		ID: StepKubeconfig, Needs: []string{first}, Title: "read the admin kubeconfig from the first control plane (kept in state)",
+		ID: StepKubeconfig, Needs: []string{first, VMStepID(RoleCP, 0), StepSecrets}, Title: "read the admin kubeconfig from the first control plane (kept in state)",
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
 			vm, err := vmOut(r, RoleCP, 0)
 			if err != nil {
@@ -310,6 +316,7 @@ func (p *Provider) k3sSteps(s spec.Spec, steps []*engine.Step) ([]*engine.Step, 
 					Offline: off, SystemDefaultRegistry: s.ImageRepository})
 			})
 		st.Delete = p.drain(s, RoleWP, i)
+		st.Needs = append(st.Needs, VMStepID(RoleCP, 0)) // drain reads it
 		steps = append(steps, st)
 		joins = append(joins, st.ID)
 	}
@@ -438,6 +445,7 @@ func (p *Provider) kubeadmSteps(s spec.Spec, steps []*engine.Step) ([]*engine.St
 			})
 		if role == RoleWP {
 			st.Delete = p.drain(s, role, i)
+			st.Needs = append(st.Needs, VMStepID(RoleCP, 0)) // drain reads it
 		}
 		return st
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/leftovers"
+	"github.com/kforge/kforge/internal/network"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/test/testutil/faultproxy"
 	"github.com/kforge/kforge/test/testutil/moto"
@@ -48,7 +49,9 @@ func TestLookUpsAreMadeAtOnce(t *testing.T) {
 			clients := &leftovers.Clients{EC2: ec2.NewFromConfig(cfg), ELBv2: elasticloadbalancingv2.NewFromConfig(cfg),
 				ELB: elasticloadbalancing.NewFromConfig(cfg), InUseTimeout: time.Second}
 			g := engine.NewGraph()
-			g.Add(leftovers.Step(clients, ref, nil))
+			// As the providers build it: after the network, whose output
+			// names the VPC (journaled by newCluster).
+			g.Add(&engine.Step{ID: network.StepID}, leftovers.Step(clients, ref, []string{network.StepID}))
 			var ended engine.EventKind
 			err = engine.Destroy(context.Background(), g, c.j, engine.Options{Events: func(ev engine.Event) {
 				if ev.Step == leftovers.StepID && (ev.Kind == engine.EventDone || ev.Kind == engine.EventSkipped || ev.Kind == engine.EventFailed) {
