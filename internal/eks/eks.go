@@ -213,3 +213,19 @@ func (p *Provider) Review(s spec.Spec) []string {
 		"Cluster admin: the IAM identity that runs the create (EKS access entry for the cluster creator); others need access entries",
 	}
 }
+
+// session is what one operation's steps share.
+type session struct {
+	net *network.Lookups
+}
+
+// NetworkLookups implements network.LookupsHolder.
+func (s *session) NetworkLookups() *network.Lookups { return s.net }
+
+// Close implements lifecycle.Session.
+func (s *session) Close() error { return nil }
+
+// Session implements lifecycle.Provider.
+func (p *Provider) Session() lifecycle.Session {
+	return &session{net: network.NewLookups(p.ec2)}
+}

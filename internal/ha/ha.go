@@ -384,3 +384,20 @@ func (p *Provider) Review(s spec.Spec) []string {
 	out = append(out, "The API (port 6443 of the load balancer) is open to the internet; the admin kubeconfig (kforge switch) holds a client certificate of system:masters")
 	return out
 }
+
+// session is what one operation's steps share.
+type session struct {
+	p   *Provider
+	net *network.Lookups
+}
+
+// NetworkLookups implements network.LookupsHolder.
+func (s *session) NetworkLookups() *network.Lookups { return s.net }
+
+// Close implements lifecycle.Session: the SSH connections of the run.
+func (s *session) Close() error { return s.p.Close() }
+
+// Session implements lifecycle.Provider.
+func (p *Provider) Session() lifecycle.Session {
+	return &session{p: p, net: network.NewLookups(p.ec2)}
+}

@@ -45,6 +45,7 @@ func (p *checkProvider) Check(ctx context.Context, _ spec.Spec) error {
 }
 func (*checkProvider) Info(*state.Cluster) Info   { return Info{} }
 func (*checkProvider) Review(spec.Spec) []string  { return nil }
+func (*checkProvider) Session() Session           { return NoSession{} }
 func (*checkProvider) Cost(spec.Spec) []cost.Item { return nil }
 func (*checkProvider) Kubeconfig(context.Context, *state.Cluster, KubeconfigOptions) (kubeconfig.Entry, error) {
 	return kubeconfig.Entry{}, nil

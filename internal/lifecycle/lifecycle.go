@@ -39,6 +39,11 @@ type Provider interface {
 	Info(c *state.Cluster) Info
 	// Cost lists what a cluster of spec s runs and pays for, to price it.
 	Cost(s spec.Spec) []cost.Item
+	// Session returns what one operation's steps share (SSH connections,
+	// the caches of batched look-ups): the engine hands it to every step
+	// (engine.Run.Context) and the runner closes it when the operation
+	// ends. It makes no AWS call.
+	Session() Session
 	// Review lists, for the plan, what a reviewer of a cluster of spec s
 	// needs to know: versions, who can reach it, who is its admin. A
 	// line that starts with "Warning:" is a warning.
@@ -46,6 +51,17 @@ type Provider interface {
 	// Kubeconfig returns the kubeconfig entry that reaches the cluster.
 	Kubeconfig(ctx context.Context, c *state.Cluster, o KubeconfigOptions) (kubeconfig.Entry, error)
 }
+
+// Session is what one operation's steps share; see Provider.Session.
+type Session interface {
+	Close() error
+}
+
+// NoSession is a Session that holds nothing.
+type NoSession struct{}
+
+// Close does nothing.
+func (NoSession) Close() error { return nil }
 
 // KubeconfigOptions tune the kubeconfig entry of a cluster.
 type KubeconfigOptions struct {
@@ -116,8 +132,14 @@ func (r *Runner) now() time.Time {
 	return time.Now()
 }
 
-func (r *Runner) options(events func(engine.Event)) engine.Options {
-	return engine.Options{Parallel: r.Parallel, Events: events, Stop: r.Stop, StepContext: r.StepContext}
+func (r *Runner) options(events func(engine.Event), sess Session) engine.Options {
+	return engine.Options{Parallel: r.Parallel, Events: events, Stop: r.Stop, StepContext: r.StepContext, Context: sess}
+}
+
+// session opens a provider's session for one operation; done closes it.
+func session(p Provider) (Session, func()) {
+	sess := p.Session()
+	return sess, func() { _ = sess.Close() }
 }
 
 // ErrLockLost is the cause of an operation stopped because its lock was
@@ -303,7 +325,9 @@ func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec, ahead *Che
 	if err := j.Update(ctx, func(c *state.Cluster) { c.Status, c.Error = state.StatusCreating, "" }); err != nil {
 		return nil, err
 	}
-	runErr := engine.Apply(ctx, g, j, r.options(r.Events))
+	sess, done := session(p)
+	defer done()
+	runErr := engine.Apply(ctx, g, j, r.options(r.Events, sess))
 	if err := lockLost(ctx); err != nil {
 		return j.Cluster(), err
 	}
@@ -369,7 +393,9 @@ func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change fun
 	}); err != nil {
 		return nil, err
 	}
-	runErr := engine.Reconcile(ctx, engine.Union(oldGraphs...), newGraph, j, r.options(r.Events))
+	sess, done := session(p)
+	defer done()
+	runErr := engine.Reconcile(ctx, engine.Union(oldGraphs...), newGraph, j, r.options(r.Events, sess))
 	if err := lockLost(ctx); err != nil {
 		return j.Cluster(), err
 	}
@@ -432,7 +458,9 @@ func (r *Runner) Delete(ctx context.Context, p Provider, ref spec.Ref, override 
 			r.Events(e)
 		}
 	}
-	if err := engine.Destroy(ctx, g, j, r.options(count)); err != nil {
+	sess, done := session(p)
+	defer done()
+	if err := engine.Destroy(ctx, g, j, r.options(count, sess)); err != nil {
 		if lost := lockLost(ctx); lost != nil {
 			return res, lost
 		}

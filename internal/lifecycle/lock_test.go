@@ -45,6 +45,7 @@ func (p graphProvider) Teardown(spec.Spec) (*engine.Graph, error) { return p.g, 
 func (graphProvider) Check(context.Context, spec.Spec) error      { return nil }
 func (graphProvider) Info(*state.Cluster) Info                    { return Info{} }
 func (graphProvider) Review(spec.Spec) []string                   { return nil }
+func (graphProvider) Session() Session                            { return NoSession{} }
 func (graphProvider) Cost(spec.Spec) []cost.Item                  { return nil }
 func (graphProvider) Kubeconfig(context.Context, *state.Cluster, KubeconfigOptions) (kubeconfig.Entry, error) {
 	return kubeconfig.Entry{}, nil

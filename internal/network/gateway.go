@@ -105,7 +105,7 @@ func attachedTo(g types.InternetGateway, vpcID string) bool {
 }
 
 func (b *builder) ensureIGW(ctx context.Context, r *engine.Run) (any, error) {
-	vpc, err := engine.Out[vpcOut](r, StepVPC)
+	vpc, err := engine.Out[VPC](r, StepVPC)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +258,7 @@ func (b *builder) ownRTBs(ctx context.Context, prevID, vpcID string) ([]types.Ro
 }
 
 func (b *builder) ensureRTB(ctx context.Context, r *engine.Run, subnetSteps []string) (any, error) {
-	vpc, err := engine.Out[vpcOut](r, StepVPC)
+	vpc, err := engine.Out[VPC](r, StepVPC)
 	if err != nil {
 		return nil, err
 	}

@@ -259,6 +259,24 @@ func Summary(s Spec) string {
 	}
 }
 
+// Refs are the handles on the network's outputs that the providers'
+// steps read (and, by listing them in their Needs, wait for).
+type Refs struct {
+	// VPC is done as soon as the VPC exists: a security group needs only
+	// it, not the rest of the network.
+	VPC engine.Ref[VPC]
+	// Network is the whole network, its subnets routed.
+	Network engine.Ref[Network]
+}
+
+// Add adds the network's steps to g and returns the handles on its
+// outputs. It makes no AWS call. An invalid spec makes the first step
+// fail with the error of Validate.
+func Add(g *engine.Graph, c *Clients, s Spec) Refs {
+	g.Add(Steps(c, s)...)
+	return Refs{VPC: engine.RefTo[VPC](StepVPC), Network: engine.RefTo[Network](StepID)}
+}
+
 // Steps returns the network's steps, the last one with ID StepID. It makes
 // no AWS call. An invalid spec makes the first step fail with the error of
 // Validate.

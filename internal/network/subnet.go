@@ -170,7 +170,7 @@ func (b *builder) ensureSubnet(ctx context.Context, r *engine.Run, i int) (any, 
 	if len(zones.Names) == 0 {
 		return nil, fmt.Errorf("no availability zone was picked")
 	}
-	vpc, err := engine.Out[vpcOut](r, StepVPC)
+	vpc, err := engine.Out[VPC](r, StepVPC)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (b *builder) ensureSubnet(ctx context.Context, r *engine.Run, i int) (any, 
 }
 
 // createOwnSubnet creates subnet i of an own VPC in its fixed block.
-func (b *builder) createOwnSubnet(ctx context.Context, vpc vpcOut, in *ec2.CreateSubnetInput, i int) (types.Subnet, error) {
+func (b *builder) createOwnSubnet(ctx context.Context, vpc VPC, in *ec2.CreateSubnetInput, i int) (types.Subnet, error) {
 	p, err := netip.ParsePrefix(vpc.CIDR)
 	if err != nil {
 		return types.Subnet{}, fmt.Errorf("VPC %s has CIDR %q: %w", vpc.ID, vpc.CIDR, err)
@@ -288,7 +288,7 @@ const maxConflicts = 8
 // createSharedSubnet creates subnet i of an existing VPC in a free block.
 // Other clusters (and this cluster's other subnets) pick blocks at the
 // same time, so a conflict makes it look again, with backoff.
-func (b *builder) createSharedSubnet(ctx context.Context, r *engine.Run, vpc vpcOut, in *ec2.CreateSubnetInput, i int) (types.Subnet, error) {
+func (b *builder) createSharedSubnet(ctx context.Context, r *engine.Run, vpc VPC, in *ec2.CreateSubnetInput, i int) (types.Subnet, error) {
 	var created types.Subnet
 	var last error
 	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 1, Steps: maxConflicts, Cap: 10 * time.Second}

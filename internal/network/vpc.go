@@ -15,8 +15,8 @@ import (
 	"github.com/kforge/kforge/internal/spec"
 )
 
-// vpcOut is the output of the vpc step.
-type vpcOut struct {
+// VPC is the output of the vpc step: the cluster's VPC.
+type VPC struct {
 	ID string `json:"id"`
 	// CIDR is the primary CIDR block; CIDRs every associated IPv4 block.
 	CIDR  string   `json:"cidr"`
@@ -29,7 +29,7 @@ type vpcOut struct {
 // the VPC (a security group) needs StepVPC rather than StepID, and so does
 // not wait for the gateway, the route table and the subnets.
 func VPCOf(r *engine.Run) (string, error) {
-	v, err := engine.Out[vpcOut](r, StepVPC)
+	v, err := engine.Out[VPC](r, StepVPC)
 	if err != nil {
 		return "", err
 	}
@@ -39,8 +39,8 @@ func VPCOf(r *engine.Run) (string, error) {
 	return v.ID, nil
 }
 
-func vpcOutOf(v *types.Vpc, own bool) vpcOut {
-	o := vpcOut{ID: aws.ToString(v.VpcId), CIDR: aws.ToString(v.CidrBlock), Own: own}
+func vpcOutOf(v *types.Vpc, own bool) VPC {
+	o := VPC{ID: aws.ToString(v.VpcId), CIDR: aws.ToString(v.CidrBlock), Own: own}
 	o.CIDRs = vpcCIDRs(v)
 	return o
 }
@@ -139,7 +139,7 @@ func (b *builder) ensureVPC(ctx context.Context, r *engine.Run) (any, error) {
 	if err := b.s.Validate(); err != nil {
 		return nil, err
 	}
-	var prev vpcOut
+	var prev VPC
 	r.PrevInto(&prev)
 	found, err := b.ownVPCs(ctx, prev.ID)
 	if err != nil {
@@ -230,7 +230,7 @@ func vpcAttribute(ctx context.Context, c *ec2.Client, id string, attr types.VpcA
 }
 
 func (b *builder) deleteVPC(ctx context.Context, r *engine.Run) error {
-	var prev vpcOut
+	var prev VPC
 	r.PrevInto(&prev)
 	if prev.ID != "" && !prev.Own {
 		return engine.ErrAbsent // not kforge's VPC
@@ -342,7 +342,7 @@ func (b *builder) adoptStep() *engine.Step {
 		Needs: []string{StepVPC},
 		Title: fmt.Sprintf("existing subnets %s of %s (checked, not modified)", strings.Join(b.s.SubnetIDs, ", "), b.s.VPCID),
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			vpc, err := engine.Out[vpcOut](r, StepVPC)
+			vpc, err := engine.Out[VPC](r, StepVPC)
 			if err != nil {
 				return nil, err
 			}
@@ -367,7 +367,7 @@ func (b *builder) networkStep(needs []string) *engine.Step {
 		Needs: needs,
 		Title: "network ready: " + Summary(b.s),
 		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			vpc, err := engine.Out[vpcOut](r, StepVPC)
+			vpc, err := engine.Out[VPC](r, StepVPC)
 			if err != nil {
 				return nil, err
 			}
