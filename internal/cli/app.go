@@ -162,6 +162,7 @@ the kforge.io/cluster tag, so delete finds everything even without state.`,
 		a.tokenCommand(),
 		a.scaleCommand(),
 		a.deleteCommand(),
+		a.diffCommand(),
 		a.policyCommand(),
 		a.preflightCommand(),
 		a.stateCommand(),
@@ -304,8 +305,19 @@ func (a *App) reportRunError(err error, verb string) error {
 		return errSilent
 	}
 	fmt.Fprintf(a.Stderr, "\n%s failed:\n", verb)
+	unsafe := 0
 	for _, f := range ee.Failed {
+		var de *engine.DriftError
+		if errors.As(f.Err, &de) {
+			unsafe++
+			fmt.Fprintf(a.Stderr, "  %s (%s): kforge does not repair this itself: %s\n", f.Step, f.Title, de.Drift)
+			continue
+		}
 		fmt.Fprintf(a.Stderr, "  %s (%s): %v\n", f.Step, f.Title, f.Err)
+	}
+	if unsafe == len(ee.Failed) {
+		fmt.Fprintf(a.Stderr, "State is saved; nothing was deleted. Do what the message above says, then run the same command again:\n  %s\n", a.resumeHint())
+		return errSilent
 	}
 	fmt.Fprintf(a.Stderr, "State is saved. Fix the cause, then run the same command again to continue:\n  %s\n", a.resumeHint())
 	return errSilent

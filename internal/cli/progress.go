@@ -113,6 +113,8 @@ func (p *progress) event(e engine.Event) {
 		if e.Deleting {
 			p.line("absent", e.Step, "nothing to delete")
 		}
+	case engine.EventDrift:
+		p.line("drift", e.Step, e.Msg)
 	case engine.EventFailed:
 		delete(p.running, e.Step)
 		p.line("FAILED", e.Step, fmt.Sprintf("%v (%s)", e.Err, round(e.Elapsed)))

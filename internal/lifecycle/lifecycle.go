@@ -280,6 +280,35 @@ func check(ctx context.Context, p Provider, s spec.Spec, ahead *Check) error {
 	return p.Check(ctx, s)
 }
 
+// Diff observes every resource of the cluster without changing anything
+// (in AWS or in its state) and returns what a reconcile (create with the
+// same settings) would change: what is missing, what drifted, which steps
+// would run again.
+func (r *Runner) Diff(ctx context.Context, p Provider, ref spec.Ref) ([]engine.Change, *state.Cluster, error) {
+	c, err := r.Store.Get(ctx, ref)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil, fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := p.Graph(c.Spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	sess, done := session(p)
+	defer done()
+	changes, err := engine.Diff(ctx, g, engine.NewJournal(readOnly{}, c.Clone()), r.options(nil, sess))
+	return changes, c, err
+}
+
+// readOnly is the store of a diff's journal: a diff never saves.
+type readOnly struct{ state.Store }
+
+func (readOnly) Put(context.Context, *state.Cluster) error {
+	return errors.New("a diff does not change the state")
+}
+
 // Create makes the cluster of spec s, or continues a create that stopped.
 // Before it makes a new cluster (no state), the provider's Check must pass:
 // nothing is made when it refuses. ahead, if not nil, is that Check started
