@@ -1,5 +1,5 @@
-// Package awsx is kforge's AWS plumbing: the SDK configuration with
-// kforge's credential precedence, the retry policy, error classes, the
+// Package awsx is kforge's AWS plumbing: the SDK configuration with the
+// credentials package credentials picks, the retry policy, error classes, the
 // ownership tags, and an optional trace of every API call.
 package awsx
 
@@ -16,14 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-)
+	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 
-// Credential sources, in order of precedence.
-const (
-	SourceEnv    = "environment (AWS_ACCESS_KEY_ID)"
-	SourceStored = "kforge cred"
-	SourceChain  = "AWS SDK default chain"
+	"github.com/kforge/kforge/internal/credentials"
 )
 
 // Retry policy: bounded, with jittered exponential backoff, and no client
@@ -45,11 +40,9 @@ type Options struct {
 	TracePath string
 }
 
-// Load returns an SDK configuration whose credentials follow kforge's
-// precedence: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment
-// variables, then what `kforge cred` stored, then the SDK's default chain.
-// The SDK's own settings apply, AWS_ENDPOINT_URL among them. It returns the
-// source it chose. The clients made from one configuration share its
+// Load returns an SDK configuration whose credentials come from where
+// package credentials says, and the kind of that source. The SDK's own
+// settings apply, AWS_ENDPOINT_URL among them. The clients made from one configuration share its
 // connections and ask the static look-ups (instance types, images,
 // availability zones) once: load it once per command.
 func Load(ctx context.Context, o Options) (aws.Config, string, error) {
@@ -60,20 +53,13 @@ func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
 	}
-	source := SourceChain
-	switch {
-	case os.Getenv("AWS_ACCESS_KEY_ID") != "" && os.Getenv("AWS_SECRET_ACCESS_KEY") != "":
-		source = SourceEnv
-	default:
-		stored, err := ReadStoredCredentials(o.Home)
-		if err != nil {
-			return aws.Config{}, "", err
-		}
-		if stored != nil {
-			source = SourceStored
-			opts = append(opts, config.WithCredentialsProvider(
-				credentials.NewStaticCredentialsProvider(stored.AccessKeyID, stored.SecretAccessKey, stored.SessionToken)))
-		}
+	src, err := credentials.Resolve(os.Getenv, o.Home)
+	if err != nil {
+		return aws.Config{}, "", err
+	}
+	if k := src.Keys; k != nil {
+		opts = append(opts, config.WithCredentialsProvider(
+			awscreds.NewStaticCredentialsProvider(k.AccessKeyID, k.SecretAccessKey, k.SessionToken)))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
@@ -90,7 +76,7 @@ func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 		cfg.APIOptions = append(cfg.APIOptions, t.Middleware)
 	}
 	cfg.APIOptions = append(cfg.APIOptions, retryNoticeMiddleware, newMemo().middleware)
-	return cfg, source, nil
+	return cfg, src.Kind, nil
 }
 
 // MaxConnsPerEndpoint bounds the connections to one AWS endpoint (an

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/credentials"
 	"github.com/kforge/kforge/internal/spec"
 )
 
@@ -52,12 +53,12 @@ sts:GetCallerIdentity and stores them only if they work.`,
 			}
 			switch {
 			case del:
-				removed, err := awsx.DeleteStoredCredentials(home)
+				removed, err := credentials.Delete(home)
 				if err != nil {
 					return fmt.Errorf("delete stored credentials: %w", err)
 				}
 				if removed {
-					fprintf(a.Stderr, "Deleted the stored credentials (%s).\n", awsx.CredentialsPath(home))
+					fprintf(a.Stderr, "Deleted the stored credentials (%s).\n", credentials.Path(home))
 				} else {
 					fprintf(a.Stderr, "No credentials were stored.\n")
 				}
@@ -104,7 +105,7 @@ func (a *App) credStore(ctx context.Context, home, region string) error {
 	if err != nil {
 		return err
 	}
-	creds := awsx.StoredCredentials{AccessKeyID: keyID, SecretAccessKey: secret}
+	creds := credentials.Keys{AccessKeyID: keyID, SecretAccessKey: secret}
 	cfg, _, err := a.awsConfig(ctx, region)
 	if err != nil {
 		return err
@@ -116,11 +117,11 @@ func (a *App) credStore(ctx context.Context, home, region string) error {
 		}
 		return fmt.Errorf("could not check the credentials with AWS STS, nothing was stored: %w", err)
 	}
-	if err := awsx.StoreCredentials(home, creds); err != nil {
+	if err := credentials.Store(home, creds); err != nil {
 		return fmt.Errorf("store credentials: %w", err)
 	}
-	fprintf(a.Stderr, "Stored credentials of %s (account %s) in %s.\n", id.ARN, id.Account, awsx.CredentialsPath(home))
-	if a.Getenv("AWS_ACCESS_KEY_ID") != "" {
+	fprintf(a.Stderr, "Stored credentials of %s (account %s) in %s.\n", id.ARN, id.Account, credentials.Path(home))
+	if src, err := credentials.Resolve(a.Getenv, home); err == nil && src.Kind == credentials.Env {
 		fprintf(a.Stderr, "Note: AWS_ACCESS_KEY_ID is set in the environment and takes precedence over the stored credentials.\n")
 	}
 	return nil

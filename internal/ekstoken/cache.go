@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kforge/kforge/internal/atomicfile"
-	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/credentials"
 )
 
 // RefreshBefore is how long before its expiration a cached token stops
@@ -135,36 +135,17 @@ func (c Cache) Forget(cluster, region string) error {
 }
 
 // Identity names the credentials kforge would use, without loading the
-// AWS SDK configuration and without any secret: it follows the precedence
-// of [awsx.Load] (AWS_ACCESS_KEY_ID with AWS_SECRET_ACCESS_KEY, then what
-// `kforge cred` stored under home, then the SDK's default chain, named by
-// its profile and role settings) and adds the endpoint overrides, so that
-// tokens for an emulator and for AWS never mix. getenv is os.Getenv in
-// production. The result is meant for [KeyFor]: it holds access key IDs,
-// which are not secret but need not be shown either.
+// AWS SDK configuration and without any secret (credentials.Source.Key),
+// with the endpoint overrides, so that tokens for an emulator and for AWS
+// never mix. getenv is os.Getenv in production. The result is meant for
+// [KeyFor]: it holds access key IDs, which are not secret but need not be
+// shown either.
 func Identity(getenv func(string) string, home string) (string, error) {
-	var id string
-	switch {
-	case getenv("AWS_ACCESS_KEY_ID") != "" && getenv("AWS_SECRET_ACCESS_KEY") != "":
-		id = "env:" + getenv("AWS_ACCESS_KEY_ID")
-	default:
-		stored, err := awsx.ReadStoredCredentials(home)
-		if err != nil {
-			return "", err
-		}
-		if stored != nil {
-			id = "stored:" + stored.AccessKeyID
-			break
-		}
-		id = "chain"
-		for _, v := range []string{
-			"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
-			"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-			"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-		} {
-			id += "\x00" + v + "=" + getenv(v)
-		}
+	src, err := credentials.Resolve(getenv, home)
+	if err != nil {
+		return "", err
 	}
+	id := src.Key()
 	for _, v := range []string{"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS"} {
 		id += "\x00" + v + "=" + getenv(v)
 	}

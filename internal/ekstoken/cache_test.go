@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/credentials"
 )
 
 func TestCacheReuseAndExpiry(t *testing.T) {
@@ -228,11 +228,11 @@ func TestCacheConcurrent(t *testing.T) {
 
 func TestIdentity(t *testing.T) {
 	stored := t.TempDir()
-	if err := awsx.StoreCredentials(stored, awsx.StoredCredentials{AccessKeyID: "AKIASTORED", SecretAccessKey: "stored-secret"}); err != nil {
+	if err := credentials.Store(stored, credentials.Keys{AccessKeyID: "AKIASTORED", SecretAccessKey: "stored-secret"}); err != nil {
 		t.Fatal(err)
 	}
 	corrupt := t.TempDir()
-	if err := os.WriteFile(awsx.CredentialsPath(corrupt), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(credentials.Path(corrupt), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	empty := t.TempDir()
