@@ -1,5 +1,5 @@
 // Package network builds the network that both cluster types run in, as
-// engine steps shared by the eks and ha providers: a VPC, an internet
+// engine resources shared by the eks and ha providers: a VPC, an internet
 // gateway, a route table and one public subnet per availability zone.
 //
 // Three shapes, chosen by the Spec:
@@ -23,17 +23,66 @@
 //   - Existing subnets (VPCID and SubnetIDs set): the subnets are checked and
 //     adopted as they are; nothing is created or deleted.
 //
+// # Steps
+//
+// Add puts the network into a graph and returns typed handles (Refs) on
+// the two outputs the providers read: the VPC (done as soon as the VPC
+// exists, so a security group does not wait for the rest) and the whole
+// Network. Inside, every step declares, with engine.Ref handles, exactly
+// the outputs it reads:
+//
+//	azs       action    the zones, picked once (DescribeAvailabilityZones)
+//	vpc       resource  the VPC (own, or checked existing)
+//	igw       resource  needs vpc: kforge's gateway, or the existing VPC's
+//	subnet/i  resource  needs azs, vpc (and igw in an existing VPC, which
+//	                    decides whether the subnet is public)
+//	rtb       resource  needs vpc, igw, every subnet: the route table, its
+//	                    default route and the subnets' associations
+//	network   action    needs all of the above: gathers them into a Network
+//
+// With adopted subnets, the graph is vpc and a network resource that checks
+// the subnets.
+//
+// # Reconcile
+//
+// Every run (create, resume, a later create of the same cluster, diff)
+// calls every resource's Find. The Finds read one batched look-up per kind
+// of resource and run (Lookups, held by the provider's session): one
+// DescribeVpcs (the cluster's tags, or the existing VPC's ID), one
+// DescribeInternetGateways (the cluster's tags, or the existing VPC's
+// attachment), one DescribeSubnets and one DescribeRouteTables (the VPC's
+// ID), each step picking its own resource from the answer: the journaled
+// ID first, else the cluster's tags (and, for a subnet, its index tag
+// kforge.io/subnet). A reconcile of an unchanged network makes no other
+// call: in particular it does not read the DNS attributes of kforge's own
+// VPC, which kforge set when it made it (those of an existing VPC are read
+// on every run, since its owner may change them).
+//
+// What was changed outside kforge is repaired, and said: a deleted subnet
+// is made again (same index, block and zone) and associated with the route
+// table; a deleted or redirected default route is put back; a removed
+// association is made again; a detached gateway is attached again and a
+// deleted one made again; a subnet's MapPublicIpOnLaunch turned off is
+// turned on. What kforge must not repair stops the run with an
+// *engine.DriftError that says what was found and what to do, deleting
+// nothing: an existing VPC that is gone or whose DNS settings were turned
+// off, adopted subnets that are gone, kforge's own VPC deleted, and any
+// resource that now carries another cluster's kforge.io/cluster tag.
+//
+// # Crash safety
+//
 // Every resource kforge creates is tagged in its create call with the
-// ownership tags of docs/CONTRACT.md, so an Ensure that runs again after a crash
+// ownership tags of docs/CONTRACT.md, so a Find that runs again after a crash
 // (even one right after the create call returned, before the journal was
-// written) finds it by its tags instead of creating a second one; subnets
-// are found by their index tag (kforge.io/subnet). CreateVpc, CreateSubnet
-// and CreateInternetGateway have no token: they run with awsx.SafeRetryer
+// written) finds it by its tags instead of creating a second one, and then
+// finishes what the create had not (DNS attributes, attachment, public IPs,
+// route, associations) as a repair. CreateVpc, CreateSubnet and
+// CreateInternetGateway have no token: they run with awsx.SafeRetryer
 // under awsx.CreateOnce, so a lost answer (a connection dropped after the
-// request was sent) makes kforge look for the resource by its tags instead
-// of creating it again. CreateRouteTable carries the engine's ClientToken
-// (engine.Run.Token) and runs the same way, since not every endpoint
-// honours the token (the emulator does not).
+// request was sent) makes kforge look for the resource by its tags, live,
+// instead of creating it again. CreateRouteTable carries the engine's
+// ClientToken (engine.Run.Token) and runs the same way, since not every
+// endpoint honours the token (the emulator does not).
 //
 // The subnets of an own VPC are made as soon as the VPC exists, alongside
 // the gateway and the route table (in an existing VPC they wait for the
@@ -42,19 +91,21 @@
 // longest chain of calls is the VPC, the gateway and the route table, not
 // those followed by the subnets.
 //
-// Delete finds resources by the journaled ID and by tags, so it works when
-// the state is lost. A Delete that finds nothing to remove returns
-// engine.ErrAbsent, so a second delete reports every network step as
-// skipped rather than deleted.
+// # Delete
+//
+// Delete finds resources live, by the journaled ID and by tags, so it
+// works when the state is lost. A Delete that finds nothing to remove
+// returns engine.ErrAbsent, so a second delete reports every network step
+// as skipped rather than deleted.
 //
 // AWS releases the network interfaces of terminated instances and deleted
 // load balancers minutes after they go, so deleting a subnet, a gateway or
 // the VPC retries DependencyViolation for a bounded time (Clients.InUseTimeout)
 // and then fails with an error that lists what still uses it.
 //
-// Providers read one output: engine.Out[network.Network](r, network.StepID);
-// a step that needs only the VPC (a security group) needs StepVPC and reads
-// VPCOf(r), so that it does not wait for the rest of the network.
+// All the per-kind look-ups (by tags, by ID, every page) are one generic
+// code path over a small description of each kind (kind[T]), draining the
+// SDK's paginators with awsx.Collect.
 package network
 
 import (
@@ -62,7 +113,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -170,6 +220,8 @@ type Subnet struct {
 	Public bool `json:"public"`
 }
 
+func (s Subnet) key() string { return s.ID }
+
 // SubnetIDs returns the IDs of the subnets, in order.
 func (n Network) SubnetIDs() []string {
 	ids := make([]string, len(n.Subnets))
@@ -273,27 +325,39 @@ type Refs struct {
 // outputs. It makes no AWS call. An invalid spec makes the first step
 // fail with the error of Validate.
 func Add(g *engine.Graph, c *Clients, s Spec) Refs {
-	g.Add(Steps(c, s)...)
-	return Refs{VPC: engine.RefTo[VPC](StepVPC), Network: engine.RefTo[Network](StepID)}
-}
-
-// Steps returns the network's steps, the last one with ID StepID. It makes
-// no AWS call. An invalid spec makes the first step fail with the error of
-// Validate.
-func Steps(c *Clients, s Spec) []*engine.Step {
 	b := &builder{c: c, s: s.withDefaults()}
 	if b.s.adopt() {
-		return []*engine.Step{b.vpcStep(), b.adoptStep()}
+		vpc := b.addVPC(g)
+		return Refs{VPC: vpc, Network: b.addAdopted(g, vpc)}
 	}
-	var subnets []string
-	for i := range b.s.Zones {
-		subnets = append(subnets, SubnetStepID(i))
+	// Added in the order of the plan: the route table before the subnets
+	// it reads, which come before it in the run.
+	subnets := make([]engine.Ref[Subnet], b.s.Zones)
+	for i := range subnets {
+		subnets[i] = engine.RefTo[Subnet](SubnetStepID(i))
 	}
-	steps := []*engine.Step{b.zonesStep(), b.vpcStep(), b.igwStep(), b.rtbStep(subnets)}
-	for i := range b.s.Zones {
-		steps = append(steps, b.subnetStep(i))
+	zones := b.addZones(g)
+	vpc := b.addVPC(g)
+	igw := b.addIGW(g, vpc)
+	rtb := b.addRTB(g, vpc, igw, subnets)
+	for i := range subnets {
+		b.addSubnet(g, i, zones, vpc, igw)
 	}
-	return append(steps, b.networkStep(append([]string{StepVPC, StepIGW, StepRouteTable}, subnets...)))
+	return Refs{VPC: vpc, Network: b.addNetwork(g, vpc, igw, rtb, subnets)}
+}
+
+// Steps returns the network's steps as Add adds them, the last one with ID
+// StepID, for callers that build their graph from steps. It makes no AWS
+// call. An invalid spec makes the first step fail with the error of
+// Validate.
+func Steps(c *Clients, s Spec) []*engine.Step {
+	g := engine.NewGraph()
+	Add(g, c, s)
+	var steps []*engine.Step
+	for _, id := range g.IDs() {
+		steps = append(steps, g.Step(id))
+	}
+	return steps
 }
 
 // builder holds what every step of one network shares.
@@ -307,6 +371,27 @@ func (b *builder) ref() spec.Ref { return b.s.Ref }
 func (b *builder) name(suffix string) string { return "kforge-" + b.s.Ref.Name + "-" + suffix }
 
 func (b *builder) resume() string { return "kforge delete " + b.s.Ref.Args() }
+
+// mine selects, among resources of one kind, those that carry the
+// cluster's ownership tags and the given tag pairs (key, value, ...).
+func mine[T any](b *builder, k kind[T], tags ...string) func(T) bool {
+	return func(x T) bool { return owned(b.ref(), k.tags(x), tags...) }
+}
+
+// idOf is the journaled ID of a step's resource, or "" (prev is nil).
+func idOf[T interface{ key() string }](prev *T) string {
+	if prev == nil {
+		return ""
+	}
+	return (*prev).key()
+}
+
+// taken is the observation of a resource that another cluster's tags now
+// claim: kforge neither uses nor repairs it.
+func taken[T any](b *builder, what, id, owner string) engine.Observation[T] {
+	return engine.Unsafe[T]("%s %s now carries the tags of %s: kforge does not take it back; remove those tags, or run `%s` and create the cluster again",
+		what, id, owner, b.resume())
+}
 
 // safe is the retry policy of a create without a ClientToken (CreateVpc,
 // CreateSubnet, CreateInternetGateway): it retries only what AWS cannot
@@ -334,6 +419,34 @@ func deleted(removed bool, errs []error) error {
 	return nil
 }
 
+// deleteAll removes each of found with del (which reports whether it
+// removed it) and returns what deleted says.
+func deleteAll[T any](ctx context.Context, found []T, del func(context.Context, T) (bool, error)) error {
+	var errs []error
+	removed := false
+	for _, x := range found {
+		ok, err := del(ctx, x)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		removed = removed || ok
+	}
+	return deleted(removed, errs)
+}
+
+// deleteInUse deletes a subnet or VPC (what) with del, retrying
+// DependencyViolation for a bounded time, then failing with an error that
+// names what still uses it (what Blockers finds with filter, "subnet-id"
+// or "vpc-id", equal to id). It reports whether del removed the resource
+// (false: it was gone already).
+func (b *builder) deleteInUse(ctx context.Context, r *engine.Run, what, id, filter string, del func(context.Context) error) (bool, error) {
+	removed, err := b.retryDelete(ctx, r, what+" "+id, del)
+	if err != nil {
+		return false, b.inUseError(ctx, what, id, filter, id, err)
+	}
+	return removed, nil
+}
+
 // retryDelete runs del under awsx.RetryInUse and reports whether del
 // removed the resource (false: it was gone already).
 func (b *builder) retryDelete(ctx context.Context, r *engine.Run, what string, del func(context.Context) error) (bool, error) {
@@ -344,41 +457,4 @@ func (b *builder) retryDelete(ctx context.Context, r *engine.Run, what string, d
 		return err
 	})
 	return removed, err
-}
-
-// lookupOwn finds a cluster's resources of one kind: the one journaled
-// under prevID (byID; skipped when prevID is empty) and those its tags name
-// (byTags), both looked up at once. The journaled one comes first, then the
-// others sorted by ID, each once.
-func lookupOwn[T any](ctx context.Context, prevID string, idOf func(T) string,
-	byID func(context.Context) (*T, error), byTags func(context.Context) ([]T, error)) ([]T, error) {
-	var prev *T
-	var tagged []T
-	calls := []func(context.Context) error{func(ctx context.Context) (err error) {
-		tagged, err = byTags(ctx)
-		return err
-	}}
-	if prevID != "" {
-		calls = append(calls, func(ctx context.Context) (err error) {
-			prev, err = byID(ctx)
-			return err
-		})
-	}
-	if err := awsx.All(ctx, calls...); err != nil {
-		return nil, err
-	}
-	var out []T
-	seen := map[string]bool{}
-	if prev != nil {
-		out = append(out, *prev)
-		seen[idOf(*prev)] = true
-	}
-	sort.Slice(tagged, func(i, j int) bool { return idOf(tagged[i]) < idOf(tagged[j]) })
-	for _, t := range tagged {
-		if id := idOf(t); !seen[id] {
-			seen[id] = true
-			out = append(out, t)
-		}
-	}
-	return out, nil
 }

@@ -54,17 +54,35 @@ func journal(t *testing.T, r spec.Ref) *engine.Journal {
 	return engine.NewJournal(store, state.New(spec.Spec{Ref: r}, time.Now()))
 }
 
+// graph is the network's graph, as a provider builds it.
 func graph(c *network.Clients, s network.Spec) *engine.Graph {
 	g := engine.NewGraph()
-	g.Add(network.Steps(c, s)...)
+	network.Add(g, c, s)
 	return g
+}
+
+// session is a provider's session: the network look-ups of one run.
+type session struct{ l *network.Lookups }
+
+func (s *session) NetworkLookups() *network.Lookups { return s.l }
+
+// opts are the options of one run, with its own look-ups, as the
+// lifecycle gives a provider's session.
+func opts(c *network.Clients) engine.Options {
+	return engine.Options{Context: &session{l: network.NewLookups(c.EC2)}}
 }
 
 func apply(t *testing.T, c *network.Clients, s network.Spec, j *engine.Journal) network.Network {
 	t.Helper()
-	if err := engine.Apply(context.Background(), graph(c, s), j, engine.Options{}); err != nil {
+	if err := engine.Apply(context.Background(), graph(c, s), j, opts(c)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
+	return journaled(t, j)
+}
+
+// journaled is the Network the journal holds.
+func journaled(t *testing.T, j *engine.Journal) network.Network {
+	t.Helper()
 	raw, ok := j.Done(network.StepID)
 	if !ok {
 		t.Fatal("network step not journaled")
@@ -85,12 +103,14 @@ func destroy(c *network.Clients, s network.Spec, j *engine.Journal) error {
 // failed.
 func destroyLog(c *network.Clients, s network.Spec, j *engine.Journal) (map[string]engine.EventKind, error) {
 	ended := map[string]engine.EventKind{}
-	err := engine.Destroy(context.Background(), graph(c, s), j, engine.Options{Events: func(e engine.Event) {
+	o := opts(c)
+	o.Events = func(e engine.Event) {
 		switch e.Kind {
 		case engine.EventDone, engine.EventSkipped, engine.EventFailed:
 			ended[e.Step] = e.Kind
 		}
-	}})
+	}
+	err := engine.Destroy(context.Background(), graph(c, s), j, o)
 	return ended, err
 }
 
@@ -396,7 +416,7 @@ func TestExistingVPCSharedByTwoClusters(t *testing.T) {
 	// free blocks.
 	for name := range specs {
 		wg.Go(func() {
-			err := engine.Apply(ctx, graph(cl, specs[name]), journals[name], engine.Options{})
+			err := engine.Apply(ctx, graph(cl, specs[name]), journals[name], opts(cl))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -686,6 +706,15 @@ func TestSteps(t *testing.T) {
 			g := graph(cl, tc.s)
 			if got := strings.Join(g.IDs(), " "); got != tc.ids {
 				t.Errorf("steps %s, want %s", got, tc.ids)
+			}
+			// Steps, for callers that build graphs from steps, gives the
+			// same steps.
+			var ids []string
+			for _, st := range network.Steps(cl, tc.s) {
+				ids = append(ids, st.ID)
+			}
+			if got := strings.Join(ids, " "); got != tc.ids {
+				t.Errorf("Steps %s, want %s", got, tc.ids)
 			}
 			plan, err := g.Plan(nil)
 			if err != nil {

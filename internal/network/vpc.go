@@ -39,6 +39,8 @@ func VPCOf(r *engine.Run) (string, error) {
 	return v.ID, nil
 }
 
+func (v VPC) key() string { return v.ID }
+
 func vpcOutOf(v *types.Vpc, own bool) VPC {
 	o := VPC{ID: aws.ToString(v.VpcId), CIDR: aws.ToString(v.CidrBlock), Own: own}
 	o.CIDRs = vpcCIDRs(v)
@@ -61,158 +63,228 @@ func vpcCIDRs(v *types.Vpc) []string {
 // waitTimeout bounds the SDK waiters for a resource to become usable.
 const waitTimeout = 5 * time.Minute
 
+// retryNotFound makes a waiter also wait while the resource it waits for
+// is not visible yet: EC2 is eventually consistent.
+func retryNotFound[In, Out any](next func(context.Context, In, Out, error) (bool, error)) func(context.Context, In, Out, error) (bool, error) {
+	return func(ctx context.Context, in In, out Out, err error) (bool, error) {
+		if awsx.IsNotFound(err) {
+			return true, nil
+		}
+		return next(ctx, in, out, err)
+	}
+}
+
 // eventual makes a call retry "not found" for about a minute: EC2 is
 // eventually consistent, and a resource created a moment ago may not be
 // visible yet to the next call that names it.
 func eventual(o *ec2.Options) { o.Retryer = awsx.Eventual(o.Retryer, awsx.IsNotFound) }
 
-func (b *builder) vpcStep() *engine.Step {
+func (b *builder) addVPC(g *engine.Graph) engine.Ref[VPC] {
 	if b.s.VPCID != "" {
-		return &engine.Step{
+		return engine.Add(g, engine.Resource[VPC]{
 			ID:    StepVPC,
 			Title: fmt.Sprintf("existing VPC %s (checked, not modified)", b.s.VPCID),
-			Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
+			Find:  b.findExistingVPC,
+			Create: func(ctx context.Context, r *engine.Run) (VPC, error) {
 				if err := b.s.Validate(); err != nil {
-					return nil, err
+					return VPC{}, err
 				}
 				v, err := checkVPC(ctx, b.c.EC2, b.s.VPCID)
 				if err != nil {
-					return nil, err
+					return VPC{}, err
 				}
 				return vpcOutOf(v, false), nil
 			},
-			// No Delete: a VPC kforge did not create is never deleted.
-		}
+			// No Update: kforge never modifies a VPC it did not create; no
+			// Delete: nor deletes it.
+		})
 	}
-	return &engine.Step{
+	return engine.Add(g, engine.Resource[VPC]{
 		ID:     StepVPC,
 		Title:  fmt.Sprintf("VPC %s with DNS hostnames and DNS support", b.s.CIDR),
-		Ensure: b.ensureVPC,
-		Delete: b.deleteVPC,
-	}
-}
-
-// ownVPCs returns the cluster's own VPCs: the journaled one first if it
-// still exists, then those found by tags, by ID.
-func (b *builder) ownVPCs(ctx context.Context, prevID string) ([]types.Vpc, error) {
-	return lookupOwn(ctx, prevID, func(v types.Vpc) string { return aws.ToString(v.VpcId) },
-		func(ctx context.Context) (*types.Vpc, error) { return describeVPC(ctx, b.c.EC2, prevID) },
-		func(ctx context.Context) ([]types.Vpc, error) {
-			var tagged []types.Vpc
-			p := ec2.NewDescribeVpcsPaginator(b.c.EC2, &ec2.DescribeVpcsInput{Filters: awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("vpc"))})
-			for p.HasMorePages() {
-				page, err := p.NextPage(ctx)
-				if err != nil {
-					return nil, fmt.Errorf("look up the cluster's VPC by tags: %w", err)
-				}
-				tagged = append(tagged, page.Vpcs...)
-			}
-			return tagged, nil
-		})
-}
-
-// findVPC returns the cluster's own VPC found by its tags, if any.
-func (b *builder) findVPC(ctx context.Context) (types.Vpc, bool, error) {
-	found, err := b.ownVPCs(ctx, "")
-	if err != nil || len(found) == 0 {
-		return types.Vpc{}, false, err
-	}
-	return found[0], true, nil
-}
-
-// describeVPC returns a VPC, or nil if it does not exist.
-func describeVPC(ctx context.Context, c *ec2.Client, id string) (*types.Vpc, error) {
-	out, err := c.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{id}})
-	if awsx.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("describe VPC %s: %w", id, err)
-	}
-	if len(out.Vpcs) == 0 {
-		return nil, nil
-	}
-	return &out.Vpcs[0], nil
-}
-
-func (b *builder) ensureVPC(ctx context.Context, r *engine.Run) (any, error) {
-	if err := b.s.Validate(); err != nil {
-		return nil, err
-	}
-	var prev VPC
-	r.PrevInto(&prev)
-	found, err := b.ownVPCs(ctx, prev.ID)
-	if err != nil {
-		return nil, err
-	}
-	var v types.Vpc
-	if len(found) > 0 {
-		v = found[0]
-	} else {
-		v, err = awsx.CreateOnce(ctx, b.findVPC, func(ctx context.Context) (types.Vpc, error) {
-			out, err := b.c.EC2.CreateVpc(ctx, &ec2.CreateVpcInput{
-				CidrBlock:         aws.String(b.s.CIDR),
-				TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeVpc, awsx.Tags(b.ref(), b.name("vpc"))),
-			}, safe)
+		Find:   b.findOwnVPC,
+		Create: b.createVPC,
+		Update: func(ctx context.Context, r *engine.Run, found VPC) (VPC, error) {
+			v, err := lookupByID(ctx, lookupsOf(r, b.c), vpcKind, found.ID)
 			if err != nil {
-				return types.Vpc{}, err
+				return VPC{}, err
 			}
-			return *out.Vpc, nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("create VPC %s: %w", b.s.CIDR, err)
+			if v == nil {
+				return VPC{}, fmt.Errorf("VPC %s is gone", found.ID)
+			}
+			return b.readyVPC(ctx, r, *v)
+		},
+		Delete: b.deleteVPC,
+	})
+}
+
+// vpcFilters select the cluster's own VPC by its tags.
+func (b *builder) vpcFilters() []types.Filter {
+	return awsx.ClusterFilters(b.ref(), awsx.TagName, b.name("vpc"))
+}
+
+// findOwnVPC observes the cluster's own VPC from the run's look-up by tags
+// (by ID only when the journaled one is not among them). Its DNS
+// attributes are read only when the VPC is not journaled yet (a create
+// that stopped after CreateVpc): a journaled VPC had them set.
+func (b *builder) findOwnVPC(ctx context.Context, r *engine.Run, prev *VPC) (engine.Observation[VPC], error) {
+	if err := b.s.Validate(); err != nil {
+		return engine.Observation[VPC]{}, err
+	}
+	l := lookupsOf(r, b.c)
+	tagged, err := lookup(ctx, l, vpcKind, b.vpcFilters())
+	if err != nil {
+		return engine.Observation[VPC]{}, err
+	}
+	if prev != nil && prev.ID != "" {
+		v := vpcKind.withID(tagged, prev.ID)
+		if v == nil {
+			if v, err = lookupByID(ctx, l, vpcKind, prev.ID); err != nil {
+				return engine.Observation[VPC]{}, err
+			}
+			if v == nil {
+				return engine.Unsafe[VPC]("VPC %s, which kforge made for the cluster, was deleted outside kforge, and with it the subnets and everything that ran in them: kforge does not make the network again under a cluster: run `%s`, then create the cluster again",
+					prev.ID, b.resume()), nil
+			}
+			if o := foreign(b.ref(), v.Tags); o != "" {
+				return taken[VPC](b, "VPC", prev.ID, o), nil
+			}
+		}
+		return engine.InSync(vpcOutOf(v, true)), nil
+	}
+	v, ok := vpcKind.pick(tagged, "", func(types.Vpc) bool { return true })
+	if !ok {
+		return engine.Missing[VPC](), nil
+	}
+	id, out := aws.ToString(v.VpcId), vpcOutOf(&v, true)
+	if v.State != types.VpcStateAvailable {
+		return engine.Drifted(out, "VPC %s, found by its tags, is %s (a create stopped before it was available)", id, v.State), nil
+	}
+	on, err := dnsAttributes(ctx, b.c.EC2, id)
+	if err != nil {
+		return engine.Observation[VPC]{}, err
+	}
+	for i, a := range dnsAttrs {
+		if !on[i] {
+			return engine.Drifted(out, "VPC %s, found by its tags, has %s off (a create stopped before it turned it on)", id, a.what), nil
 		}
 	}
+	return engine.InSync(out), nil
+}
+
+// findExistingVPC observes an existing VPC: it must still exist and have
+// DNS support and DNS hostnames on. kforge repairs neither.
+func (b *builder) findExistingVPC(ctx context.Context, r *engine.Run, prev *VPC) (engine.Observation[VPC], error) {
+	if err := b.s.Validate(); err != nil {
+		return engine.Observation[VPC]{}, err
+	}
+	if prev == nil || prev.ID == "" {
+		return engine.Missing[VPC](), nil // checked by Create
+	}
+	id := b.s.VPCID
+	v, err := lookupByID(ctx, lookupsOf(r, b.c), vpcKind, id)
+	if err != nil {
+		return engine.Observation[VPC]{}, err
+	}
+	if v == nil {
+		return engine.Unsafe[VPC]("VPC %s (--vpc-id) no longer exists, and with it kforge's subnets and everything that ran in them; kforge never creates a VPC it was given: run `%s`, then create the cluster again with a VPC that exists",
+			id, b.resume()), nil
+	}
+	on, err := dnsAttributes(ctx, b.c.EC2, id)
+	if err != nil {
+		return engine.Observation[VPC]{}, err
+	}
+	for i, a := range dnsAttrs {
+		if !on[i] {
+			return engine.Unsafe[VPC]("VPC %s (--vpc-id) no longer has %s enabled, which Kubernetes nodes need; kforge never modifies a VPC it did not create: enable it again with: aws ec2 modify-vpc-attribute --vpc-id %s %s, then run the same command again",
+				id, a.what, id, a.flag), nil
+		}
+	}
+	return engine.InSync(vpcOutOf(v, false)), nil
+}
+
+// createVPC makes the cluster's VPC; a lost answer makes it look for the
+// VPC by its tags, live, before it tries again.
+func (b *builder) createVPC(ctx context.Context, r *engine.Run) (VPC, error) {
+	if err := b.s.Validate(); err != nil {
+		return VPC{}, err
+	}
+	v, err := awsx.CreateOnce(ctx, vpcKind.first(b.c.EC2, b.vpcFilters()), func(ctx context.Context) (types.Vpc, error) {
+		out, err := b.c.EC2.CreateVpc(ctx, &ec2.CreateVpcInput{
+			CidrBlock:         aws.String(b.s.CIDR),
+			TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeVpc, awsx.Tags(b.ref(), b.name("vpc"))),
+		}, safe)
+		if err != nil {
+			return types.Vpc{}, err
+		}
+		return *out.Vpc, nil
+	})
+	if err != nil {
+		return VPC{}, fmt.Errorf("create VPC %s: %w", b.s.CIDR, err)
+	}
+	return b.readyVPC(ctx, r, v)
+}
+
+// readyVPC waits for the VPC to be available and turns DNS support and
+// DNS hostnames on.
+func (b *builder) readyVPC(ctx context.Context, r *engine.Run, v types.Vpc) (VPC, error) {
 	id := aws.ToString(v.VpcId)
 	if v.State != types.VpcStateAvailable {
 		r.Waiting("waiting for VPC %s to be available", id)
-		w := ec2.NewVpcAvailableWaiter(b.c.EC2, func(o *ec2.VpcAvailableWaiterOptions) {
-			next := o.Retryable
-			o.Retryable = func(ctx context.Context, in *ec2.DescribeVpcsInput, out *ec2.DescribeVpcsOutput, err error) (bool, error) {
-				if awsx.IsNotFound(err) {
-					return true, nil
-				}
-				return next(ctx, in, out, err)
-			}
-		})
+		w := ec2.NewVpcAvailableWaiter(b.c.EC2, func(o *ec2.VpcAvailableWaiterOptions) { o.Retryable = retryNotFound(o.Retryable) })
 		desc, err := w.WaitForOutput(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{id}}, waitTimeout)
 		if err != nil {
-			return nil, fmt.Errorf("wait for VPC %s to be available: %w", id, err)
+			return VPC{}, fmt.Errorf("wait for VPC %s to be available: %w", id, err)
 		}
 		if len(desc.Vpcs) > 0 {
 			v = desc.Vpcs[0]
 		}
 	}
-	// Both attributes are read at once; DNS support is turned on first:
-	// AWS refuses DNS hostnames without it.
-	attrs := []types.VpcAttributeName{types.VpcAttributeNameEnableDnsSupport, types.VpcAttributeNameEnableDnsHostnames}
-	on := make([]bool, len(attrs))
-	var reads []func(context.Context) error
-	for i, attr := range attrs {
-		reads = append(reads, func(ctx context.Context) (err error) {
-			on[i], err = vpcAttribute(ctx, b.c.EC2, id, attr, eventual)
-			return err
-		})
+	on, err := dnsAttributes(ctx, b.c.EC2, id, eventual)
+	if err != nil {
+		return VPC{}, err
 	}
-	if err := awsx.All(ctx, reads...); err != nil {
-		return nil, err
-	}
-	for i, attr := range attrs {
+	// DNS support is turned on first: AWS refuses DNS hostnames without it.
+	for i, a := range dnsAttrs {
 		if on[i] {
 			continue
 		}
 		in := &ec2.ModifyVpcAttributeInput{VpcId: aws.String(id)}
 		t := &types.AttributeBooleanValue{Value: aws.Bool(true)}
-		if attr == types.VpcAttributeNameEnableDnsSupport {
+		if a.attr == types.VpcAttributeNameEnableDnsSupport {
 			in.EnableDnsSupport = t
 		} else {
 			in.EnableDnsHostnames = t
 		}
 		if _, err := b.c.EC2.ModifyVpcAttribute(ctx, in, eventual); err != nil {
-			return nil, fmt.Errorf("enable %s on VPC %s: %w", attr, id, err)
+			return VPC{}, fmt.Errorf("enable %s on VPC %s: %w", a.attr, id, err)
 		}
 	}
 	return vpcOutOf(&v, true), nil
+}
+
+// dnsAttrs are the VPC attributes Kubernetes nodes need, DNS support
+// first (AWS refuses DNS hostnames without it).
+var dnsAttrs = []struct {
+	attr types.VpcAttributeName
+	what string
+	flag string
+}{
+	{types.VpcAttributeNameEnableDnsSupport, "DNS support", "--enable-dns-support"},
+	{types.VpcAttributeNameEnableDnsHostnames, "DNS hostnames", "--enable-dns-hostnames"},
+}
+
+// dnsAttributes reads, at once, whether each of dnsAttrs is on.
+func dnsAttributes(ctx context.Context, c *ec2.Client, id string, opts ...func(*ec2.Options)) ([]bool, error) {
+	on := make([]bool, len(dnsAttrs))
+	reads := make([]func(context.Context) error, len(dnsAttrs))
+	for i, a := range dnsAttrs {
+		reads[i] = func(ctx context.Context) (err error) {
+			on[i], err = vpcAttribute(ctx, c, id, a.attr, opts...)
+			return err
+		}
+	}
+	return on, awsx.All(ctx, reads...)
 }
 
 func vpcAttribute(ctx context.Context, c *ec2.Client, id string, attr types.VpcAttributeName, opts ...func(*ec2.Options)) (bool, error) {
@@ -229,55 +301,35 @@ func vpcAttribute(ctx context.Context, c *ec2.Client, id string, attr types.VpcA
 	return v != nil && aws.ToBool(v.Value), nil
 }
 
-func (b *builder) deleteVPC(ctx context.Context, r *engine.Run) error {
-	var prev VPC
-	r.PrevInto(&prev)
-	if prev.ID != "" && !prev.Own {
+func (b *builder) deleteVPC(ctx context.Context, r *engine.Run, prev *VPC) error {
+	if prev != nil && prev.ID != "" && !prev.Own {
 		return engine.ErrAbsent // not kforge's VPC
 	}
-	found, err := b.ownVPCs(ctx, prev.ID)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	removed := false
-	for _, v := range found {
+	return vpcKind.remove(ctx, b.c.EC2, idOf(prev), b.vpcFilters(), func(ctx context.Context, v types.Vpc) (bool, error) {
 		id := aws.ToString(v.VpcId)
-		ok, err := b.retryDelete(ctx, r, "VPC "+id, func(ctx context.Context) error {
+		return b.deleteInUse(ctx, r, "VPC", id, "vpc-id", func(ctx context.Context) error {
 			_, err := b.c.EC2.DeleteVpc(ctx, &ec2.DeleteVpcInput{VpcId: aws.String(id)})
 			return err
 		})
-		if err != nil {
-			errs = append(errs, b.inUseError(ctx, "VPC", id, "vpc-id", id, err))
-		}
-		removed = removed || ok
-	}
-	return deleted(removed, errs)
+	})
 }
 
 // checkVPC verifies that a VPC exists and has DNS hostnames and DNS
 // support, returning a *spec.UsageError when it does not.
 func checkVPC(ctx context.Context, c *ec2.Client, id string) (*types.Vpc, error) {
-	v, err := describeVPC(ctx, c, id)
+	v, err := vpcKind.byID(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
 	if v == nil {
 		return nil, spec.Usagef("VPC %s does not exist in this region: check --vpc-id and --region", id)
 	}
-	for _, a := range []struct {
-		attr types.VpcAttributeName
-		what string
-		flag string
-	}{
-		{types.VpcAttributeNameEnableDnsSupport, "DNS support", "--enable-dns-support"},
-		{types.VpcAttributeNameEnableDnsHostnames, "DNS hostnames", "--enable-dns-hostnames"},
-	} {
-		on, err := vpcAttribute(ctx, c, id, a.attr)
-		if err != nil {
-			return nil, err
-		}
-		if !on {
+	on, err := dnsAttributes(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range dnsAttrs {
+		if !on[i] {
 			return nil, spec.Usagef("VPC %s does not have %s enabled, which Kubernetes nodes need; kforge never modifies a VPC it did not create: enable it with: aws ec2 modify-vpc-attribute --vpc-id %s %s",
 				id, a.what, id, a.flag)
 		}
@@ -309,14 +361,14 @@ func checkSubnets(ctx context.Context, c *ec2.Client, vpcID string, ids []string
 		if _, ok := byID[id]; ok {
 			return nil, spec.Usagef("subnet %s is listed twice in --subnet-ids", id)
 		}
-		out, err := c.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{id}})
-		if awsx.IsNotFound(err) || err == nil && len(out.Subnets) == 0 {
+		s, err := subnetKind.byID(ctx, c, id)
+		if err != nil {
+			return nil, err
+		}
+		if s == nil {
 			return nil, spec.Usagef("subnet %s does not exist in this region: check --subnet-ids and --region", id)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("describe subnet %s: %w", id, err)
-		}
-		byID[id] = out.Subnets[0]
+		byID[id] = *s
 	}
 	zones := map[string]bool{}
 	subnets := make([]types.Subnet, 0, len(ids))
@@ -335,82 +387,116 @@ func checkSubnets(ctx context.Context, c *ec2.Client, vpcID string, ids []string
 	return subnets, nil
 }
 
-// adoptStep is the final step when the cluster uses existing subnets.
-func (b *builder) adoptStep() *engine.Step {
-	return &engine.Step{
+// addAdopted is the final step when the cluster uses existing subnets:
+// they are checked on create, and must still exist on every run after.
+func (b *builder) addAdopted(g *engine.Graph, vpc engine.Ref[VPC]) engine.Ref[Network] {
+	return engine.Add(g, engine.Resource[Network]{
 		ID:    StepID,
-		Needs: []string{StepVPC},
+		Needs: engine.Needs(vpc),
 		Title: fmt.Sprintf("existing subnets %s of %s (checked, not modified)", strings.Join(b.s.SubnetIDs, ", "), b.s.VPCID),
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			vpc, err := engine.Out[VPC](r, StepVPC)
+		Find: func(ctx context.Context, r *engine.Run, prev *Network) (engine.Observation[Network], error) {
+			if prev == nil {
+				return engine.Missing[Network](), nil // checked by Create
+			}
+			v, all, err := b.subnetsOf(ctx, r, vpc)
 			if err != nil {
-				return nil, err
+				return engine.Observation[Network]{}, err
 			}
-			subnets, err := checkSubnets(ctx, b.c.EC2, vpc.ID, b.s.SubnetIDs)
-			if err != nil {
-				return nil, err
+			var subnets []types.Subnet
+			var gone []string
+			for _, id := range b.s.SubnetIDs {
+				if s := subnetKind.withID(all, id); s != nil {
+					subnets = append(subnets, *s)
+				} else {
+					gone = append(gone, id)
+				}
 			}
-			n := Network{VPCID: vpc.ID, VPCCIDR: vpc.CIDR}
-			for _, s := range subnets {
-				n.Subnets = append(n.Subnets, Subnet{ID: aws.ToString(s.SubnetId), Zone: aws.ToString(s.AvailabilityZone),
-					CIDR: aws.ToString(s.CidrBlock), Public: aws.ToBool(s.MapPublicIpOnLaunch)})
+			if len(gone) > 0 {
+				return engine.Unsafe[Network]("subnets %s (--subnet-ids) no longer exist in VPC %s, and with them what ran in them; kforge never creates or modifies subnets it was given: run `%s`, then create the cluster again with subnets that exist",
+					strings.Join(gone, ", "), v.ID, b.resume()), nil
 			}
-			return n, nil
+			return engine.InSync(adopted(v, subnets)), nil
 		},
-	}
+		Create: func(ctx context.Context, r *engine.Run) (Network, error) {
+			v, err := vpc.Get(r)
+			if err != nil {
+				return Network{}, err
+			}
+			subnets, err := checkSubnets(ctx, b.c.EC2, v.ID, b.s.SubnetIDs)
+			if err != nil {
+				return Network{}, err
+			}
+			return adopted(v, subnets), nil
+		},
+	})
 }
 
-// networkStep gathers the outputs of the other steps into a Network.
-func (b *builder) networkStep(needs []string) *engine.Step {
-	return &engine.Step{
+// adopted is the network of existing subnets.
+func adopted(vpc VPC, subnets []types.Subnet) Network {
+	n := Network{VPCID: vpc.ID, VPCCIDR: vpc.CIDR}
+	for _, s := range subnets {
+		n.Subnets = append(n.Subnets, Subnet{ID: aws.ToString(s.SubnetId), Zone: aws.ToString(s.AvailabilityZone),
+			CIDR: aws.ToString(s.CidrBlock), Public: aws.ToBool(s.MapPublicIpOnLaunch)})
+	}
+	return n
+}
+
+// addNetwork gathers the outputs of the other steps into a Network. It
+// observes nothing: it runs again when one of them changes.
+func (b *builder) addNetwork(g *engine.Graph, vpc engine.Ref[VPC], igw engine.Ref[igwOut], rtb engine.Ref[rtbOut], subnets []engine.Ref[Subnet]) engine.Ref[Network] {
+	needs := engine.Needs(vpc, igw, rtb)
+	for _, s := range subnets {
+		needs = append(needs, s)
+	}
+	return engine.AddAction(g, engine.Action[Network]{
 		ID:    StepID,
 		Needs: needs,
 		Title: "network ready: " + Summary(b.s),
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			vpc, err := engine.Out[VPC](r, StepVPC)
+		Do: func(ctx context.Context, r *engine.Run) (Network, error) {
+			v, err := vpc.Get(r)
 			if err != nil {
-				return nil, err
+				return Network{}, err
 			}
-			igw, err := engine.Out[igwOut](r, StepIGW)
+			gw, err := igw.Get(r)
 			if err != nil {
-				return nil, err
+				return Network{}, err
 			}
-			rtb, err := engine.Out[rtbOut](r, StepRouteTable)
+			t, err := rtb.Get(r)
 			if err != nil {
-				return nil, err
+				return Network{}, err
 			}
-			n := Network{VPCID: vpc.ID, VPCCIDR: vpc.CIDR, OwnVPC: vpc.Own, InternetGatewayID: igw.ID, RouteTableID: rtb.ID}
-			for i := range b.s.Zones {
-				s, err := engine.Out[Subnet](r, SubnetStepID(i))
+			n := Network{VPCID: v.ID, VPCCIDR: v.CIDR, OwnVPC: v.Own, InternetGatewayID: gw.ID, RouteTableID: t.ID}
+			for _, ref := range subnets {
+				s, err := ref.Get(r)
 				if err != nil {
-					return nil, err
+					return Network{}, err
 				}
 				n.Subnets = append(n.Subnets, s)
 			}
 			return n, nil
 		},
-		// Delete removes subnets of the cluster beyond the graph's count
+		// Undo removes subnets of the cluster beyond the graph's count
 		// (from a spec with more zones), so that nothing is left behind;
 		// the subnet steps remove the others.
-		Delete: b.deleteStraySubnets,
-	}
+		Undo: func(ctx context.Context, r *engine.Run, _ *Network) error { return b.deleteStraySubnets(ctx, r) },
+	})
 }
 
 // ClusterVPC returns the VPC a cluster's network is in, found by tags: its
 // own VPC, else the VPC of its own subnets; "" if neither exists.
 func ClusterVPC(ctx context.Context, c *Clients, ref spec.Ref) (string, error) {
-	vpcs, err := c.EC2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{Filters: awsx.ClusterFilters(ref)})
+	vpcs, err := vpcKind.find(ctx, c.EC2, awsx.ClusterFilters(ref))
 	if err != nil {
 		return "", fmt.Errorf("look up the cluster's VPC: %w", err)
 	}
-	for _, v := range vpcs.Vpcs {
+	for _, v := range vpcs {
 		return aws.ToString(v.VpcId), nil
 	}
-	subnets, err := c.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: awsx.ClusterFilters(ref)})
+	subnets, err := subnetKind.find(ctx, c.EC2, awsx.ClusterFilters(ref))
 	if err != nil {
 		return "", fmt.Errorf("look up the cluster's subnets: %w", err)
 	}
-	for _, s := range subnets.Subnets {
+	for _, s := range subnets {
 		return aws.ToString(s.VpcId), nil
 	}
 	return "", nil
@@ -422,14 +508,12 @@ func ClusterVPC(ctx context.Context, c *Clients, ref spec.Ref) (string, error) {
 // of one name in one region would claim each other's load balancers and
 // volumes.
 func CheckNameFree(ctx context.Context, c *Clients, ref spec.Ref) error {
-	out, err := c.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []types.Filter{
-		{Name: aws.String("tag:" + awsx.TagCluster), Values: []string{ref.Name}},
-		{Name: aws.String("tag:" + awsx.TagRegion), Values: []string{ref.Region}},
-	}})
+	subnets, err := subnetKind.find(ctx, c.EC2, []types.Filter{
+		filter("tag:"+awsx.TagCluster, ref.Name), filter("tag:"+awsx.TagRegion, ref.Region)})
 	if err != nil {
 		return fmt.Errorf("look up clusters named %s: %w", ref.Name, err)
 	}
-	for _, s := range out.Subnets {
+	for _, s := range subnets {
 		if typ := awsx.EC2TagValue(s.Tags, awsx.TagType); typ != ref.Type {
 			other := spec.Ref{Type: typ, Name: ref.Name, Region: ref.Region}
 			return spec.Usagef("%s already exists (subnet %s); cluster names must be unique in a region across types, because Kubernetes tags what it makes in AWS by cluster name: pick another name", other, aws.ToString(s.SubnetId))
