@@ -371,6 +371,21 @@ func (a *App) operateWith(ctx context.Context, ref spec.Ref, verb string, cfg *a
 	return a.reportRunError(err, verb)
 }
 
+// operateQuiet runs op like operate, for a look-up inside another
+// command: no progress, and its error is returned for the caller to show.
+func (a *App) operateQuiet(ctx context.Context, ref spec.Ref, op func(context.Context, *lifecycle.Runner, lifecycle.Provider) error) error {
+	store, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	p, _, err := a.provider(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer closeProvider(p)
+	return op(ctx, &lifecycle.Runner{Store: store, StepContext: awsx.WithTraceLabel}, p)
+}
+
 // jumpFlags registers --ssh-jump and --ssh-jump-key.
 func jumpFlags(fl *pflag.FlagSet, jump, key *string, jumpHelp, keyHelp string) {
 	fl.StringVar(jump, "ssh-jump", "", jumpHelp)

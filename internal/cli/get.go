@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kforge/kforge/internal/cost"
+	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
@@ -90,10 +92,17 @@ func (a *App) infoCommand() *cobra.Command {
 	}, func(typ string) *cobra.Command {
 		var f refFlags
 		var output string
+		var offline bool
 		c := &cobra.Command{
 			Use:   typ + " --name NAME --region REGION",
 			Short: fmt.Sprintf("Show an %s cluster's AWS resources, nodes, versions and status", typ),
-			Args:  cobra.NoArgs,
+			Long: `Show what kforge knows of a cluster: its settings, status, versions, AWS
+resources, VMs and estimated cost, from its state; then look up every
+resource in AWS and say, per resource, whether it was found as recorded.
+Drift is named (see 'kforge diff' for everything a reconcile would change);
+with --offline nothing is looked up and no AWS credentials are needed.`,
+			Example: fmt.Sprintf("  kforge info %s --name demo --region us-east-1\n  kforge info %s --name demo --region us-east-1 --offline -o json", typ, typ),
+			Args:    cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				if err := checkOutput(output); err != nil {
 					return err
@@ -111,6 +120,9 @@ func (a *App) infoCommand() *cobra.Command {
 					return err
 				}
 				info := describe(p, c)
+				if !offline {
+					info.Check = a.checkResources(cmd.Context(), ref)
+				}
 				if output == outputJSON {
 					return writeJSON(a.Stdout, info)
 				}
@@ -119,6 +131,7 @@ func (a *App) infoCommand() *cobra.Command {
 			},
 		}
 		f.register(c.Flags())
+		c.Flags().BoolVar(&offline, "offline", false, "show only what the state records: look nothing up in AWS")
 		addOutputFlag(c, &output)
 		return c
 	})
@@ -169,10 +182,51 @@ func writeInfo(w io.Writer, i lifecycle.Info) {
 		}
 		t.Flush()
 	}
+	if c := i.Check; c != nil {
+		fmt.Fprintln(w, "\nChecked against AWS:")
+		switch {
+		case c.Error != "":
+			fmt.Fprintf(w, "  not checked: %s\n", c.Error)
+		default:
+			t = newTable(w)
+			for _, r := range c.Resources {
+				status := r.Status
+				if r.Detail != "" {
+					status += ": " + r.Detail
+				}
+				fmt.Fprintf(t, "  %s\t%s\n", r.Step, status)
+			}
+			t.Flush()
+			if c.Reruns > 0 {
+				fmt.Fprintf(w, "  and %d other step(s) would run again (scripts on the VMs, computed values)\n", c.Reruns)
+			}
+			if c.InSync {
+				fmt.Fprintln(w, "  every resource was found as recorded")
+			} else {
+				fmt.Fprintf(w, "  drift found: see kforge diff %s; kforge create repairs it\n", i.Type)
+			}
+		}
+	}
 	if i.Cost != nil {
 		fmt.Fprintln(w)
 		i.Cost.Write(w)
 	}
+}
+
+// checkResources looks up every resource of a cluster in AWS, as kforge
+// diff does, and says per resource whether it was found as recorded. A
+// check that cannot run (no credentials, say) is reported, not fatal:
+// what the state records is shown anyway.
+func (a *App) checkResources(ctx context.Context, ref spec.Ref) *lifecycle.ResourceCheck {
+	var all []engine.Change
+	err := a.operateQuiet(ctx, ref, func(ctx context.Context, r *lifecycle.Runner, p lifecycle.Provider) (err error) {
+		all, _, err = r.Check(ctx, p, ref)
+		return err
+	})
+	if err != nil {
+		return &lifecycle.ResourceCheck{Error: err.Error()}
+	}
+	return lifecycle.CheckResources(all)
 }
 
 // describe is a provider's Info of a cluster, with its estimated cost.

@@ -132,6 +132,9 @@ type Change struct {
 	Kind string `json:"kind"`
 	// Detail says what was found ("i-0abc was terminated outside kforge").
 	Detail string `json:"detail,omitempty"`
+	// Resource is true for a resource (looked up in AWS), false for an
+	// action (a script, a computed value).
+	Resource bool `json:"resource"`
 }
 
 // Kinds of Change.
@@ -152,12 +155,29 @@ const (
 	// ChangePending: the step depends on a change above and is looked at
 	// once that is made.
 	ChangePending = "pending"
+	// ChangeNone: nothing to do (Check only): a resource found as
+	// recorded, an action that ran with the same inputs.
+	ChangeNone = "none"
 )
 
 // Diff observes every resource of g without changing anything, and
 // reports what a reconcile would do: what is missing, what drifted, which
 // actions would run again. An empty report means in sync.
 func Diff(ctx context.Context, g *Graph, j *Journal, o Options) ([]Change, error) {
+	all, err := Check(ctx, g, j, o)
+	var changes []Change
+	for _, c := range all {
+		if c.Kind != ChangeNone {
+			changes = append(changes, c)
+		}
+	}
+	return changes, err
+}
+
+// Check is Diff with every step in the report, in graph order: the
+// steps a reconcile would leave alone have Kind ChangeNone (a resource
+// found as recorded, an action that ran with the same inputs).
+func Check(ctx context.Context, g *Graph, j *Journal, o Options) ([]Change, error) {
 	return reconcile(ctx, g, j, o, true)
 }
 
@@ -182,7 +202,7 @@ func reconcile(ctx context.Context, g *Graph, j *Journal, o Options, dry bool) (
 	note := func(s *Step, kind, detail string, block bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		changes = append(changes, Change{Step: s.ID, Title: s.Title, Kind: kind, Detail: detail})
+		changes = append(changes, Change{Step: s.ID, Title: s.Title, Kind: kind, Detail: detail, Resource: s.Find != nil})
 		if block {
 			blocked[s.ID] = detail
 		}
@@ -213,6 +233,9 @@ func reconcile(ctx context.Context, g *Graph, j *Journal, o Options, dry bool) (
 					// A state from before dependency fingerprints: adopt.
 					return false, j.put(ctx, s.ID, rec.Out, fp)
 				}
+				if dry {
+					note(s, ChangeNone, "", false)
+				}
 				return false, nil
 			}
 			if dry {
@@ -232,9 +255,14 @@ func reconcile(ctx context.Context, g *Graph, j *Journal, o Options, dry bool) (
 			return true, err
 		}
 		switch {
-		case obs.Found && obs.Drift == "":
+		case obs.Found && obs.Drift == "" && !obs.Unsafe:
 			if dry {
 				x.observe(s.ID, obs.Out)
+				detail := ""
+				if !had {
+					detail = "found by its tags; not yet in the state"
+				}
+				note(s, ChangeNone, detail, false)
 				return false, nil
 			}
 			if !had || !jsonEqual(rec.Out, obs.Out) || rec.Inputs != fp {
@@ -251,13 +279,13 @@ func reconcile(ctx context.Context, g *Graph, j *Journal, o Options, dry bool) (
 					x.observe(s.ID, obs.Out)
 				}
 				kind := ChangeUpdate
-				if s.Update == nil {
+				if s.Update == nil || obs.Unsafe {
 					kind = ChangeUnsafe
 				}
 				note(s, kind, obs.Drift, false)
 				return false, nil
 			}
-			if s.Update == nil {
+			if s.Update == nil || obs.Unsafe {
 				return true, &DriftError{Step: s.ID, Drift: obs.Drift}
 			}
 			x.emit(Event{Kind: EventDrift, Step: s.ID, Title: s.Title, Msg: obs.Drift + ": repairing it"})

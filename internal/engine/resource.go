@@ -58,6 +58,9 @@ type Observation[T any] struct {
 	// Drift, when not empty, says how what exists differs from what is
 	// wanted ("rule tcp/22 from 0.0.0.0/0 was revoked"); Update repairs it.
 	Drift string
+	// Unsafe says the drift must not be repaired by kforge (a resource now
+	// owned by another cluster): the run stops there, whatever Update.
+	Unsafe bool
 }
 
 // Missing is the observation of a resource that does not exist.
@@ -123,7 +126,7 @@ func Add[T any](g *Graph, res Resource[T]) Ref[T] {
 		if !o.Found {
 			raw = nil
 		}
-		return RawObservation{Found: o.Found, Out: raw, Drift: o.Drift}, nil
+		return RawObservation{Found: o.Found, Out: raw, Drift: o.Drift, Unsafe: o.Unsafe}, nil
 	}
 	if res.Create != nil {
 		s.Ensure = func(ctx context.Context, r *Run) (any, error) { return res.Create(ctx, r) }
@@ -196,9 +199,10 @@ func depIDs(deps []Dep) []string {
 // RawObservation is an Observation with the output encoded, as steps hold
 // it.
 type RawObservation struct {
-	Found bool
-	Out   json.RawMessage
-	Drift string
+	Found  bool
+	Out    json.RawMessage
+	Drift  string
+	Unsafe bool
 }
 
 // DriftError stops a run at drift kforge cannot repair safely.
@@ -211,8 +215,18 @@ func (e *DriftError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Step, e.Drift)
 }
 
+// Unsafe observes a resource in a state kforge must not repair itself
+// (it carries another cluster's tags, say): the run stops with a
+// *DriftError whose text says what was found and what to do.
+func Unsafe[T any](format string, a ...any) Observation[T] {
+	return Observation[T]{Found: true, Unsafe: true, Drift: fmt.Sprintf(format, a...)}
+}
+
 // Gone observes a resource that the state records but that no longer
 // exists, saying what was found ("i-0abc was terminated outside kforge").
 func Gone[T any](format string, a ...any) Observation[T] {
 	return Observation[T]{Drift: fmt.Sprintf(format, a...)}
 }
+
+// DepID is the step ID a dependency names.
+func DepID(d Dep) string { return d.depID() }

@@ -108,12 +108,21 @@ func TestResourceFindCreateRepair(t *testing.T) {
 	if ch, err := Diff(ctx, mk(), j, opts); err != nil || len(ch) != 0 {
 		t.Fatalf("in sync: diff %v, %v", ch, err)
 	}
+	// Check reports every step, the resource found as recorded.
+	if st, err := Check(ctx, mk(), j, opts); err != nil || len(st) != 2 ||
+		st[0] != (Change{Step: "vm", Title: st[0].Title, Kind: ChangeNone, Resource: true}) ||
+		st[1].Step != "boot" || st[1].Kind != ChangeNone || st[1].Resource {
+		t.Fatalf("in sync: check %+v, %v", st, err)
+	}
 
 	// Drift: diff reports it, a reconcile repairs it in place.
 	c.things["t-1"] = 7
 	ch, err := Diff(ctx, mk(), j, opts)
 	if err != nil || len(ch) != 1 || ch[0].Kind != ChangeUpdate || !strings.Contains(ch[0].Detail, "size is 7") {
 		t.Fatalf("drift: diff %+v, %v", ch, err)
+	}
+	if st, err := Check(ctx, mk(), j, opts); err != nil || len(st) != 2 || st[0].Kind != ChangeUpdate || st[1].Kind != ChangeNone {
+		t.Fatalf("drift: check %+v, %v", st, err)
 	}
 	if c.updates != 0 {
 		t.Fatal("diff changed something")
