@@ -77,7 +77,7 @@ func Recipes() []string {
 		RecipeKubeadmPrereqs, RecipeKubeadmInit, RecipeCNI, RecipeKubeadmRefreshJoin,
 		RecipeKubeadmJoinControlPlane, RecipeKubeadmJoinWorker,
 		RecipeNodesReady, RecipeDrainNode, RecipeFetchKubeconfig,
-		RecipeArtifactsMissing, RecipeReceive,
+		RecipeArtifactsMissing, RecipeReceive, RecipeEtcdReplaceMember, RecipeKubeadmEtcdServers,
 	}
 }
 

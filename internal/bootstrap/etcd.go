@@ -235,6 +235,10 @@ type EtcdConfigParams struct {
 	// DataDir and PKIDir default to DefaultEtcdDataDir and DefaultEtcdPKIDir.
 	DataDir string
 	PKIDir  string
+	// Existing makes the member join a running cluster (a replacement,
+	// added to the member list first) instead of bootstrapping a new one
+	// with the others.
+	Existing bool
 }
 
 func (p EtcdConfigParams) withDefaults() EtcdConfigParams {
@@ -304,6 +308,10 @@ func EtcdConfig(p EtcdConfigParams) ([]byte, error) {
 		initial = append(initial, m.Name+"="+httpsURL(m.privateAddr(), c.PeerPort))
 	}
 	pkiFile := func(name string) string { return p.PKIDir + "/" + name }
+	state := "new"
+	if p.Existing {
+		state = "existing"
+	}
 	cfg := etcdConfig{
 		Name:                     p.Member.Name,
 		DataDir:                  p.DataDir,
@@ -312,7 +320,7 @@ func EtcdConfig(p EtcdConfigParams) ([]byte, error) {
 		ListenPeerURLs:           httpsURL(ip, c.PeerPort),
 		InitialAdvertisePeerURLs: httpsURL(ip, c.PeerPort),
 		InitialCluster:           strings.Join(initial, ","),
-		InitialClusterState:      "new",
+		InitialClusterState:      state,
 		InitialClusterToken:      c.Token,
 		ClientTransportSecurity: etcdTransportSec{
 			CertFile:       pkiFile(etcdServerCertFile),
@@ -435,8 +443,15 @@ main() {
 {{- range .CertFiles}}
 	{{write .Path .Mode .Owner .Content}}
 {{- end}}
-	{{write "` + EtcdConfigPath + `" "0644" "root:root" .Config}}
 	local config_changed=$kforge_changed
+	kforge_changed=0
+	{{write "` + EtcdConfigPath + `" "0644" "root:root" .Config}}
+	# The initial-* settings count only until the member has data: a member
+	# that has some is not restarted for them (the member list of a cluster
+	# changes when a member is replaced).
+	if ((kforge_changed)) && [[ ! -d {{q .DataDir}}/member ]]; then
+		config_changed=1
+	fi
 
 	kforge_changed=0
 	{{write "/etc/systemd/system/etcd.service" "0644" "root:root" .Unit}}
@@ -573,4 +588,87 @@ func RenderEtcdHealth(p EtcdHealthParams) (string, error) {
 	}
 	p.Wait = orDefault(p.Wait, DefaultEtcdHealthWait)
 	return renderScript(RecipeEtcdHealth, etcdHealthBody, p)
+}
+
+// Recipe that replaces a member in the etcd member list.
+const RecipeEtcdReplaceMember = "etcd-replace-member"
+
+// EtcdReplaceMemberParams configures etcd-replace-member, which runs on a
+// healthy member.
+type EtcdReplaceMemberParams struct {
+	Cluster EtcdCluster
+	// Member is the member whose VM was replaced: same name, the new VM's
+	// address.
+	Member Node
+	// PKIDir holds the client certificate (default DefaultEtcdPKIDir).
+	PKIDir string
+	// Etcdctl is the etcdctl binary (default DefaultEtcdctl).
+	Etcdctl string
+}
+
+type replaceScript struct {
+	EtcdReplaceMemberParams
+	Endpoints, Endpoint, PeerURL string
+}
+
+const replaceMemberBody = `
+main() {
+	local pki={{q .PKIDir}} name={{q .Member.Name}} peer={{q .PeerURL}} list id
+	kforge_etcdctl() {
+		ETCDCTL_API=3 {{q .Etcdctl}} --endpoints={{q .Endpoints}} --cacert="$pki/ca.crt" --cert="$pki/client.crt" \
+			--key="$pki/client.key" --dial-timeout=5s --command-timeout=30s "$@"
+	}
+	# A new member that already runs (an earlier run got that far) is kept.
+	if ETCDCTL_API=3 {{q .Etcdctl}} --endpoints={{q .Endpoint}} --cacert="$pki/ca.crt" --cert="$pki/client.crt" \
+		--key="$pki/client.key" --dial-timeout=3s --command-timeout=5s endpoint health >/dev/null 2>&1; then
+		echo "etcd member $name runs: nothing to replace"
+		return 0
+	fi
+	list=$(kforge_etcdctl member list) || kforge_fail "cannot list the etcd members"
+	# Lines: ID, status, name, peer URLs, client URLs, is learner.
+	id=$(awk -F', ' -v n="$name" '$3 == n { print $1 }' <<<"$list")
+	if [[ -n $id ]]; then
+		kforge_log "removing etcd member $name ($id): its VM was replaced"
+		kforge_etcdctl member remove "$id" >&2
+		list=$(kforge_etcdctl member list) || kforge_fail "cannot list the etcd members"
+	fi
+	if ! grep -qF "$peer" <<<"$list"; then
+		kforge_log "adding etcd member $name ($peer)"
+		kforge_etcdctl member add "$name" --peer-urls="$peer" >&2
+	fi
+	echo "etcd member $name replaced: it joins as an existing member"
+}
+`
+
+// RenderEtcdReplaceMember renders etcd-replace-member, for a healthy
+// member when another member's VM was replaced: unless the new member
+// already answers, it removes the old member from the member list and adds
+// the new one (same name and peer URL), so that the new member can start
+// as an existing member (EtcdConfigParams.Existing). One member of a
+// cluster of three or more is never below quorum.
+func RenderEtcdReplaceMember(p EtcdReplaceMemberParams) (string, error) {
+	p.Cluster = p.Cluster.withDefaults()
+	if err := p.Cluster.validate(); err != nil {
+		return "", fmt.Errorf("etcd-replace-member: %w", err)
+	}
+	if err := p.Member.validate("etcd member", true); err != nil {
+		return "", fmt.Errorf("etcd-replace-member: %w", err)
+	}
+	var endpoints []string
+	for _, m := range p.Cluster.Members {
+		if m.Name != p.Member.Name {
+			endpoints = append(endpoints, httpsURL(m.privateAddr(), p.Cluster.ClientPort))
+		}
+	}
+	if len(endpoints) == 0 {
+		return "", errors.New("etcd-replace-member: a cluster of one member has no other member to replace it on")
+	}
+	p.PKIDir = strings.TrimSuffix(orDefault(p.PKIDir, DefaultEtcdPKIDir), "/")
+	p.Etcdctl = orDefault(p.Etcdctl, DefaultEtcdctl)
+	return renderScript(RecipeEtcdReplaceMember, replaceMemberBody, replaceScript{
+		EtcdReplaceMemberParams: p,
+		Endpoints:               strings.Join(endpoints, ","),
+		Endpoint:                httpsURL(p.Member.privateAddr(), p.Cluster.ClientPort),
+		PeerURL:                 httpsURL(p.Member.privateAddr(), p.Cluster.PeerPort),
+	})
 }

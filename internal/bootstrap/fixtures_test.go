@@ -144,6 +144,13 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	add("artifacts-missing", RecipeArtifactsMissing, s, err)
 	s, err = RenderReceive(testArtifact("kubelet", ""))
 	add("receive", RecipeReceive, s, err)
+	s, err = RenderEtcdReplaceMember(EtcdReplaceMemberParams{Cluster: c.etcd, Member: c.etcd.Members[1]})
+	add("etcd-replace-member", RecipeEtcdReplaceMember, s, err)
+	s, err = RenderEtcd(EtcdParams{
+		EtcdConfigParams: EtcdConfigParams{Cluster: c.etcd, Member: c.etcd.Members[1], Existing: true},
+		Certs:            c.etcdCerts[1],
+	})
+	add("etcd/existing", RecipeEtcd, s, err, keys(c.etcdCerts[1].Server, c.etcdCerts[1].Peer, c.etcdCerts[1].Client)...)
 	s, err = RenderEtcdHealth(EtcdHealthParams{Cluster: c.etcd})
 	add("etcd-health", RecipeEtcdHealth, s, err)
 	s, err = RenderHAProxy(HAProxyParams{ControlPlanes: c.cps})
@@ -195,9 +202,11 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	s, err = RenderCNI(CNIParams{Flannel: custom})
 	add("cni/custom-subnet", RecipeCNI, s, err)
 	for _, upload := range []bool{false, true} {
-		s, err = RenderKubeadmRefreshJoin(KubeadmRefreshJoinParams{Cluster: c.kubeadm, Now: time.Now(), UploadCerts: upload})
+		s, err = RenderKubeadmRefreshJoin(KubeadmRefreshJoinParams{Cluster: c.kubeadm, Node: c.cps[0], CA: c.kubeCAPEM, Now: time.Now(), UploadCerts: upload})
 		add("kubeadm-refresh-join", RecipeKubeadmRefreshJoin, s, err, c.kubeadm.Token, c.kubeadm.CertificateKey)
 	}
+	s, err = RenderKubeadmEtcdServers(KubeadmEtcdServersParams{Node: c.cps[0], Etcd: c.kubeadm.Etcd.Cluster})
+	add("kubeadm-etcd-servers", RecipeKubeadmEtcdServers, s, err)
 	for _, cp := range c.cps[1:] {
 		s, err := RenderKubeadmJoinControlPlane(KubeadmJoinParams{Cluster: c.kubeadm, Node: cp, CACertHash: c.caHash})
 		add("kubeadm-join-cp/"+cp.Name, RecipeKubeadmJoinControlPlane, s, err, kubeadmSecrets...)

@@ -114,6 +114,10 @@ type DrainNodeParams struct {
 	Node string
 	// Timeout bounds the drain (default DefaultDrainTimeout).
 	Timeout time.Duration
+	// Gone: the node's VM no longer exists (it was replaced). Its Node is
+	// deleted without a drain (its pods went with the VM), so that the
+	// new VM can join under the same name.
+	Gone bool
 }
 
 const drainNodeBody = `
@@ -129,6 +133,11 @@ main() {
 		echo "node $node already gone"
 		return 0
 	fi
+{{- if .Gone}}
+	kforge_log "deleting node $node: its VM was replaced"
+	kubectl --kubeconfig "$kubeconfig" --request-timeout=30s delete node "$node" --ignore-not-found >&2
+	echo "node $node deleted"
+{{- else}}
 	if ! kubectl --kubeconfig "$kubeconfig" drain "$node" --ignore-daemonsets --delete-emptydir-data --force \
 		--timeout={{seconds .Timeout}}s >&2; then
 		if ! kforge_exists; then
@@ -139,12 +148,14 @@ main() {
 	fi
 	kubectl --kubeconfig "$kubeconfig" --request-timeout=30s delete node "$node" --ignore-not-found >&2
 	echo "node $node drained and deleted"
+{{- end}}
 }
 `
 
 // RenderDrainNode renders drain-node: it drains the node (ignoring
 // DaemonSets, deleting emptyDir data, evicting unmanaged pods, bounded by
-// Timeout), then deletes it. A node that does not exist counts as done.
+// Timeout), then deletes it; with Gone it only deletes it. A node that
+// does not exist counts as done.
 func RenderDrainNode(p DrainNodeParams) (string, error) {
 	if err := validKubeconfigPath(p.Kubeconfig); err != nil {
 		return "", fmt.Errorf("drain-node: %w", err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kforge/kforge/internal/pki"
 )
 
 // kubeadmDoneMarker records that kubeadm init or join finished on a node, so
@@ -53,10 +55,18 @@ main() {
 	{{write .Path .Mode "root:root" .Content}}
 {{- end}}
 	kforge_log "running kubeadm {{.Action}}"
-	if ! timeout {{seconds .Timeout}} {{.Command}} >&2; then
-		kforge_fail "kubeadm {{.Action}} failed on {{.Name}}; see the output above and journalctl -u kubelet on the VM"
+	# kubeadm runs detached from this SSH session, its output in a log, and
+	# marks itself done: a kforge killed (or a connection lost) half-way
+	# never stops it half-way (a half-joined node cannot join again under
+	# its name while its Node is Ready); the next run waits for the lock
+	# and finds it done.
+	local log=` + KubeadmConfigDir + `/{{.Action}}.log rc=0
+	setsid bash -c 'timeout {{seconds .Timeout}} {{.Command}} && touch ` + kubeadmDoneMarker + `' >"$log" 2>&1 </dev/null &
+	wait $! || rc=$?
+	if ((rc != 0)); then
+		tail -n 40 "$log" >&2
+		kforge_fail "kubeadm {{.Action}} failed on {{.Name}}; see the output above, $log and journalctl -u kubelet on the VM"
 	fi
-	touch ` + kubeadmDoneMarker + `
 	echo "kubeadm {{.Action}} done on {{.Name}}"
 }
 `
@@ -124,6 +134,13 @@ func RenderKubeadmJoinWorker(p KubeadmJoinParams) (string, error) {
 // KubeadmRefreshJoinParams configures kubeadm-refresh-join.
 type KubeadmRefreshJoinParams struct {
 	Cluster KubeadmCluster
+	// Node is the control plane the recipe runs on, and CA the cluster CA:
+	// the recipe writes the cluster's configuration there (a control plane
+	// that joined has none), uploads it to the kubeadm-config ConfigMap
+	// (joins read the etcd members from it), and with UploadCerts uploads
+	// the certificates under it.
+	Node Node
+	CA   pki.PEMPair
 	// Now is the current time; the bootstrap token expires at Now plus
 	// Cluster.TokenTTL.
 	Now time.Time
@@ -176,6 +193,7 @@ func BootstrapTokenSecret(token, description string, expires time.Time) ([]byte,
 type refreshScript struct {
 	Secret      []byte
 	UploadCerts bool
+	Config      []byte
 }
 
 const refreshBody = `
@@ -187,6 +205,11 @@ main() {
 	base64 -d <<'` + heredocEnd + `' | kubectl --kubeconfig "$kubeconfig" --request-timeout=30s apply -f - >&2
 {{b64 .Secret}}
 ` + heredocEnd + `
+	kforge_dir ` + KubeadmConfigDir + ` 0700 root:root
+	{{write "` + KubeadmInitConfigPath + `" "0600" "root:root" .Config}}
+	# Control planes that join read the cluster's configuration from the
+	# kubeadm-config ConfigMap: keep its etcd members current.
+	kubeadm init phase upload-config kubeadm --config ` + KubeadmInitConfigPath + ` >&2
 {{- if .UploadCerts}}
 	# stdout carries the certificate key: discard it.
 	kubeadm init phase upload-certs --upload-certs --skip-certificate-key-print --config ` + KubeadmInitConfigPath + ` >/dev/null
@@ -197,10 +220,12 @@ main() {
 
 // RenderKubeadmRefreshJoin renders kubeadm-refresh-join, for the first
 // control plane before nodes join: it (re)creates the bootstrap token's
-// Secret so that the token is valid for Cluster.TokenTTL from Now, and with
+// Secret so that the token is valid for Cluster.TokenTTL from Now, uploads
+// the cluster's configuration (the etcd members may have moved), and with
 // UploadCerts uploads the control-plane certificates again under the
 // certificate key of the init configuration. kforge runs it when joins may
-// come later than the token's or the upload's lifetime (scale, resume).
+// come later than the token's or the upload's lifetime (scale, resume) and
+// whenever a VM of the cluster changed.
 func RenderKubeadmRefreshJoin(p KubeadmRefreshJoinParams) (string, error) {
 	p.Cluster = p.Cluster.withDefaults()
 	if p.Now.IsZero() {
@@ -213,7 +238,11 @@ func RenderKubeadmRefreshJoin(p KubeadmRefreshJoinParams) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("kubeadm-refresh-join recipe: %w", err)
 	}
-	return renderScript(RecipeKubeadmRefreshJoin, refreshBody, refreshScript{Secret: sec, UploadCerts: p.UploadCerts})
+	cfg, err := KubeadmInitConfig(KubeadmInitParams{Cluster: p.Cluster, Node: p.Node, CA: p.CA})
+	if err != nil {
+		return "", fmt.Errorf("kubeadm-refresh-join recipe: %w", err)
+	}
+	return renderScript(RecipeKubeadmRefreshJoin, refreshBody, refreshScript{Secret: sec, UploadCerts: p.UploadCerts, Config: cfg})
 }
 
 // CNIParams configures the cni recipe (kubeadm clusters; k3s brings its own

@@ -398,7 +398,7 @@ func TestBootstrapTokenSecret(t *testing.T) {
 func TestRefreshJoinScript(t *testing.T) {
 	c := newCluster(t)
 	for _, upload := range []bool{false, true} {
-		s, err := RenderKubeadmRefreshJoin(KubeadmRefreshJoinParams{Cluster: c.kubeadm, Now: time.Now(), UploadCerts: upload})
+		s, err := RenderKubeadmRefreshJoin(KubeadmRefreshJoinParams{Cluster: c.kubeadm, Node: c.cps[0], CA: c.kubeCAPEM, Now: time.Now(), UploadCerts: upload})
 		if err != nil {
 			t.Fatal(err)
 		}

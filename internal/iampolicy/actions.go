@@ -104,6 +104,11 @@ func Permissions() []Permission {
 		{Action: "ec2:DeleteKeyPair", Types: haTyp(), Why: "delete the key pair (or replace a stale one)"},
 		{Action: "ec2:RunInstances", Types: haTyp(), TagOnCreate: true, Why: "launch the VMs"},
 		{Action: "ec2:TerminateInstances", Types: haTyp(), Why: "terminate VMs on scale down and delete"},
+		{Action: "ec2:StartInstances", Types: haTyp(), Why: "drift: start a VM that was stopped outside kforge"},
+		{Action: "ec2:ModifyInstanceAttribute", Types: haTyp(), Why: "drift: give a VM back its security group"},
+		{Action: "ec2:DescribeIamInstanceProfileAssociations", Types: haTyp(), Why: "drift: find a VM's instance profile association"},
+		{Action: "ec2:AssociateIamInstanceProfile", Types: haTyp(), Why: "drift: give a VM back its instance profile"},
+		{Action: "ec2:ReplaceIamInstanceProfileAssociation", Types: haTyp(), Why: "drift: replace a VM's foreign instance profile with its own"},
 
 		// IAM roles (both) and instance profiles (ha-aws), named kforge-*.
 		{Action: "iam:GetRole", Types: both(), Scopes: []Scope{ScopeRole, ScopeOwnIdentity}, Why: "find a role and check whose it is; preflight as a role: its boundary"},
@@ -133,7 +138,7 @@ func Permissions() []Permission {
 
 		// What AWS checks although kforge never calls the action itself.
 		{Action: "iam:PassRole", Types: both(), Scopes: []Scope{ScopePassRole},
-			Implicit: "AWS checks it when CreateCluster and CreateNodegroup (aws) or RunInstances with an instance profile (ha-aws) hand a kforge-* role to the service"},
+			Implicit: "AWS checks it when CreateCluster and CreateNodegroup (aws) or RunInstances and AssociateIamInstanceProfile with an instance profile (ha-aws) hand a kforge-* role to the service"},
 		{Action: "ec2:CreateTags", Types: both(), Scopes: []Scope{ScopeTagOnCreate},
 			Implicit: "AWS checks it for the TagSpecifications of EC2 create calls (tag on create); the condition ec2:CreateAction limits it to those calls"},
 		{Action: "iam:TagRole", Types: both(), Scopes: roles(),

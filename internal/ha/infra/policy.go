@@ -1,4 +1,4 @@
-package ha
+package infra
 
 import "encoding/json"
 

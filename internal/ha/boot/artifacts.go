@@ -1,4 +1,4 @@
-package ha
+package boot
 
 import (
 	"context"
@@ -9,23 +9,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
 	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/bootstrap"
 	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/ha/infra"
 	"github.com/kforge/kforge/internal/spec"
 )
-
-// Artifact step IDs.
-const (
-	// StepArtifacts reads the checksums of what the VMs install from the
-	// artifacts directory or mirror (--artifacts), checks that every file
-	// is there, and keeps the checksums in state.
-	StepArtifacts = "artifacts"
-)
-
-// UploadStepID copies the artifacts VM i of a role needs to it (an
-// artifacts directory only).
-func UploadStepID(role string, i int) string { return fmt.Sprintf("upload/%s/%d", role, i) }
 
 // artifactsOut is what StepArtifacts keeps: the source and the checksum of
 // every file the cluster's VMs install.
@@ -48,7 +39,7 @@ func ArtifactSet(s spec.Spec) (artifacts.Set, error) {
 
 // installsArtifacts reports whether a role installs anything from the
 // artifacts (the load balancer installs HAProxy from the distribution).
-func installsArtifacts(role string) bool { return role != RoleLB }
+func installsArtifacts(role string) bool { return role != infra.RoleLB }
 
 // source is the spec's --artifacts (validated with the spec).
 func source(s spec.Spec) artifacts.Source {
@@ -67,17 +58,17 @@ func neededFiles(s spec.Spec, role, arch string) ([]artifacts.File, error) {
 }
 
 // clusterArches returns the Debian architecture of each role's instance
-// type, from the images step.
-func clusterArches(r *engine.Run, s spec.Spec) (map[string]string, error) {
-	imgs, err := engine.Out[imagesOut](r, StepImages)
+// type, from the images step (which the reading step must need).
+func clusterArches(r *engine.Run, s spec.Spec, images engine.Ref[infra.Images]) (map[string]string, error) {
+	imgs, err := images.Get(r)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, role := range Roles {
-		img, ok := imgs.ByType[size(s, role)]
+	for _, role := range infra.Roles {
+		img, ok := imgs.ByType[infra.Size(s, role)]
 		if !ok {
-			return nil, fmt.Errorf("no image was chosen for instance type %s", size(s, role))
+			return nil, fmt.Errorf("no image was chosen for instance type %s", infra.Size(s, role))
 		}
 		out[role] = artifacts.DebianArch(img.Arch)
 	}
@@ -87,8 +78,8 @@ func clusterArches(r *engine.Run, s spec.Spec) (map[string]string, error) {
 // allNeeded lists every file the cluster's VMs install, each once.
 func allNeeded(s spec.Spec, arches map[string]string) ([]artifacts.File, error) {
 	seen := map[string]artifacts.File{}
-	for _, role := range Roles {
-		if !installsArtifacts(role) || count(s, role) == 0 {
+	for _, role := range infra.Roles {
+		if !installsArtifacts(role) || infra.Count(s, role) == 0 {
 			continue
 		}
 		fs, err := neededFiles(s, role, arches[role])
@@ -133,16 +124,16 @@ func checkArtifacts(ctx context.Context, s spec.Spec, files []artifacts.File, ha
 	return sums, nil
 }
 
-// checkSource is the preflight's look at --artifacts: the checksum list
+// CheckSource is the preflight's look at --artifacts: the checksum list
 // names every file the cluster's VMs install, and a directory has them.
-func (p *Provider) checkSource(ctx context.Context, s spec.Spec) error {
-	byType, err := p.typeArches(ctx, s.Region, clusterTypes(s))
+func CheckSource(ctx context.Context, c *ec2.Client, s spec.Spec) error {
+	byType, err := infra.TypeArches(ctx, c, s.Region, infra.ClusterTypes(s))
 	if err != nil {
 		return err
 	}
 	arches := map[string]string{}
-	for _, role := range Roles {
-		arches[role] = artifacts.DebianArch(byType[size(s, role)])
+	for _, role := range infra.Roles {
+		arches[role] = artifacts.DebianArch(byType[infra.Size(s, role)])
 	}
 	files, err := allNeeded(s, arches)
 	if err != nil {
@@ -152,75 +143,78 @@ func (p *Provider) checkSource(ctx context.Context, s spec.Spec) error {
 	return err
 }
 
-// artifactsStep reads and checks the artifacts once per source; its
+// addArtifacts reads and checks the artifacts once per source; its
 // outputs, kept in state, are the checksums the VMs check every file
 // against, so a directory or mirror changed later cannot slip another
 // file in.
-func (p *Provider) artifactsStep(s spec.Spec) *engine.Step {
+func (b *builder) addArtifacts() engine.Ref[artifactsOut] {
+	s := b.s
 	src := source(s)
-	return &engine.Step{
+	return engine.AddAction(b.g, engine.Action[artifactsOut]{
 		ID:     StepArtifacts,
-		Needs:  []string{StepImages},
+		Needs:  engine.Needs(b.infra.Images),
 		Title:  "check every artifact the VMs install against SHA256SUMS (" + src.Describe() + ")",
 		Inputs: struct{ Source, Repo string }{src.String(), s.ImageRepository},
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			arches, err := clusterArches(r, s)
+		Do: func(ctx context.Context, r *engine.Run) (artifactsOut, error) {
+			arches, err := clusterArches(r, s, b.infra.Images)
 			if err != nil {
-				return nil, err
+				return artifactsOut{}, err
 			}
 			files, err := allNeeded(s, arches)
 			if err != nil {
-				return nil, err
+				return artifactsOut{}, err
 			}
 			r.Waiting("checking %d artifacts in %s", len(files), src)
 			sums, err := checkArtifacts(ctx, s, files, true)
 			if err != nil {
-				return nil, err
+				return artifactsOut{}, err
 			}
 			return artifactsOut{Source: src, Sums: sums}, nil
 		},
-	}
+	})
 }
 
-// uploadStep copies to VM i of a role the artifacts it lacks, each checked
+// addUpload copies to VM i of a role the artifacts it lacks, each checked
 // on the VM against its SHA-256 before it is kept.
-func (p *Provider) uploadStep(s spec.Spec, role string, i int) *engine.Step {
-	return &engine.Step{
+func (b *builder) addUpload(role string, i int) engine.Ref[struct{}] {
+	s := b.s
+	vmRef := b.infra.VM(role, i)
+	return engine.AddAction(b.g, engine.Action[struct{}]{
 		ID:    UploadStepID(role, i),
-		Needs: []string{ReadyStepID(role, i), StepArtifacts, StepImages, VMStepID(role, i)},
-		Title: fmt.Sprintf("upload the artifacts %s installs over SSH", vmName(s.Name, role, i)),
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			out, err := engine.Out[artifactsOut](r, StepArtifacts)
+		Needs: engine.Needs(engine.ID(ReadyStepID(role, i)), b.artifacts, b.infra.Images, vmRef, b.infra.Secrets),
+		Title: fmt.Sprintf("upload the artifacts %s installs over SSH", infra.VMName(s.Name, role, i)),
+		Do: func(ctx context.Context, r *engine.Run) (struct{}, error) {
+			out, err := b.artifacts.Get(r)
 			if err != nil {
-				return nil, err
+				return struct{}{}, err
 			}
-			arches, err := clusterArches(r, s)
+			arches, err := clusterArches(r, s, b.infra.Images)
 			if err != nil {
-				return nil, err
+				return struct{}{}, err
 			}
 			files, err := neededFiles(s, role, arches[role])
 			if err != nil {
-				return nil, err
+				return struct{}{}, err
 			}
 			want := make([]bootstrap.Artifact, 0, len(files))
 			for _, f := range files {
 				a, err := resolve(out, f.Path)
 				if err != nil {
-					return nil, err
+					return struct{}{}, err
 				}
 				want = append(want, a)
 			}
-			vm, err := vmOut(r, role, i)
+			vm, err := vmRef.Get(r)
 			if err != nil {
-				return nil, err
+				return struct{}{}, err
 			}
 			sc, err := bootstrap.RenderArtifactsMissing(bootstrap.ArtifactsMissingParams{Files: want})
 			if err != nil {
-				return nil, err
+				return struct{}{}, err
 			}
-			missing, err := p.runOn(ctx, r, s, vm, sc)
+			missing, err := runOn(ctx, r, s, vm, sc)
 			if err != nil {
-				return nil, err
+				return struct{}{}, err
 			}
 			byVMPath := map[string]string{}
 			for _, f := range files {
@@ -234,7 +228,7 @@ func (p *Provider) uploadStep(s spec.Spec, role string, i int) *engine.Step {
 				}
 				rel, ok := byVMPath[line]
 				if !ok {
-					return nil, fmt.Errorf("vm %s reported an unknown missing artifact %q", vm.Name, line)
+					return struct{}{}, fmt.Errorf("vm %s reported an unknown missing artifact %q", vm.Name, line)
 				}
 				if st, err := os.Stat(out.Source.LocalPath(rel)); err == nil {
 					total += st.Size()
@@ -242,17 +236,21 @@ func (p *Provider) uploadStep(s spec.Spec, role string, i int) *engine.Step {
 				todo = append(todo, rel)
 			}
 			if len(todo) == 0 {
-				return nil, nil
+				return struct{}{}, nil
 			}
 			r.Waiting("uploading %d file(s), %d MB, to %s", len(todo), total>>20, vm.Name)
-			return nil, p.upload(ctx, r, s, vm, out, todo)
+			return struct{}{}, upload(ctx, r, s, vm, out, todo)
 		},
-	}
+	})
 }
 
 // upload sends files of the artifacts directory to a VM, a few at once.
-func (p *Provider) upload(ctx context.Context, r *engine.Run, s spec.Spec, vm VMOut, out artifactsOut, paths []string) error {
-	c, err := p.sshClient(r, s)
+func upload(ctx context.Context, r *engine.Run, s spec.Spec, vm infra.VM, out artifactsOut, paths []string) error {
+	ss, err := sessionOf(r)
+	if err != nil {
+		return err
+	}
+	c, err := ss.sshClient(r, s)
 	if err != nil {
 		return err
 	}
@@ -314,39 +312,39 @@ func offline(s spec.Spec) bool { return s.Artifacts != "" }
 
 // artifactNeeds are the steps a VM's install recipe needs for its
 // artifacts: their checksums, and for a directory the upload to the VM.
-func artifactNeeds(s spec.Spec, role string, i int) []string {
-	if !offline(s) {
+func (b *builder) artifactNeeds(role string, i int) []engine.Dep {
+	if !offline(b.s) {
 		return nil
 	}
-	needs := []string{StepArtifacts, StepImages}
-	if source(s).Dir != "" {
-		needs = append(needs, UploadStepID(role, i))
+	needs := []engine.Dep{b.artifacts, b.infra.Images}
+	if source(b.s).Dir != "" {
+		needs = append(needs, engine.ID(UploadStepID(role, i)))
 	}
 	return needs
 }
 
 // roleArtifacts returns what the VMs of a role install from: the
 // journaled checksums, the cluster's Set and the role's architecture.
-func roleArtifacts(r *engine.Run, s spec.Spec, role string) (artifactsOut, artifacts.Set, string, error) {
-	out, err := engine.Out[artifactsOut](r, StepArtifacts)
+func (b *builder) roleArtifacts(r *engine.Run, role string) (artifactsOut, artifacts.Set, string, error) {
+	out, err := b.artifacts.Get(r)
 	if err != nil {
 		return out, artifacts.Set{}, "", err
 	}
-	arches, err := clusterArches(r, s)
+	arches, err := clusterArches(r, b.s, b.infra.Images)
 	if err != nil {
 		return out, artifacts.Set{}, "", err
 	}
-	set, err := ArtifactSet(s)
+	set, err := ArtifactSet(b.s)
 	return out, set, arches[role], err
 }
 
-// etcdTarballs resolves the etcd tarball of VM i for the etcd recipe, or
-// nil for the upstream download.
-func etcdTarballs(r *engine.Run, s spec.Spec) (map[string]bootstrap.Artifact, error) {
-	if !offline(s) {
+// etcdTarballs resolves the etcd tarball of the etcd VMs for the etcd
+// recipe, or nil for the upstream download.
+func (b *builder) etcdTarballs(r *engine.Run) (map[string]bootstrap.Artifact, error) {
+	if !offline(b.s) {
 		return nil, nil
 	}
-	out, set, arch, err := roleArtifacts(r, s, RoleEtcd)
+	out, set, arch, err := b.roleArtifacts(r, infra.RoleEtcd)
 	if err != nil {
 		return nil, err
 	}
@@ -357,9 +355,9 @@ func etcdTarballs(r *engine.Run, s spec.Spec) (map[string]bootstrap.Artifact, er
 	return map[string]bootstrap.Artifact{arch: a}, nil
 }
 
-// kubeadmImages are the images of a kubeadm cluster, from the spec's
+// KubeadmImages are the images of a kubeadm cluster, from the spec's
 // image repository or the default registries.
-func kubeadmImages(s spec.Spec) (artifacts.KubeadmImages, error) {
+func KubeadmImages(s spec.Spec) (artifacts.KubeadmImages, error) {
 	set, err := ArtifactSet(s)
 	if err != nil {
 		return artifacts.KubeadmImages{}, err
@@ -369,11 +367,11 @@ func kubeadmImages(s spec.Spec) (artifacts.KubeadmImages, error) {
 
 // kubeadmOffline resolves the artifacts of a kubeadm node, or nil for an
 // install from the public upstreams.
-func kubeadmOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.KubeadmOffline, error) {
-	if !offline(s) {
+func (b *builder) kubeadmOffline(r *engine.Run, role string) (*bootstrap.KubeadmOffline, error) {
+	if !offline(b.s) {
 		return nil, nil
 	}
-	out, set, arch, err := roleArtifacts(r, s, role)
+	out, set, arch, err := b.roleArtifacts(r, role)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +389,7 @@ func kubeadmOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.Kubeadm
 			return nil, err
 		}
 	}
-	files, err := set.Files(role, arch, s.ImageRepository == "")
+	files, err := set.Files(role, arch, b.s.ImageRepository == "")
 	if err != nil {
 		return nil, err
 	}
@@ -410,11 +408,11 @@ func kubeadmOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.Kubeadm
 
 // k3sOffline resolves the artifacts of a k3s node, or nil for an install
 // with k3s's install script.
-func k3sOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.K3sOffline, error) {
-	if !offline(s) {
+func (b *builder) k3sOffline(r *engine.Run, role string) (*bootstrap.K3sOffline, error) {
+	if !offline(b.s) {
 		return nil, nil
 	}
-	out, set, arch, err := roleArtifacts(r, s, role)
+	out, set, arch, err := b.roleArtifacts(r, role)
 	if err != nil {
 		return nil, err
 	}
@@ -422,7 +420,7 @@ func k3sOffline(r *engine.Run, s spec.Spec, role string) (*bootstrap.K3sOffline,
 	if o.Binary, err = resolve(out, set.K3sBinary(arch)); err != nil {
 		return nil, err
 	}
-	if s.ImageRepository == "" {
+	if b.s.ImageRepository == "" {
 		img, err := resolve(out, set.K3sImages(arch))
 		if err != nil {
 			return nil, err

@@ -1,4 +1,4 @@
-package ha
+package infra
 
 import (
 	"context"
@@ -25,8 +25,8 @@ type Image struct {
 	RootDevice string `json:"rootDevice"`
 }
 
-// imagesOut maps each instance type of the cluster to its image.
-type imagesOut struct {
+// Images maps each instance type of the cluster to its image.
+type Images struct {
 	ByType map[string]Image `json:"byType"`
 }
 
@@ -38,51 +38,52 @@ func ubuntuArch(arch string) string {
 	return "amd64"
 }
 
-// imagesStep looks up, once per create, the architecture of every instance
+// addImages looks up, once per create, the architecture of every instance
 // type the cluster uses (one DescribeInstanceTypes) and the newest Ubuntu
 // 24.04 LTS image of Canonical for each architecture (one DescribeImages
-// each), or checks the --ami given.
-func (p *Provider) imagesStep(s spec.Spec) *engine.Step {
-	typeList := clusterTypes(s)
+// each), or checks the --ami given. It is an action: a reconcile keeps the
+// images the VMs were launched with (a newer image does not replace VMs).
+func addImages(g *engine.Graph, c *Clients, s spec.Spec) engine.Ref[Images] {
+	typeList := ClusterTypes(s)
 	title := fmt.Sprintf("find the newest Ubuntu 24.04 LTS image of Canonical for %s", strings.Join(typeList, ", "))
 	if s.AMI != "" {
 		title = fmt.Sprintf("check image %s for %s", s.AMI, strings.Join(typeList, ", "))
 	}
-	return &engine.Step{
+	return engine.AddAction(g, engine.Action[Images]{
 		ID:     StepImages,
 		Title:  title,
 		Inputs: struct{ Types []string }{typeList},
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			arch, err := p.typeArches(ctx, s.Region, typeList)
+		Do: func(ctx context.Context, r *engine.Run) (Images, error) {
+			res := Images{ByType: map[string]Image{}}
+			arch, err := TypeArches(ctx, c.EC2, s.Region, typeList)
 			if err != nil {
-				return nil, err
+				return res, err
 			}
 			byArch := map[string]Image{}
-			res := imagesOut{ByType: map[string]Image{}}
 			for _, t := range typeList {
 				a := arch[t]
 				img, ok := byArch[a]
 				if !ok {
-					if img, err = p.findImage(ctx, s, a); err != nil {
-						return nil, err
+					if img, err = findImage(ctx, c.EC2, s, a); err != nil {
+						return res, err
 					}
 					byArch[a] = img
 				}
 				if img.Arch != a {
-					return nil, fmt.Errorf("image %s is for %s, but instance type %s is %s", img.ID, img.Arch, t, a)
+					return res, fmt.Errorf("image %s is for %s, but instance type %s is %s", img.ID, img.Arch, t, a)
 				}
 				res.ByType[t] = img
 			}
 			return res, nil
 		},
-	}
+	})
 }
 
-// clusterTypes lists the instance types of a cluster, sorted.
-func clusterTypes(s spec.Spec) []string {
+// ClusterTypes lists the instance types of a cluster, sorted.
+func ClusterTypes(s spec.Spec) []string {
 	types := map[string]bool{}
 	for _, role := range Roles {
-		types[size(s, role)] = true
+		types[Size(s, role)] = true
 	}
 	var l []string
 	for t := range types {
@@ -92,10 +93,10 @@ func clusterTypes(s spec.Spec) []string {
 	return l
 }
 
-// typeArches returns the EC2 architecture (x86_64, arm64) of each
+// TypeArches returns the EC2 architecture (x86_64, arm64) of each
 // instance type, with one DescribeInstanceTypes.
-func (p *Provider) typeArches(ctx context.Context, region string, typeList []string) (map[string]string, error) {
-	out, err := p.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: toInstanceTypes(typeList)})
+func TypeArches(ctx context.Context, c *ec2.Client, region string, typeList []string) (map[string]string, error) {
+	out, err := c.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: toInstanceTypes(typeList)})
 	if err != nil {
 		return nil, fmt.Errorf("look up instance types %v in %s (is each offered there?): %w", typeList, region, err)
 	}
@@ -127,20 +128,27 @@ func toInstanceTypes(l []string) []ec2types.InstanceType {
 	return out
 }
 
-func (p *Provider) findImage(ctx context.Context, s spec.Spec, arch string) (Image, error) {
-	in := &ec2.DescribeImagesInput{}
+// ImageQuery is the look-up of the image the VMs of an architecture boot
+// (--ami, else the newest Ubuntu 24.04 LTS of Canonical), and the account
+// that must own the image found (empty: any).
+func ImageQuery(s spec.Spec, arch string) (*ec2.DescribeImagesInput, string) {
 	if s.AMI != "" {
-		in.ImageIds = []string{s.AMI}
-	} else {
-		in.Owners = []string{CanonicalOwner}
-		in.Filters = []ec2types.Filter{
+		return &ec2.DescribeImagesInput{ImageIds: []string{s.AMI}}, ""
+	}
+	return &ec2.DescribeImagesInput{
+		Owners: []string{CanonicalOwner},
+		Filters: []ec2types.Filter{
 			{Name: aws.String("name"), Values: []string{"ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-" + ubuntuArch(arch) + "-server-*"}},
 			{Name: aws.String("architecture"), Values: []string{arch}},
 			{Name: aws.String("state"), Values: []string{"available"}},
 			{Name: aws.String("root-device-type"), Values: []string{"ebs"}},
-		}
-	}
-	out, err := p.ec2.DescribeImages(ctx, in)
+		},
+	}, CanonicalOwner
+}
+
+func findImage(ctx context.Context, c *ec2.Client, s spec.Spec, arch string) (Image, error) {
+	in, _ := ImageQuery(s, arch)
+	out, err := c.DescribeImages(ctx, in)
 	if err != nil {
 		return Image{}, fmt.Errorf("look up images: %w", err)
 	}

@@ -1,4 +1,4 @@
-package ha
+package infra
 
 import (
 	"context"
@@ -234,7 +234,7 @@ func (w *watcher) poll(ctx context.Context) {
 				w.waiters[id] = keep
 			}
 		}
-		if pollErr != nil && !isTransient(pollErr) {
+		if pollErr != nil && !awsx.IsTransient(pollErr) {
 			for id, reqs := range w.waiters {
 				for _, r := range reqs {
 					r.ch <- waitResult{err: fmt.Errorf("describe instances: %w", pollErr)}
@@ -294,4 +294,10 @@ func running(in ec2types.Instance) (bool, error) {
 // terminated is the condition of an instance that is gone.
 func terminated(in ec2types.Instance) (bool, error) {
 	return in.State != nil && in.State.Name == ec2types.InstanceStateNameTerminated, nil
+}
+
+// stopped is the condition of an instance that is stopped (and may be
+// started again).
+func stopped(in ec2types.Instance) (bool, error) {
+	return in.State != nil && in.State.Name == ec2types.InstanceStateNameStopped, nil
 }

@@ -1,4 +1,4 @@
-package ha
+package infra
 
 import (
 	"context"
@@ -20,29 +20,34 @@ import (
 
 // Keys of the secrets kept in state.
 const (
-	secretSSHKey   = "ssh-key"          // the cluster's ed25519 login key (OpenSSH PEM)
-	secretHostSeed = "host-key-seed"    // 32 bytes from which each VM's host key derives
-	secretToken    = "join-token"       // k3s token, or kubeadm bootstrap token
-	secretCertKey  = "certificate-key"  // kubeadm --certificate-key
-	secretEtcdCA   = "etcd-ca"          // PEM pair (JSON)
-	secretK8sCA    = "kubernetes-ca"    // PEM pair (JSON), kubeadm
-	secretAdmin    = "admin-kubeconfig" // from the first control plane
+	secretSSHKey   = "ssh-key"       // the cluster's ed25519 login key (OpenSSH PEM)
+	secretHostSeed = "host-key-seed" // 32 bytes from which each VM's host key derives
+	// SecretToken is the k3s token, or the kubeadm bootstrap token.
+	SecretToken = "join-token"
+	// SecretCertKey is kubeadm's --certificate-key.
+	SecretCertKey = "certificate-key"
+	// SecretEtcdCA and SecretK8sCA are PEM pairs (JSON) of the etcd CA and
+	// of the Kubernetes CA (kubeadm).
+	SecretEtcdCA = "etcd-ca"
+	SecretK8sCA  = "kubernetes-ca"
+	// SecretAdmin is the admin kubeconfig, read from a control plane.
+	SecretAdmin = "admin-kubeconfig"
 )
 
-// secretsOut is the public part of what the secrets step made.
-type secretsOut struct {
+// Secrets is the public part of what the secrets step made.
+type Secrets struct {
 	SSHPublicKey string `json:"sshPublicKey"`
 	// CAHash is the kubeadm discovery hash of the Kubernetes CA.
 	CAHash string `json:"caHash,omitempty"`
 }
 
-// secretsStep makes the cluster's keys, tokens and CAs once, keeping them
+// addSecrets makes the cluster's keys, tokens and CAs once, keeping them
 // in state. It makes no AWS call.
-func (p *Provider) secretsStep(s spec.Spec) *engine.Step {
-	return &engine.Step{
+func addSecrets(g *engine.Graph, s spec.Spec) engine.Ref[Secrets] {
+	return engine.AddAction(g, engine.Action[Secrets]{
 		ID:    StepSecrets,
 		Title: "SSH key, host-key seed, join token and certificate authorities (kept in state)",
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
+		Do: func(ctx context.Context, r *engine.Run) (Secrets, error) {
 			gen := map[string]func() ([]byte, error){
 				secretSSHKey: func() ([]byte, error) {
 					k, err := sshx.GenerateKey("kforge-" + s.Name)
@@ -53,15 +58,15 @@ func (p *Provider) secretsStep(s spec.Spec) *engine.Step {
 					_, err := rand.Read(b)
 					return b, err
 				},
-				secretEtcdCA: func() ([]byte, error) { return newCA("kforge-" + s.Name + "-etcd-ca") },
+				SecretEtcdCA: func() ([]byte, error) { return newCA("kforge-" + s.Name + "-etcd-ca") },
 			}
 			switch s.Bootstrap {
 			case spec.BootstrapKubeadm:
-				gen[secretToken] = str(bootstrap.NewBootstrapToken)
-				gen[secretCertKey] = str(bootstrap.NewCertificateKey)
-				gen[secretK8sCA] = func() ([]byte, error) { return newCA("kubernetes") }
+				gen[SecretToken] = str(bootstrap.NewBootstrapToken)
+				gen[SecretCertKey] = str(bootstrap.NewCertificateKey)
+				gen[SecretK8sCA] = func() ([]byte, error) { return newCA("kubernetes") }
 			default:
-				gen[secretToken] = str(bootstrap.NewK3sToken)
+				gen[SecretToken] = str(bootstrap.NewK3sToken)
 			}
 			for _, key := range sortedKeys(gen) {
 				if _, ok := r.Secret(key); ok {
@@ -69,27 +74,27 @@ func (p *Provider) secretsStep(s spec.Spec) *engine.Step {
 				}
 				v, err := gen[key]()
 				if err != nil {
-					return nil, fmt.Errorf("generate %s: %w", key, err)
+					return Secrets{}, fmt.Errorf("generate %s: %w", key, err)
 				}
 				if err := r.SetSecret(ctx, key, v); err != nil {
-					return nil, err
+					return Secrets{}, err
 				}
 			}
-			signer, err := clusterSigner(r)
+			signer, err := ClusterSigner(r)
 			if err != nil {
-				return nil, err
+				return Secrets{}, err
 			}
-			out := secretsOut{SSHPublicKey: sshx.AuthorizedKey(signer.PublicKey(), "kforge-"+s.Name)}
+			out := Secrets{SSHPublicKey: sshx.AuthorizedKey(signer.PublicKey(), "kforge-"+s.Name)}
 			if s.Bootstrap == spec.BootstrapKubeadm {
-				ca, err := caFrom(r, secretK8sCA)
+				ca, err := CA(r, SecretK8sCA)
 				if err != nil {
-					return nil, err
+					return Secrets{}, err
 				}
 				out.CAHash = pki.SPKIHash(ca.Cert)
 			}
 			return out, nil
 		},
-	}
+	})
 }
 
 func str(f func() (string, error)) func() ([]byte, error) {
@@ -124,12 +129,14 @@ func newCA(cn string) ([]byte, error) {
 	return json.Marshal(pp)
 }
 
-// secretGetter reads secrets kept in state.
-type secretGetter interface {
+// SecretGetter reads secrets kept in state (an engine.Run, a state.Cluster
+// through a small adapter).
+type SecretGetter interface {
 	Secret(key string) ([]byte, bool)
 }
 
-func secret(r secretGetter, key string) ([]byte, error) {
+// Secret returns a secret kept in state.
+func Secret(r SecretGetter, key string) ([]byte, error) {
 	v, ok := r.Secret(key)
 	if !ok {
 		return nil, fmt.Errorf("secret %s is missing from the state: the secrets step did not run", key)
@@ -137,8 +144,9 @@ func secret(r secretGetter, key string) ([]byte, error) {
 	return v, nil
 }
 
-func caFrom(r secretGetter, key string) (*pki.KeyPair, error) {
-	b, err := secret(r, key)
+// CA returns a certificate authority kept in state.
+func CA(r SecretGetter, key string) (*pki.KeyPair, error) {
+	b, err := Secret(r, key)
 	if err != nil {
 		return nil, err
 	}
@@ -149,8 +157,9 @@ func caFrom(r secretGetter, key string) (*pki.KeyPair, error) {
 	return pki.ParseKeyPair(pp)
 }
 
-func clusterSigner(r secretGetter) (ssh.Signer, error) {
-	b, err := secret(r, secretSSHKey)
+// ClusterSigner is the cluster's SSH login key.
+func ClusterSigner(r SecretGetter) (ssh.Signer, error) {
+	b, err := Secret(r, secretSSHKey)
 	if err != nil {
 		return nil, err
 	}
@@ -161,8 +170,8 @@ func clusterSigner(r secretGetter) (ssh.Signer, error) {
 // same VM slot always gets the same key, so a relaunch after a crash (same
 // ClientToken, same user-data) and the SSH pin agree without storing a key
 // per VM.
-func hostKey(r secretGetter, slot string) (ed25519.PrivateKey, error) {
-	seed, err := secret(r, secretHostSeed)
+func hostKey(r SecretGetter, slot string) (ed25519.PrivateKey, error) {
+	seed, err := Secret(r, secretHostSeed)
 	if err != nil {
 		return nil, err
 	}
@@ -173,8 +182,8 @@ func hostKey(r secretGetter, slot string) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(k), nil
 }
 
-// hostPublicKey is the SSH public key of a VM's host key.
-func hostPublicKey(r secretGetter, slot string) (ssh.PublicKey, error) {
+// HostPublicKey is the SSH public key of the host key of the VM in a slot.
+func HostPublicKey(r SecretGetter, slot string) (ssh.PublicKey, error) {
 	k, err := hostKey(r, slot)
 	if err != nil {
 		return nil, err
