@@ -79,14 +79,12 @@ func (p *Provider) netSpec(s spec.Spec) network.Spec {
 // Graph implements lifecycle.Provider.
 func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	g := engine.NewGraph()
-	g.Add(network.Steps(&network.Clients{EC2: p.ec2}, p.netSpec(s))...)
-	g.Add(leftovers.Step(&leftovers.Clients{EC2: p.ec2, ELB: p.elb, ELBv2: p.elb2}, s.Ref, []string{network.StepID}))
-	g.Add(
-		iamrole.Step(p.iam, s.Ref, StepCPRole, iamrole.Role{Suffix: CPRoleSuffix, Service: "eks.amazonaws.com", Managed: CPPolicies}),
-		iamrole.Step(p.iam, s.Ref, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: ec2Service(s.Region), Managed: WPPolicies}),
-		p.clusterStep(s),
-		p.nodegroupStep(s),
-	)
+	net := network.Add(g, &network.Clients{EC2: p.ec2}, p.netSpec(s))
+	g.Add(leftovers.Step(&leftovers.Clients{EC2: p.ec2, ELB: p.elb, ELBv2: p.elb2}, s.Ref, []string{net.Network.ID()}))
+	cp := iamrole.Add(g, p.iam, s.Ref, StepCPRole, iamrole.Role{Suffix: CPRoleSuffix, Service: "eks.amazonaws.com", Managed: CPPolicies})
+	wp := iamrole.Add(g, p.iam, s.Ref, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: ec2Service(s.Region), Managed: WPPolicies})
+	cluster := p.addCluster(g, s, net.Network, cp)
+	p.addNodegroup(g, s, cluster, wp, net.Network)
 	return g, nil
 }
 

@@ -64,73 +64,95 @@ func ownedBy(tags map[string]string, ref spec.Ref) bool {
 // yet) on top of the usual retryable errors.
 func eventual(o *eks.Options) { o.Retryer = awsx.Eventual(o.Retryer, awsx.IsIAMPropagation) }
 
-func (p *Provider) clusterStep(s spec.Spec) *engine.Step {
+// clusterOut is what the cluster step records of an EKS cluster.
+func clusterOut(c *ekstypes.Cluster) ClusterOut {
+	out := ClusterOut{Name: aws.ToString(c.Name), ARN: aws.ToString(c.Arn), Endpoint: aws.ToString(c.Endpoint),
+		Version: aws.ToString(c.Version), PlatformVersion: aws.ToString(c.PlatformVersion)}
+	if c.CertificateAuthority != nil {
+		out.CAData = aws.ToString(c.CertificateAuthority.Data)
+	}
+	return out
+}
+
+// addCluster adds the EKS cluster. It is found by name on every run. An
+// EKS cluster deleted outside kforge is not made again: its workloads went
+// with it, and an empty cluster under the same name would hide that.
+func (p *Provider) addCluster(g *engine.Graph, s spec.Spec, net engine.Ref[network.Network], role engine.Ref[iamrole.Out]) engine.Ref[ClusterOut] {
 	ref := s.Ref
-	return &engine.Step{
-		ID:    StepCluster,
-		Needs: []string{network.StepID, StepCPRole, leftovers.StepID},
-		Title: clusterTitle(s),
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			net, err := engine.Out[network.Network](r, network.StepID)
-			if err != nil {
-				return nil, err
-			}
-			role, err := engine.Out[iamrole.Out](r, StepCPRole)
-			if err != nil {
-				return nil, err
-			}
-			got, err := p.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)})
+	describe := &eks.DescribeClusterInput{Name: aws.String(s.Name)}
+	waitActive := func(ctx context.Context, r *engine.Run) (ClusterOut, error) {
+		r.Waiting("waiting for EKS cluster %s to be ACTIVE (EKS takes 10-15 minutes)", s.Name)
+		out, err := eks.NewClusterActiveWaiter(p.eks, func(o *eks.ClusterActiveWaiterOptions) {
+			o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
+		}).WaitForOutput(ctx, describe, clusterWait)
+		if err != nil {
+			return ClusterOut{}, fmt.Errorf("wait for EKS cluster %s to be ACTIVE: %w", s.Name, err)
+		}
+		return clusterOut(out.Cluster), nil
+	}
+	return engine.Add(g, engine.Resource[ClusterOut]{
+		ID:     StepCluster,
+		Needs:  engine.Needs(net, role, engine.ID(leftovers.StepID)),
+		Title:  clusterTitle(s),
+		Inputs: struct{ Version string }{s.Version},
+		Find: func(ctx context.Context, _ *engine.Run, prev *ClusterOut) (engine.Observation[ClusterOut], error) {
+			got, err := p.eks.DescribeCluster(ctx, describe)
 			switch {
+			case awsx.IsNotFound(err) && prev != nil:
+				return engine.Unsafe[ClusterOut]("EKS cluster %s was deleted outside kforge, with its workloads; kforge does not make an empty one in its place: run `kforge delete %s` to remove what is left, then create the cluster again", s.Name, ref.Args()), nil
 			case awsx.IsNotFound(err):
-				_, err = p.eks.CreateCluster(ctx, &eks.CreateClusterInput{
-					Name:    aws.String(s.Name),
-					RoleArn: aws.String(role.ARN),
-					Version: aws.String(s.Version),
-					ResourcesVpcConfig: &ekstypes.VpcConfigRequest{
-						SubnetIds:             net.SubnetIDs(),
-						EndpointPublicAccess:  aws.Bool(true),
-						EndpointPrivateAccess: aws.Bool(true),
-					},
-					AccessConfig: &ekstypes.CreateAccessConfigRequest{
-						AuthenticationMode:                      ekstypes.AuthenticationModeApiAndConfigMap,
-						BootstrapClusterCreatorAdminPermissions: aws.Bool(true),
-					},
-					ClientRequestToken: aws.String(r.Token()),
-					Tags:               awsx.Tags(ref, s.Name),
-				}, eventual)
-				if err != nil && !awsx.HasCode(err, "ResourceInUseException") {
-					return nil, fmt.Errorf("create EKS cluster: %w", err)
-				}
+				return engine.Missing[ClusterOut](), nil
 			case err != nil:
-				return nil, fmt.Errorf("look up EKS cluster: %w", err)
-			default:
-				if !ownedBy(got.Cluster.Tags, ref) {
-					return nil, fmt.Errorf("an EKS cluster named %s exists in %s but was not made by kforge for this cluster", s.Name, s.Region)
-				}
-				switch got.Cluster.Status {
-				case ekstypes.ClusterStatusFailed:
-					return nil, fmt.Errorf("EKS reports cluster %s as FAILED: delete it with `kforge delete %s` and create it again", s.Name, ref.Args())
-				case ekstypes.ClusterStatusDeleting:
-					return nil, fmt.Errorf("EKS cluster %s is being deleted: wait for it to be gone, then create again", s.Name)
-				}
+				return engine.Observation[ClusterOut]{}, fmt.Errorf("look up EKS cluster: %w", err)
 			}
-			r.Waiting("waiting for EKS cluster %s to be ACTIVE (EKS takes 10-15 minutes)", s.Name)
-			out, err := eks.NewClusterActiveWaiter(p.eks, func(o *eks.ClusterActiveWaiterOptions) {
-				o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
-			}).WaitForOutput(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)}, clusterWait)
-			if err != nil {
-				return nil, fmt.Errorf("wait for EKS cluster %s to be ACTIVE: %w", s.Name, err)
+			c := got.Cluster
+			if !ownedBy(c.Tags, ref) {
+				return engine.Unsafe[ClusterOut]("an EKS cluster named %s exists in %s but was not made by kforge for this cluster: kforge will not change it; pick another cluster name", s.Name, s.Region), nil
 			}
-			c := out.Cluster
-			res := ClusterOut{Name: s.Name, ARN: aws.ToString(c.Arn), Endpoint: aws.ToString(c.Endpoint),
-				Version: aws.ToString(c.Version), PlatformVersion: aws.ToString(c.PlatformVersion)}
-			if c.CertificateAuthority != nil {
-				res.CAData = aws.ToString(c.CertificateAuthority.Data)
+			switch c.Status {
+			case ekstypes.ClusterStatusFailed:
+				return engine.Unsafe[ClusterOut]("EKS reports cluster %s as FAILED: delete it with `kforge delete %s` and create it again", s.Name, ref.Args()), nil
+			case ekstypes.ClusterStatusDeleting:
+				return engine.Unsafe[ClusterOut]("EKS cluster %s is being deleted: wait for it to be gone, then create it again", s.Name), nil
+			case ekstypes.ClusterStatusActive:
+				return engine.InSync(clusterOut(c)), nil
 			}
-			return res, nil
+			return engine.Drifted(clusterOut(c), "EKS cluster %s is %s", s.Name, c.Status), nil
 		},
-		Delete: func(ctx context.Context, r *engine.Run) error {
-			got, err := p.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)})
+		Create: func(ctx context.Context, r *engine.Run) (ClusterOut, error) {
+			net, err := net.Get(r)
+			if err != nil {
+				return ClusterOut{}, err
+			}
+			role, err := role.Get(r)
+			if err != nil {
+				return ClusterOut{}, err
+			}
+			_, err = p.eks.CreateCluster(ctx, &eks.CreateClusterInput{
+				Name:    aws.String(s.Name),
+				RoleArn: aws.String(role.ARN),
+				Version: aws.String(s.Version),
+				ResourcesVpcConfig: &ekstypes.VpcConfigRequest{
+					SubnetIds:             net.SubnetIDs(),
+					EndpointPublicAccess:  aws.Bool(true),
+					EndpointPrivateAccess: aws.Bool(true),
+				},
+				AccessConfig: &ekstypes.CreateAccessConfigRequest{
+					AuthenticationMode:                      ekstypes.AuthenticationModeApiAndConfigMap,
+					BootstrapClusterCreatorAdminPermissions: aws.Bool(true),
+				},
+				ClientRequestToken: aws.String(r.Token()),
+				Tags:               awsx.Tags(ref, s.Name),
+			}, eventual)
+			if err != nil && !awsx.HasCode(err, "ResourceInUseException") {
+				return ClusterOut{}, fmt.Errorf("create EKS cluster: %w", err)
+			}
+			return waitActive(ctx, r)
+		},
+		// A cluster still being created or updated is waited for.
+		Update: func(ctx context.Context, r *engine.Run, _ ClusterOut) (ClusterOut, error) { return waitActive(ctx, r) },
+		Delete: func(ctx context.Context, r *engine.Run, _ *ClusterOut) error {
+			got, err := p.eks.DescribeCluster(ctx, describe)
 			if awsx.IsNotFound(err) {
 				return engine.ErrAbsent
 			}
@@ -148,12 +170,12 @@ func (p *Provider) clusterStep(s spec.Spec) *engine.Step {
 			r.Waiting("waiting for EKS cluster %s to be deleted (EKS takes several minutes)", s.Name)
 			if err := eks.NewClusterDeletedWaiter(p.eks, func(o *eks.ClusterDeletedWaiterOptions) {
 				o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
-			}).Wait(ctx, &eks.DescribeClusterInput{Name: aws.String(s.Name)}, clusterWait); err != nil {
+			}).Wait(ctx, describe, clusterWait); err != nil {
 				return fmt.Errorf("wait for EKS cluster %s to be deleted: %w", s.Name, err)
 			}
 			return nil
 		},
-	}
+	})
 }
 
 var armFamily = regexp.MustCompile(`^[a-z]+[0-9]+g[a-z]*\.`)
@@ -167,79 +189,111 @@ func amiType(instanceType string) ekstypes.AMITypes {
 	return ekstypes.AMITypesAl2023X8664Standard
 }
 
-func (p *Provider) nodegroupStep(s spec.Spec) *engine.Step {
+// addNodegroup adds the managed node group. It is found on every run: a
+// node group deleted outside kforge is made again, and one resized by hand
+// is brought back to the wanted number of nodes.
+func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref[ClusterOut], role engine.Ref[iamrole.Out], net engine.Ref[network.Network]) engine.Ref[NodegroupOut] {
 	ref := s.Ref
 	name := NodegroupName(s.Name)
 	nodes := int32(s.Nodes)
-	return &engine.Step{
+	in := &eks.DescribeNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}
+	// sized reports whether the node group has exactly the wanted nodes,
+	// as a create makes it.
+	sized := func(sc *ekstypes.NodegroupScalingConfig) bool {
+		return sc != nil && aws.ToInt32(sc.DesiredSize) == nodes && aws.ToInt32(sc.MinSize) == nodes && aws.ToInt32(sc.MaxSize) == nodes
+	}
+	// settle waits for the node group to be ACTIVE, resizes it if needed,
+	// and returns what it then is.
+	settle := func(ctx context.Context, r *engine.Run) (NodegroupOut, error) {
+		ng, err := p.waitNodegroup(ctx, r, in, "")
+		if err != nil {
+			return NodegroupOut{}, err
+		}
+		if !sized(ng.ScalingConfig) {
+			// The token is that of this resize: a lost answer retried does
+			// not resize twice, a later drift is another resize.
+			token := r.Token(fmt.Sprint(nodes), aws.ToTime(ng.ModifiedAt).String())
+			want := &ekstypes.NodegroupScalingConfig{DesiredSize: aws.Int32(nodes), MinSize: aws.Int32(nodes), MaxSize: aws.Int32(nodes)}
+			if _, err := p.eks.UpdateNodegroupConfig(ctx, &eks.UpdateNodegroupConfigInput{
+				ClusterName: aws.String(s.Name), NodegroupName: aws.String(name), ScalingConfig: want, ClientRequestToken: aws.String(token),
+			}); err != nil {
+				return NodegroupOut{}, fmt.Errorf("resize node group %s to %d nodes: %w", name, nodes, err)
+			}
+			if ng, err = p.waitNodegroup(ctx, r, in, "after resizing it"); err != nil {
+				return NodegroupOut{}, err
+			}
+			if !sized(ng.ScalingConfig) {
+				return NodegroupOut{}, fmt.Errorf("node group %s has %d desired nodes after the update, not %d", name, aws.ToInt32(ng.ScalingConfig.DesiredSize), nodes)
+			}
+		}
+		return NodegroupOut{Name: name, ARN: aws.ToString(ng.NodegroupArn), Desired: nodes}, nil
+	}
+	return engine.Add(g, engine.Resource[NodegroupOut]{
 		ID:     StepNodegroup,
-		Needs:  []string{StepCluster, StepWPRole, network.StepID},
+		Needs:  engine.Needs(cluster, role, net),
 		Title:  nodegroupTitle(s),
 		Inputs: struct{ Nodes int }{s.Nodes},
-		Ensure: func(ctx context.Context, r *engine.Run) (any, error) {
-			net, err := engine.Out[network.Network](r, network.StepID)
-			if err != nil {
-				return nil, err
-			}
-			role, err := engine.Out[iamrole.Out](r, StepWPRole)
-			if err != nil {
-				return nil, err
-			}
-			in := &eks.DescribeNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}
+		Find: func(ctx context.Context, _ *engine.Run, prev *NodegroupOut) (engine.Observation[NodegroupOut], error) {
 			got, err := p.eks.DescribeNodegroup(ctx, in)
 			switch {
+			case awsx.IsNotFound(err) && prev != nil:
+				return engine.Gone[NodegroupOut]("node group %s was deleted outside kforge", name), nil
 			case awsx.IsNotFound(err):
-				_, err = p.eks.CreateNodegroup(ctx, &eks.CreateNodegroupInput{
-					ClusterName:        aws.String(s.Name),
-					NodegroupName:      aws.String(name),
-					NodeRole:           aws.String(role.ARN),
-					Subnets:            net.SubnetIDs(),
-					InstanceTypes:      []string{s.NodeSize},
-					AmiType:            amiType(s.NodeSize),
-					ScalingConfig:      &ekstypes.NodegroupScalingConfig{MinSize: aws.Int32(nodes), MaxSize: aws.Int32(nodes), DesiredSize: aws.Int32(nodes)},
-					ClientRequestToken: aws.String(r.Token()),
-					Tags:               awsx.Tags(ref, name),
-				}, eventual)
-				if err != nil && !awsx.HasCode(err, "ResourceInUseException") {
-					return nil, fmt.Errorf("create node group: %w", err)
-				}
+				return engine.Missing[NodegroupOut](), nil
 			case err != nil:
-				return nil, fmt.Errorf("look up node group: %w", err)
-			default:
-				if !ownedBy(got.Nodegroup.Tags, ref) {
-					return nil, fmt.Errorf("node group %s exists but was not made by kforge for this cluster", name)
-				}
-				if got.Nodegroup.Status == ekstypes.NodegroupStatusCreateFailed || got.Nodegroup.Status == ekstypes.NodegroupStatusDegraded {
-					return nil, fmt.Errorf("EKS reports node group %s as %s: %s", name, got.Nodegroup.Status, healthIssues(got.Nodegroup))
-				}
-				if sc := got.Nodegroup.ScalingConfig; sc != nil && aws.ToInt32(sc.DesiredSize) != nodes {
-					// Wait for a running update or creation to settle first:
-					// EKS refuses an update while one is in progress.
-					if _, err := p.waitNodegroup(ctx, r, in, "before resizing it"); err != nil {
-						return nil, err
-					}
-					want := &ekstypes.NodegroupScalingConfig{DesiredSize: aws.Int32(nodes),
-						MinSize: aws.Int32(min(aws.ToInt32(sc.MinSize), nodes)), MaxSize: aws.Int32(max(aws.ToInt32(sc.MaxSize), nodes))}
-					if _, err := p.eks.UpdateNodegroupConfig(ctx, &eks.UpdateNodegroupConfigInput{
-						ClusterName: aws.String(s.Name), NodegroupName: aws.String(name), ScalingConfig: want,
-						ClientRequestToken: aws.String(r.Token(fmt.Sprint(nodes))),
-					}); err != nil {
-						return nil, fmt.Errorf("resize node group to %d nodes: %w", nodes, err)
-					}
-				}
+				return engine.Observation[NodegroupOut]{}, fmt.Errorf("look up node group: %w", err)
 			}
-			// The waiter's last answer is the node group as it is now.
-			ng, err := p.waitNodegroup(ctx, r, in, "")
-			if err != nil {
-				return nil, err
+			ng := got.Nodegroup
+			if !ownedBy(ng.Tags, ref) {
+				return engine.Unsafe[NodegroupOut]("node group %s exists but was not made by kforge for this cluster: kforge will not change it", name), nil
 			}
-			if sc := ng.ScalingConfig; sc != nil && aws.ToInt32(sc.DesiredSize) != nodes {
-				return nil, fmt.Errorf("node group %s has %d desired nodes after the update, not %d", name, aws.ToInt32(sc.DesiredSize), nodes)
+			sc := ng.ScalingConfig
+			if sc == nil {
+				sc = &ekstypes.NodegroupScalingConfig{}
 			}
-			return NodegroupOut{Name: name, ARN: aws.ToString(ng.NodegroupArn), Desired: nodes}, nil
+			out := NodegroupOut{Name: name, ARN: aws.ToString(ng.NodegroupArn), Desired: aws.ToInt32(sc.DesiredSize)}
+			switch {
+			case ng.Status == ekstypes.NodegroupStatusCreateFailed || ng.Status == ekstypes.NodegroupStatusDegraded:
+				return engine.Unsafe[NodegroupOut]("EKS reports node group %s as %s: %s; fix the cause, or delete the cluster with `kforge delete %s`", name, ng.Status, healthIssues(ng), ref.Args()), nil
+			case ng.Status == ekstypes.NodegroupStatusDeleting:
+				return engine.Unsafe[NodegroupOut]("node group %s is being deleted outside kforge: wait for it to be gone, then run the command again", name), nil
+			case !sized(ng.ScalingConfig) && prev != nil && prev.Desired == nodes:
+				return engine.Drifted(out, "node group %s was resized outside kforge: %d nodes (min %d, max %d), want %d", name,
+					aws.ToInt32(sc.DesiredSize), aws.ToInt32(sc.MinSize), aws.ToInt32(sc.MaxSize), nodes), nil
+			case !sized(ng.ScalingConfig):
+				return engine.Drifted(out, "node group %s has %d nodes, want %d", name, aws.ToInt32(sc.DesiredSize), nodes), nil
+			case ng.Status != ekstypes.NodegroupStatusActive:
+				return engine.Drifted(out, "node group %s is %s", name, ng.Status), nil
+			}
+			return engine.InSync(out), nil
 		},
-		Delete: func(ctx context.Context, r *engine.Run) error {
-			in := &eks.DescribeNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}
+		Create: func(ctx context.Context, r *engine.Run) (NodegroupOut, error) {
+			net, err := net.Get(r)
+			if err != nil {
+				return NodegroupOut{}, err
+			}
+			role, err := role.Get(r)
+			if err != nil {
+				return NodegroupOut{}, err
+			}
+			_, err = p.eks.CreateNodegroup(ctx, &eks.CreateNodegroupInput{
+				ClusterName:        aws.String(s.Name),
+				NodegroupName:      aws.String(name),
+				NodeRole:           aws.String(role.ARN),
+				Subnets:            net.SubnetIDs(),
+				InstanceTypes:      []string{s.NodeSize},
+				AmiType:            amiType(s.NodeSize),
+				ScalingConfig:      &ekstypes.NodegroupScalingConfig{MinSize: aws.Int32(nodes), MaxSize: aws.Int32(nodes), DesiredSize: aws.Int32(nodes)},
+				ClientRequestToken: aws.String(r.Token()),
+				Tags:               awsx.Tags(ref, name),
+			}, eventual)
+			if err != nil && !awsx.HasCode(err, "ResourceInUseException") {
+				return NodegroupOut{}, fmt.Errorf("create node group: %w", err)
+			}
+			return settle(ctx, r)
+		},
+		Update: func(ctx context.Context, r *engine.Run, _ NodegroupOut) (NodegroupOut, error) { return settle(ctx, r) },
+		Delete: func(ctx context.Context, r *engine.Run, _ *NodegroupOut) error {
 			got, err := p.eks.DescribeNodegroup(ctx, in)
 			if awsx.IsNotFound(err) {
 				return engine.ErrAbsent
@@ -263,7 +317,7 @@ func (p *Provider) nodegroupStep(s spec.Spec) *engine.Step {
 			}
 			return nil
 		},
-	}
+	})
 }
 
 // waitNodegroup waits for the node group to be ACTIVE and returns it.

@@ -8,6 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"reflect"
+	"slices"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
@@ -39,29 +43,113 @@ type Out struct {
 	Name       string `json:"name"`
 	ARN        string `json:"arn"`
 	ProfileARN string `json:"profileArn,omitempty"`
+	// ProfileID is the instance profile's unique ID: a profile deleted and
+	// made again has the same ARN but another ID.
+	ProfileID string `json:"profileId,omitempty"`
 }
 
 // InlinePolicyName is the name of the inline policy kforge puts on a role.
 const InlinePolicyName = "kforge"
 
-// Step returns the step with ID id that makes role r for cluster ref.
-func Step(c *iam.Client, ref spec.Ref, id string, r Role, needs ...string) *engine.Step {
+// Add adds role r of cluster ref to g as a resource with step ID id. Every
+// run finds the role again: a role or instance profile deleted outside
+// kforge is made again, a managed policy detached is attached again, an
+// inline policy changed is put back, and a role or profile that carries
+// another cluster's tags stops the run.
+func Add(g *engine.Graph, c *iam.Client, ref spec.Ref, id string, r Role, needs ...engine.Dep) engine.Ref[Out] {
 	name := awsx.IAMName(ref.Name, r.Suffix)
 	title := fmt.Sprintf("IAM role %s (trusted by %s)", name, r.Service)
 	if r.Profile {
 		title = fmt.Sprintf("IAM role and instance profile %s (trusted by %s)", name, r.Service)
 	}
-	return &engine.Step{
-		ID:    id,
-		Needs: needs,
-		Title: title,
-		Ensure: func(ctx context.Context, run *engine.Run) (any, error) {
-			return ensure(ctx, c, ref, name, r)
+	return engine.Add(g, engine.Resource[Out]{
+		ID:     id,
+		Needs:  needs,
+		Title:  title,
+		Inputs: r,
+		Find: func(ctx context.Context, _ *engine.Run, prev *Out) (engine.Observation[Out], error) {
+			return find(ctx, c, ref, name, r, prev)
 		},
-		Delete: func(ctx context.Context, _ *engine.Run) error {
-			return Delete(ctx, c, ref, name)
-		},
+		Create: func(ctx context.Context, _ *engine.Run) (Out, error) { return ensure(ctx, c, ref, name, r) },
+		Update: func(ctx context.Context, _ *engine.Run, _ Out) (Out, error) { return ensure(ctx, c, ref, name, r) },
+		Delete: func(ctx context.Context, _ *engine.Run, _ *Out) error { return Delete(ctx, c, ref, name) },
+	})
+}
+
+// find observes role name and its profile, and says how they differ from r.
+func find(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Role, prev *Out) (engine.Observation[Out], error) {
+	got, err := c.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(name)})
+	switch {
+	case awsx.IsNotFound(err) && prev != nil:
+		return engine.Gone[Out]("IAM role %s was deleted outside kforge", name), nil
+	case awsx.IsNotFound(err):
+		return engine.Missing[Out](), nil
+	case err != nil:
+		return engine.Observation[Out]{}, fmt.Errorf("look up IAM role %s: %w", name, err)
 	}
+	if o := owner(got.Role.Tags); o != ref {
+		return engine.Unsafe[Out]("%v", &OwnerError{Kind: "role", Name: name, Owner: o}), nil
+	}
+	out := Out{Name: name, ARN: aws.ToString(got.Role.Arn)}
+	var drift []string
+	if len(r.Managed) > 0 {
+		attached, err := awsx.Collect(ctx, iam.NewListAttachedRolePoliciesPaginator(c, &iam.ListAttachedRolePoliciesInput{RoleName: aws.String(name)}),
+			func(o *iam.ListAttachedRolePoliciesOutput) []iamtypes.AttachedPolicy { return o.AttachedPolicies })
+		if err != nil {
+			return engine.Observation[Out]{}, fmt.Errorf("list policies of IAM role %s: %w", name, err)
+		}
+		for _, p := range r.Managed {
+			if !slices.ContainsFunc(attached, func(a iamtypes.AttachedPolicy) bool { return aws.ToString(a.PolicyName) == p }) {
+				drift = append(drift, "policy "+p+" is not attached")
+			}
+		}
+	}
+	if r.Inline != "" {
+		pol, err := c.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(InlinePolicyName)})
+		switch {
+		case awsx.IsNotFound(err):
+			drift = append(drift, "its inline policy "+InlinePolicyName+" was deleted")
+		case err != nil:
+			return engine.Observation[Out]{}, fmt.Errorf("read the inline policy of IAM role %s: %w", name, err)
+		case !samePolicy(aws.ToString(pol.PolicyDocument), r.Inline):
+			drift = append(drift, "its inline policy "+InlinePolicyName+" was changed")
+		}
+	}
+	if r.Profile {
+		prof, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
+		switch {
+		case awsx.IsNotFound(err):
+			drift = append(drift, "instance profile "+name+" was deleted outside kforge")
+		case err != nil:
+			return engine.Observation[Out]{}, fmt.Errorf("look up instance profile %s: %w", name, err)
+		default:
+			p := prof.InstanceProfile
+			if o := owner(p.Tags); o != ref && len(p.Tags) > 0 {
+				return engine.Unsafe[Out]("%v", &OwnerError{Kind: "instance profile", Name: name, Owner: o}), nil
+			}
+			out.ProfileARN, out.ProfileID = aws.ToString(p.Arn), aws.ToString(p.InstanceProfileId)
+			if !slices.ContainsFunc(p.Roles, func(x iamtypes.Role) bool { return aws.ToString(x.RoleName) == name }) {
+				drift = append(drift, "the role is not in instance profile "+name)
+			}
+		}
+	}
+	if len(drift) > 0 {
+		return engine.Drifted(out, "IAM role %s: %s", name, strings.Join(drift, "; ")), nil
+	}
+	return engine.InSync(out), nil
+}
+
+// samePolicy reports whether two policy documents say the same. IAM
+// returns documents URL-encoded and may reformat them.
+func samePolicy(got, want string) bool {
+	if u, err := url.QueryUnescape(got); err == nil {
+		got = u
+	}
+	var g, w any
+	if json.Unmarshal([]byte(got), &g) != nil || json.Unmarshal([]byte(want), &w) != nil {
+		return got == want
+	}
+	return reflect.DeepEqual(g, w)
 }
 
 // PolicyARN returns the ARN of an AWS managed policy in region's partition.
@@ -167,16 +255,16 @@ func ensure(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Rol
 		}
 	}
 	if r.Profile {
-		arn, err := ensureProfile(ctx, c, ref, name)
+		prof, err := ensureProfile(ctx, c, ref, name)
 		if err != nil {
 			return out, err
 		}
-		out.ProfileARN = arn
+		out.ProfileARN, out.ProfileID = aws.ToString(prof.Arn), aws.ToString(prof.InstanceProfileId)
 	}
 	return out, nil
 }
 
-func ensureProfile(ctx context.Context, c *iam.Client, ref spec.Ref, name string) (string, error) {
+func ensureProfile(ctx context.Context, c *iam.Client, ref spec.Ref, name string) (*iamtypes.InstanceProfile, error) {
 	var prof *iamtypes.InstanceProfile
 	got, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
 	switch {
@@ -189,27 +277,27 @@ func ensureProfile(ctx context.Context, c *iam.Client, ref spec.Ref, name string
 			return ensureProfile(ctx, c, ref, name)
 		}
 		if err != nil {
-			return "", fmt.Errorf("create instance profile %s: %w", name, err)
+			return nil, fmt.Errorf("create instance profile %s: %w", name, err)
 		}
 		prof = created.InstanceProfile
 	case err != nil:
-		return "", fmt.Errorf("look up instance profile %s: %w", name, err)
+		return nil, fmt.Errorf("look up instance profile %s: %w", name, err)
 	default:
 		prof = got.InstanceProfile
 		if o := owner(prof.Tags); o != ref && len(prof.Tags) > 0 {
-			return "", &OwnerError{Kind: "instance profile", Name: name, Owner: o}
+			return nil, &OwnerError{Kind: "instance profile", Name: name, Owner: o}
 		}
 	}
 	for _, r := range prof.Roles {
 		if aws.ToString(r.RoleName) == name {
-			return aws.ToString(prof.Arn), nil
+			return prof, nil
 		}
 	}
 	_, err = c.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(name), RoleName: aws.String(name)})
 	if err != nil && awsx.Code(err) != "LimitExceeded" {
-		return "", fmt.Errorf("add role %s to its instance profile: %w", name, err)
+		return nil, fmt.Errorf("add role %s to its instance profile: %w", name, err)
 	}
-	return aws.ToString(prof.Arn), nil
+	return prof, nil
 }
 
 // Delete removes role name and the instance profile of the same name:
