@@ -148,7 +148,21 @@ func (a *App) runPreflight(ctx context.Context, s spec.Spec) (preflight.Report, 
 	if err != nil {
 		return preflight.Report{}, err
 	}
-	return preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source}), nil
+	facts, err := a.preflightFacts(s)
+	if err != nil {
+		return preflight.Report{}, err
+	}
+	return preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source, Facts: facts}), nil
+}
+
+// preflightFacts asks the provider of the cluster's type what preflight
+// must know of it.
+func (a *App) preflightFacts(s spec.Spec) (preflight.Facts, error) {
+	p, err := a.offlineProvider(s.Type)
+	if err != nil {
+		return preflight.Facts{}, err
+	}
+	return p.Preflight(s), nil
 }
 
 // preflightGate runs the preflight of a create with the create's AWS
@@ -160,7 +174,11 @@ func (a *App) preflightGate(ctx context.Context, s spec.Spec, skip bool, cfg aws
 		fprintf(a.Stderr, "Warning: --skip-preflight: the credentials, permissions, quotas and region are not checked; a create that lacks something stops midway (run the same command again once it is fixed).\n")
 		return nil
 	}
-	rep := preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source})
+	facts, err := a.preflightFacts(s)
+	if err != nil {
+		return err
+	}
+	rep := preflight.Run(ctx, s, preflight.Options{AWS: cfg, Source: source, Facts: facts})
 	if !rep.OK() {
 		rep.Write(a.Stderr)
 		if rep.InputError() {

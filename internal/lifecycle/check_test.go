@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"github.com/kforge/kforge/internal/preflight"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func (p *checkProvider) Graph(spec.Spec) (*engine.Graph, error) {
 	return g, nil
 }
 func (p *checkProvider) Teardown(s spec.Spec) (*engine.Graph, error) { return p.Graph(s) }
+func (p *checkProvider) Preflight(spec.Spec) preflight.Facts         { return preflight.Facts{} }
 func (p *checkProvider) Check(ctx context.Context, _ spec.Spec) error {
 	p.checks.Add(1)
 	if p.gate != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/kubeconfig"
+	"github.com/kforge/kforge/internal/preflight"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 )
@@ -50,6 +51,10 @@ type Provider interface {
 	Review(s spec.Spec) []string
 	// Kubeconfig returns the kubeconfig entry that reaches the cluster.
 	Kubeconfig(ctx context.Context, c *state.Cluster, o KubeconfigOptions) (kubeconfig.Entry, error)
+	// Preflight says what preflight must know of a cluster of spec s
+	// (its zones, instance types, IAM names, image and versions). It
+	// makes no AWS call.
+	Preflight(s spec.Spec) preflight.Facts
 }
 
 // Session is what one operation's steps share; see Provider.Session.
@@ -95,6 +100,57 @@ type Info struct {
 	Instances []Instance        `json:"instances,omitempty"`
 	// Cost is what the cluster costs to run, estimated from its shape.
 	Cost *cost.Estimate `json:"cost,omitempty"`
+	// Check is what a look-up of every resource in AWS found (absent:
+	// not looked up).
+	Check *ResourceCheck `json:"check,omitempty"`
+}
+
+// ResourceCheck is, per resource of a cluster, whether it was found in AWS
+// as its state records it.
+type ResourceCheck struct {
+	// InSync: every resource found as recorded, and nothing would run
+	// again.
+	InSync    bool             `json:"inSync"`
+	Resources []ResourceStatus `json:"resources,omitempty"`
+	// Reruns counts the actions (bootstrap scripts) a reconcile would run
+	// again, because of the drift above.
+	Reruns int `json:"reruns,omitempty"`
+	// Error says why nothing could be looked up.
+	Error string `json:"error,omitempty"`
+}
+
+// ResourceStatus is one resource in a ResourceCheck.
+type ResourceStatus struct {
+	Step string `json:"step"`
+	// Status is StatusFound, or the kind of change a reconcile would make
+	// (engine.ChangeRecreate, ChangeUpdate, ...).
+	Status string `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// StatusFound is the status of a resource found as recorded.
+const StatusFound = "found as recorded"
+
+// CheckResources turns the report of Runner.Check into a ResourceCheck.
+func CheckResources(all []engine.Change) *ResourceCheck {
+	rc := &ResourceCheck{InSync: true}
+	for _, ch := range all {
+		if ch.Kind != engine.ChangeNone {
+			rc.InSync = false
+		}
+		if !ch.Resource {
+			if ch.Kind != engine.ChangeNone {
+				rc.Reruns++
+			}
+			continue
+		}
+		st := ResourceStatus{Step: ch.Step, Status: ch.Kind, Detail: ch.Detail}
+		if ch.Kind == engine.ChangeNone {
+			st.Status = StatusFound
+		}
+		rc.Resources = append(rc.Resources, st)
+	}
+	return rc
 }
 
 // Instance is a VM of an ha-aws cluster.
@@ -285,6 +341,20 @@ func check(ctx context.Context, p Provider, s spec.Spec, ahead *Check) error {
 // same settings) would change: what is missing, what drifted, which steps
 // would run again.
 func (r *Runner) Diff(ctx context.Context, p Provider, ref spec.Ref) ([]engine.Change, *state.Cluster, error) {
+	all, c, err := r.Check(ctx, p, ref)
+	var changes []engine.Change
+	for _, ch := range all {
+		if ch.Kind != engine.ChangeNone {
+			changes = append(changes, ch)
+		}
+	}
+	return changes, c, err
+}
+
+// Check is Diff with every step of the cluster in the report: what a
+// reconcile would leave alone has Kind engine.ChangeNone (a resource
+// found as recorded).
+func (r *Runner) Check(ctx context.Context, p Provider, ref spec.Ref) ([]engine.Change, *state.Cluster, error) {
 	c, err := r.Store.Get(ctx, ref)
 	if errors.Is(err, state.ErrNotFound) {
 		return nil, nil, fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
@@ -298,8 +368,8 @@ func (r *Runner) Diff(ctx context.Context, p Provider, ref spec.Ref) ([]engine.C
 	}
 	sess, done := session(p)
 	defer done()
-	changes, err := engine.Diff(ctx, g, engine.NewJournal(readOnly{}, c.Clone()), r.options(nil, sess))
-	return changes, c, err
+	all, err := engine.Check(ctx, g, engine.NewJournal(readOnly{}, c.Clone()), r.options(nil, sess))
+	return all, c, err
 }
 
 // readOnly is the store of a diff's journal: a diff never saves.

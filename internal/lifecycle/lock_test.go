@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"github.com/kforge/kforge/internal/preflight"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,7 @@ func (graphProvider) Info(*state.Cluster) Info                    { return Info{
 func (graphProvider) Review(spec.Spec) []string                   { return nil }
 func (graphProvider) Session() Session                            { return NoSession{} }
 func (graphProvider) Cost(spec.Spec) []cost.Item                  { return nil }
+func (graphProvider) Preflight(spec.Spec) preflight.Facts         { return preflight.Facts{} }
 func (graphProvider) Kubeconfig(context.Context, *state.Cluster, KubeconfigOptions) (kubeconfig.Entry, error) {
 	return kubeconfig.Entry{}, nil
 }

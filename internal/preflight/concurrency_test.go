@@ -30,12 +30,12 @@ func TestPreflightChecksRunConcurrently(t *testing.T) {
 	}
 	s := haSpec("conc", region)
 	// Warm the emulator up (its first calls in a region load data).
-	preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test"})
+	preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test", Facts: facts(s)})
 	proxy.Clear()
 	const rtt = 100 * time.Millisecond
 	proxy.Add(faultproxy.Rule{Fault: faultproxy.Delay, Delay: rtt})
 
-	rep := preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test"})
+	rep := preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test", Facts: facts(s)})
 	calls := proxy.Count(nil)
 	if calls < 12 {
 		t.Fatalf("only %d calls: the test no longer measures what it should", calls)

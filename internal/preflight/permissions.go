@@ -49,7 +49,7 @@ func principalOf(id awsx.Identity) principal {
 }
 
 func (r *run) target() iampolicy.Target {
-	names := roleNames(r.s)
+	names := r.facts.Roles
 	return iampolicy.Target{
 		Type: r.s.Type, Region: r.s.Region, Account: r.id.Account, Partition: awsx.Partition(r.s.Region),
 		Roles: names, Profiles: names,
@@ -87,13 +87,13 @@ func (r *run) permissions(ctx context.Context) {
 		if err != nil {
 			r.setPermissions(MethodNone, nil)
 			r.add(CheckPermissions, Warn,
-				fmt.Sprintf("could not check: iam:SimulatePrincipalPolicy is unavailable (%s), and the policies of %s could not be read (%v)", shortErr(simErr), p.arn, err),
+				fmt.Sprintf("could not check: iam:SimulatePrincipalPolicy is unavailable (%s), and the policies of %s could not be read (%v)", ShortErr(simErr), p.arn, err),
 				readOwnFix(r.s.Type, p))
 			return
 		}
 		method = MethodLocal
 		how = fmt.Sprintf("evaluated locally (iam:SimulatePrincipalPolicy is unavailable: %s) from %s; service control policies and session policies are not seen",
-			shortErr(simErr), strings.Join(sources, ", "))
+			ShortErr(simErr), strings.Join(sources, ", "))
 		decisions = make([]iampolicy.Decision, len(reqs))
 		for i, q := range reqs {
 			decisions[i] = ev.Decide(q)
@@ -275,7 +275,7 @@ func (r *run) localEvaluator(ctx context.Context, p principal) (*iampolicy.Evalu
 		vars["aws:username"] = p.name
 		u, err := r.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(p.name)})
 		if err != nil {
-			return nil, nil, fmt.Errorf("iam:GetUser: %s", shortErr(err))
+			return nil, nil, fmt.Errorf("iam:GetUser: %s", ShortErr(err))
 		}
 		if b := u.User.PermissionsBoundary; b != nil && b.PermissionsBoundaryArn != nil {
 			doc, err := rd.managedDoc(ctx, aws.ToString(b.PermissionsBoundaryArn))
@@ -290,7 +290,7 @@ func (r *run) localEvaluator(ctx context.Context, p principal) (*iampolicy.Evalu
 	case "role":
 		out, err := r.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(p.name)})
 		if err != nil {
-			return nil, nil, fmt.Errorf("iam:GetRole: %s", shortErr(err))
+			return nil, nil, fmt.Errorf("iam:GetRole: %s", ShortErr(err))
 		}
 		if b := out.Role.PermissionsBoundary; b != nil && b.PermissionsBoundaryArn != nil {
 			doc, err := rd.managedDoc(ctx, aws.ToString(b.PermissionsBoundaryArn))
@@ -333,11 +333,11 @@ func (rd *reader) managedDoc(ctx context.Context, arn string) (string, error) {
 	}
 	pol, err := rd.iam.GetPolicy(ctx, &iam.GetPolicyInput{PolicyArn: aws.String(arn)})
 	if err != nil {
-		return "", fmt.Errorf("iam:GetPolicy %s: %s", arn, shortErr(err))
+		return "", fmt.Errorf("iam:GetPolicy %s: %s", arn, ShortErr(err))
 	}
 	v, err := rd.iam.GetPolicyVersion(ctx, &iam.GetPolicyVersionInput{PolicyArn: aws.String(arn), VersionId: pol.Policy.DefaultVersionId})
 	if err != nil {
-		return "", fmt.Errorf("iam:GetPolicyVersion %s: %s", arn, shortErr(err))
+		return "", fmt.Errorf("iam:GetPolicyVersion %s: %s", arn, ShortErr(err))
 	}
 	d := aws.ToString(v.PolicyVersion.Document)
 	rd.managed[arn] = d
@@ -362,7 +362,7 @@ func (rd *reader) user(ctx context.Context, name string) error {
 	for att.HasMorePages() {
 		page, err := att.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListAttachedUserPolicies: %s", shortErr(err))
+			return fmt.Errorf("iam:ListAttachedUserPolicies: %s", ShortErr(err))
 		}
 		if err := rd.addManaged(ctx, owner, page.AttachedPolicies); err != nil {
 			return err
@@ -372,12 +372,12 @@ func (rd *reader) user(ctx context.Context, name string) error {
 	for inl.HasMorePages() {
 		page, err := inl.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListUserPolicies: %s", shortErr(err))
+			return fmt.Errorf("iam:ListUserPolicies: %s", ShortErr(err))
 		}
 		for _, pn := range page.PolicyNames {
 			out, err := rd.iam.GetUserPolicy(ctx, &iam.GetUserPolicyInput{UserName: aws.String(name), PolicyName: aws.String(pn)})
 			if err != nil {
-				return fmt.Errorf("iam:GetUserPolicy %s: %s", pn, shortErr(err))
+				return fmt.Errorf("iam:GetUserPolicy %s: %s", pn, ShortErr(err))
 			}
 			rd.policies = append(rd.policies, iampolicy.NamedPolicy{Name: "inline policy " + pn + " of " + owner, Document: aws.ToString(out.PolicyDocument)})
 		}
@@ -386,7 +386,7 @@ func (rd *reader) user(ctx context.Context, name string) error {
 	for groups.HasMorePages() {
 		page, err := groups.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListGroupsForUser: %s", shortErr(err))
+			return fmt.Errorf("iam:ListGroupsForUser: %s", ShortErr(err))
 		}
 		for _, g := range page.Groups {
 			if err := rd.group(ctx, aws.ToString(g.GroupName)); err != nil {
@@ -403,7 +403,7 @@ func (rd *reader) group(ctx context.Context, name string) error {
 	for att.HasMorePages() {
 		page, err := att.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListAttachedGroupPolicies %s: %s", name, shortErr(err))
+			return fmt.Errorf("iam:ListAttachedGroupPolicies %s: %s", name, ShortErr(err))
 		}
 		if err := rd.addManaged(ctx, owner, page.AttachedPolicies); err != nil {
 			return err
@@ -413,12 +413,12 @@ func (rd *reader) group(ctx context.Context, name string) error {
 	for inl.HasMorePages() {
 		page, err := inl.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListGroupPolicies %s: %s", name, shortErr(err))
+			return fmt.Errorf("iam:ListGroupPolicies %s: %s", name, ShortErr(err))
 		}
 		for _, pn := range page.PolicyNames {
 			out, err := rd.iam.GetGroupPolicy(ctx, &iam.GetGroupPolicyInput{GroupName: aws.String(name), PolicyName: aws.String(pn)})
 			if err != nil {
-				return fmt.Errorf("iam:GetGroupPolicy %s: %s", pn, shortErr(err))
+				return fmt.Errorf("iam:GetGroupPolicy %s: %s", pn, ShortErr(err))
 			}
 			rd.policies = append(rd.policies, iampolicy.NamedPolicy{Name: "inline policy " + pn + " of " + owner, Document: aws.ToString(out.PolicyDocument)})
 		}
@@ -432,7 +432,7 @@ func (rd *reader) role(ctx context.Context, name string) error {
 	for att.HasMorePages() {
 		page, err := att.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListAttachedRolePolicies: %s", shortErr(err))
+			return fmt.Errorf("iam:ListAttachedRolePolicies: %s", ShortErr(err))
 		}
 		if err := rd.addManaged(ctx, owner, page.AttachedPolicies); err != nil {
 			return err
@@ -442,12 +442,12 @@ func (rd *reader) role(ctx context.Context, name string) error {
 	for inl.HasMorePages() {
 		page, err := inl.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("iam:ListRolePolicies: %s", shortErr(err))
+			return fmt.Errorf("iam:ListRolePolicies: %s", ShortErr(err))
 		}
 		for _, pn := range page.PolicyNames {
 			out, err := rd.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(pn)})
 			if err != nil {
-				return fmt.Errorf("iam:GetRolePolicy %s: %s", pn, shortErr(err))
+				return fmt.Errorf("iam:GetRolePolicy %s: %s", pn, ShortErr(err))
 			}
 			rd.policies = append(rd.policies, iampolicy.NamedPolicy{Name: "inline policy " + pn + " of " + owner, Document: aws.ToString(out.PolicyDocument)})
 		}

@@ -33,15 +33,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/aws-sdk-go-v2/service/eks"
-	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 
 	"github.com/kforge/kforge/internal/awsx"
-	"github.com/kforge/kforge/internal/bootstrap"
-	kforgeeks "github.com/kforge/kforge/internal/eks"
-	"github.com/kforge/kforge/internal/ha"
 	"github.com/kforge/kforge/internal/network"
 	"github.com/kforge/kforge/internal/spec"
 )
@@ -188,15 +183,41 @@ type Options struct {
 	AWS aws.Config
 	// Source names where the credentials come from, for the report.
 	Source string
+	// Facts is what the cluster type's provider knows of it.
+	Facts Facts
+}
+
+// Facts is what preflight must know of a cluster type that only the
+// type's provider knows (lifecycle.Provider.Preflight supplies it), so that
+// preflight needs no provider.
+type Facts struct {
+	// Zones is how many availability zones the network spreads over.
+	// FewZones, if set, is the warning for a region with fewer (but at
+	// least 2); without it, fewer is a failure.
+	Zones    int
+	FewZones string
+	// Sizes are the instance types the cluster runs, with how many of
+	// each.
+	Sizes map[string]int
+	// Roles are the names of the IAM roles the cluster makes, which are
+	// also the names of its instance profiles.
+	Roles []string
+	// Image returns the look-up of the image that the VMs of an
+	// architecture boot, and the account that must own it (empty: any).
+	// Nil when AWS picks the image: ImageNote then says which.
+	Image     func(arch string) (*ec2.DescribeImagesInput, string)
+	ImageNote func(archs []string) string
+	// Version checks the Kubernetes version; preflight names the check.
+	Version func(ctx context.Context, cfg aws.Config) Check
 }
 
 // run is one preflight.
 type run struct {
 	s      spec.Spec
+	facts  Facts
 	source string
 	ec2    *ec2.Client
 	iam    *iam.Client
-	eks    *eks.Client
 	sq     *servicequotas.Client
 	cfg    aws.Config
 	id     awsx.Identity
@@ -239,8 +260,8 @@ func checkOrder() []string {
 // long as its longest chain of dependent calls, not the sum of its calls.
 func Run(ctx context.Context, s spec.Spec, o Options) Report {
 	r := &run{
-		s: s, source: o.Source, cfg: o.AWS,
-		ec2: ec2.NewFromConfig(o.AWS), iam: iam.NewFromConfig(o.AWS), eks: eks.NewFromConfig(o.AWS),
+		s: s, facts: o.Facts, source: o.Source, cfg: o.AWS,
+		ec2: ec2.NewFromConfig(o.AWS), iam: iam.NewFromConfig(o.AWS),
 		sq:      servicequotas.NewFromConfig(o.AWS),
 		rep:     Report{Cluster: s.Ref, PermissionMethod: MethodNone},
 		results: map[string]Check{},
@@ -325,12 +346,7 @@ func (r *run) vpc(ctx context.Context) {
 }
 
 // zonesWanted is how many availability zones the cluster's network uses.
-func (r *run) zonesWanted() int {
-	if r.s.Type == spec.TypeEKS {
-		return 2
-	}
-	return 3
-}
+func (r *run) zonesWanted() int { return max(r.facts.Zones, 2) }
 
 // usableZones returns the region's usable availability zones, sorted:
 // the same zones the network step picks from.
@@ -365,27 +381,16 @@ func (r *run) availabilityZones(ctx context.Context) {
 	switch {
 	case n >= want:
 		r.add(CheckZones, OK, detail, "")
-	case r.s.Type == spec.TypeHA && n == 2:
-		r.add(CheckZones, Warn, detail+"; the 3 etcd members share 2 zones, so losing the zone with 2 of them loses the quorum",
-			"choose a region with 3 or more availability zones for a cluster that survives the loss of a zone")
+	case r.facts.FewZones != "" && n >= 2:
+		r.add(CheckZones, Warn, detail+"; "+r.facts.FewZones,
+			fmt.Sprintf("choose a region with %d or more availability zones for a cluster that survives the loss of a zone", want))
 	default:
 		r.add(CheckZones, Fail, fmt.Sprintf("%s; a %s cluster needs at least 2", detail, r.s.Type), "choose another region")
 	}
 }
 
 // sizes returns the instance types the cluster uses with how many of each.
-func (r *run) sizes() map[string]int {
-	m := map[string]int{}
-	if r.s.Type == spec.TypeEKS {
-		m[r.s.NodeSize] += r.s.Nodes
-		return m
-	}
-	m[r.s.EtcdSize] += r.s.Etcd
-	m[r.s.LBSize]++
-	m[r.s.CPSize] += r.s.ControlPlanes
-	m[r.s.WPSize] += r.s.Workers
-	return m
-}
+func (r *run) sizes() map[string]int { return r.facts.Sizes }
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
@@ -532,33 +537,17 @@ func (r *run) image(ctx context.Context) {
 	for t := range r.sizes() {
 		archs[arch(types[t])] = true
 	}
-	if r.s.Type == spec.TypeEKS {
-		at := ekstypes.AMITypesAl2023X8664Standard
-		if archs["arm64"] {
-			at = ekstypes.AMITypesAl2023Arm64Standard
+	if r.facts.Image == nil {
+		note := "AWS picks the image"
+		if r.facts.ImageNote != nil {
+			note = r.facts.ImageNote(sortedKeys(archs))
 		}
-		r.add(CheckImage, OK, fmt.Sprintf("EKS picks the node image (AMI type %s)", at), "")
+		r.add(CheckImage, OK, note, "")
 		return
 	}
 	var found []string
 	for _, a := range sortedKeys(archs) {
-		in := &ec2.DescribeImagesInput{}
-		if r.s.AMI != "" {
-			in.ImageIds = []string{r.s.AMI}
-		} else {
-			// The query of ha's images step.
-			ubuntu := "amd64"
-			if a == "arm64" {
-				ubuntu = "arm64"
-			}
-			in.Owners = []string{ha.CanonicalOwner}
-			in.Filters = []ec2types.Filter{
-				{Name: aws.String("name"), Values: []string{"ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-" + ubuntu + "-server-*"}},
-				{Name: aws.String("architecture"), Values: []string{a}},
-				{Name: aws.String("state"), Values: []string{"available"}},
-				{Name: aws.String("root-device-type"), Values: []string{"ebs"}},
-			}
-		}
+		in, owner := r.facts.Image(a)
 		out, err := r.ec2.DescribeImages(ctx, in)
 		if err != nil && !awsx.IsNotFound(err) {
 			r.awsFailure(CheckImage, "look up images", err)
@@ -568,7 +557,7 @@ func (r *run) image(ctx context.Context) {
 		if out != nil {
 			for i := range out.Images {
 				im := &out.Images[i]
-				if r.s.AMI == "" && aws.ToString(im.OwnerId) != ha.CanonicalOwner {
+				if owner != "" && aws.ToString(im.OwnerId) != owner {
 					continue
 				}
 				if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) ||
@@ -595,52 +584,16 @@ func (r *run) image(ctx context.Context) {
 }
 
 func (r *run) kubernetesVersion(ctx context.Context) {
-	if r.s.Type == spec.TypeHA {
-		var v string
-		var err error
-		if r.s.Bootstrap == spec.BootstrapK3s {
-			v, err = bootstrap.K3sVersion(r.s.K8sVersion)
-		} else {
-			v, err = bootstrap.KubernetesVersion(r.s.K8sVersion)
-		}
-		if err != nil {
-			r.inputFailure(CheckVersion, err.Error(), "pass --k8s-version with a version kforge supports for --bootstrap "+r.s.Bootstrap)
-			return
-		}
-		r.add(CheckVersion, OK, fmt.Sprintf("%s installs %s", r.s.Bootstrap, v), "")
+	if r.facts.Version == nil {
 		return
 	}
-	out, err := r.eks.DescribeClusterVersions(ctx, &eks.DescribeClusterVersionsInput{ClusterVersions: []string{r.s.Version}, IncludeAll: aws.Bool(true)},
-		func(o *eks.Options) { o.Retryer = aws.NopRetryer{} })
-	if err != nil {
-		r.add(CheckVersion, Warn, fmt.Sprintf("could not ask EKS which versions it offers (%s); EKS refuses an unsupported version when the cluster is created", shortErr(err)),
-			"see https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html")
-		return
-	}
-	for _, v := range out.ClusterVersions {
-		if aws.ToString(v.ClusterVersion) != r.s.Version {
-			continue
-		}
-		st := string(v.VersionStatus)
-		if st == "" {
-			st = string(v.Status)
-		}
-		switch strings.ToUpper(strings.ReplaceAll(st, "-", "_")) {
-		case string(ekstypes.VersionStatusStandardSupport):
-			r.add(CheckVersion, OK, fmt.Sprintf("EKS offers Kubernetes %s (standard support)", r.s.Version), "")
-		case string(ekstypes.VersionStatusExtendedSupport):
-			r.add(CheckVersion, Warn, fmt.Sprintf("EKS offers Kubernetes %s in extended support only, at extra cost", r.s.Version), "pass a newer --version")
-		default:
-			r.inputFailure(CheckVersion, fmt.Sprintf("EKS does not support Kubernetes %s (%s)", r.s.Version, st), "pass a supported --version (aws eks describe-cluster-versions)")
-		}
-		return
-	}
-	r.inputFailure(CheckVersion, fmt.Sprintf("EKS does not offer Kubernetes %s in %s", r.s.Version, r.s.Region),
-		"pass a version EKS offers (aws eks describe-cluster-versions), such as "+spec.DefaultEKSVersion)
+	c := r.facts.Version(ctx, r.cfg)
+	c.Name = CheckVersion
+	r.record(c)
 }
 
-// shortErr is an AWS error's code and HTTP status, or its first line.
-func shortErr(err error) string {
+// ShortErr is an AWS error's code and HTTP status, or its first line.
+func ShortErr(err error) string {
 	if c := awsx.Code(err); c != "" {
 		return c
 	}
@@ -652,13 +605,4 @@ func shortErr(err error) string {
 		s = s[:i]
 	}
 	return s
-}
-
-// roleNames returns the cluster's IAM role names, which are also the names
-// of the instance profiles kforge makes or looks for.
-func roleNames(s spec.Spec) []string {
-	if s.Type == spec.TypeEKS {
-		return []string{awsx.IAMName(s.Name, kforgeeks.CPRoleSuffix), awsx.IAMName(s.Name, kforgeeks.WPRoleSuffix)}
-	}
-	return []string{awsx.IAMName(s.Name, ha.CPRoleSuffix), awsx.IAMName(s.Name, ha.WPRoleSuffix)}
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kforge/kforge/internal/eks"
+	"github.com/kforge/kforge/internal/ha"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -63,7 +65,7 @@ func tracedRun(t *testing.T, s spec.Spec, cfg aws.Config) (preflight.Report, []s
 	}
 	cfg = cfg.Copy()
 	cfg.APIOptions = append(cfg.APIOptions, tr.Middleware)
-	rep := preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test"})
+	rep := preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test", Facts: facts(s)})
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +243,7 @@ func TestPreflight(t *testing.T) {
 	}
 
 	// The failures name exactly the missing action.
-	rep := preflight.Run(ctx, haSpec("prod", region), preflight.Options{AWS: noPass.Config(admin)})
+	rep := preflight.Run(ctx, haSpec("prod", region), preflight.Options{AWS: noPass.Config(admin), Facts: facts(haSpec("prod", region))})
 	if c := status(t, rep, preflight.CheckPermissions); !strings.Contains(c.Detail, "not allowed: iam:PassRole (") ||
 		!strings.Contains(c.Detail, "iam:PassRole on arn:aws:iam::123456789012:role/kforge-prod-ha-cp (iam:PassedToService=ec2.amazonaws.com)") {
 		t.Errorf("permissions detail:\n%s", c.Detail)
@@ -264,7 +266,7 @@ func TestPreflightQuotaFull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep := preflight.Run(context.Background(), haSpec("prod", region), preflight.Options{AWS: keys.Config(admin)})
+	rep := preflight.Run(context.Background(), haSpec("prod", region), preflight.Options{AWS: keys.Config(admin), Facts: facts(haSpec("prod", region))})
 	c := status(t, rep, preflight.CheckVPCQuota)
 	if c.Status != preflight.Fail || !strings.Contains(c.Detail, "5 of 5 in use: no room") || !strings.Contains(c.Fix, "--vpc-id") {
 		t.Errorf("VPC quota check: %+v", c)
@@ -277,7 +279,7 @@ func TestPreflightQuotaFull(t *testing.T) {
 		Tags: awsx.EC2Tags(awsx.Tags(spec.Ref{Type: spec.TypeHA, Name: "prod", Region: region}, "kforge-prod-vpc"))}); err != nil {
 		t.Fatal(err)
 	}
-	rep = preflight.Run(context.Background(), haSpec("prod", region), preflight.Options{AWS: keys.Config(admin)})
+	rep = preflight.Run(context.Background(), haSpec("prod", region), preflight.Options{AWS: keys.Config(admin), Facts: facts(haSpec("prod", region))})
 	if c := status(t, rep, preflight.CheckVPCQuota); c.Status != preflight.OK {
 		t.Errorf("the cluster's own VPC was counted: %+v", c)
 	}
@@ -322,10 +324,18 @@ func TestPreflightAsRole(t *testing.T) {
 	cfg := admin.Copy()
 	cr := out.Credentials
 	cfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(aws.ToString(cr.AccessKeyId), aws.ToString(cr.SecretAccessKey), aws.ToString(cr.SessionToken)))
-	rep := preflight.Run(ctx, haSpec("prod", region), preflight.Options{AWS: cfg})
+	rep := preflight.Run(ctx, haSpec("prod", region), preflight.Options{AWS: cfg, Facts: facts(haSpec("prod", region))})
 	p := status(t, rep, preflight.CheckPermissions)
 	if p.Status != preflight.Fail || !strings.Contains(p.Detail, "ec2:RunInstances on *: no policy allows it") ||
 		!strings.Contains(p.Detail, "inline policy kforge of role deployer") || rep.PermissionMethod != preflight.MethodLocal {
 		t.Errorf("permissions as a role: %+v (method %s)", p, rep.PermissionMethod)
 	}
+}
+
+// facts is what the provider of s's type tells preflight.
+func facts(s spec.Spec) preflight.Facts {
+	if s.Type == spec.TypeEKS {
+		return eks.PreflightFacts(s)
+	}
+	return ha.PreflightFacts(s)
 }

@@ -77,7 +77,7 @@ func (r *run) quota(ctx context.Context, service, code string) (float64, error) 
 	if err == nil {
 		err = derr
 	}
-	return 0, fmt.Errorf("Service Quotas has no value for %s %s (%s)", service, code, shortErr(err))
+	return 0, fmt.Errorf("Service Quotas has no value for %s %s (%s)", service, code, ShortErr(err))
 }
 
 // ownCluster reports whether EC2 tags mark a resource as this cluster's
