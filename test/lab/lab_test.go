@@ -22,6 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
 	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/bootstrap"
 	"github.com/kforge/kforge/test/testutil/awscheck"
@@ -287,7 +290,45 @@ spec:
 	}
 	waitFor(t, "every node Ready again after the restarts", 5*time.Minute, allReady(ctx, k, 3))
 
-	// 5. Scale: a real worker joins, then is drained and removed.
+	// 5. Drift: an etcd VM terminated outside kforge. kforge diff names
+	// it; the same create replaces it: the new VM (a new address) takes
+	// the member's place in the member list, every API server follows it,
+	// and the cluster never stops answering.
+	old := hostOf(t, l, name+"-etcd-1")
+	if err := terminate(ctx, cfg, old.InstanceID); err != nil {
+		t.Fatal(err)
+	}
+	if d := env.Run(t, "diff", "ha-aws", "--name", name, "--region", region); d.Code != 1 || !strings.Contains(d.Stdout, "terminated outside kforge") {
+		t.Errorf("kforge diff after an etcd VM was terminated: exit %d\n%s%s", d.Code, d.Stdout, d.Stderr)
+	}
+	repair := time.Now()
+	r = env.MustRun(t, create...)
+	t.Logf("etcd member replaced by the same create in %s", time.Since(repair).Round(time.Second))
+	if !strings.Contains(r.Stderr, "drift") {
+		t.Errorf("the repair shows no drift:\n%s", r.Stderr)
+	}
+	etcd1 := hostOf(t, l, name+"-etcd-1")
+	if etcd1.InstanceID == old.InstanceID {
+		t.Fatalf("etcd-1 was not replaced")
+	}
+	members, err = l.Exec(ctx, etcd1.InstanceID, "etcdctl", "--endpoints=https://"+etcd1.PrivateIP+":2379",
+		"--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/client.crt", "--key=/etc/etcd/pki/client.key", "member", "list")
+	if err != nil || strings.Count(string(members), ", started, ") != 3 || !strings.Contains(string(members), "https://"+etcd1.PrivateIP+":2380") {
+		t.Errorf("etcdctl member list after the replacement: %v\n%s", err, members)
+	}
+	for _, cp := range []string{name + "-cp-0", name + "-cp-1"} {
+		h := hostOf(t, l, cp)
+		out, err := l.Exec(ctx, h.InstanceID, "grep", "--", "--etcd-servers=", bootstrap.KubeadmAPIServerManifest)
+		if err != nil || !strings.Contains(string(out), "https://"+etcd1.PrivateIP+":2379") || strings.Contains(string(out), "https://"+old.PrivateIP+":2379") {
+			t.Errorf("the API server of %s does not use the new etcd member %s: %v\n%s", cp, etcd1.PrivateIP, err, out)
+		}
+	}
+	waitFor(t, "every node Ready after the etcd replacement", 3*time.Minute, allReady(ctx, k, 3))
+	if d := env.Run(t, "diff", "ha-aws", "--name", name, "--region", region); d.Code != 0 {
+		t.Errorf("kforge diff after the repair: exit %d\n%s%s", d.Code, d.Stdout, d.Stderr)
+	}
+
+	// 6. Scale: a real worker joins, then is drained and removed.
 	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "2")
 	waitFor(t, "4 Ready nodes after scale up", 2*time.Minute, allReady(ctx, k, 4))
 	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "1")
@@ -297,7 +338,7 @@ spec:
 		t.Errorf("the removed worker is still a node: %v", nodes)
 	}
 
-	// 6. Delete: nothing left in AWS, no host left in the lab.
+	// 7. Delete: nothing left in AWS, no host left in the lab.
 	env.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
 	awscheck.Empty(t, cfg, "ha-aws", name)
 	waitFor(t, "every host removed", time.Minute, func() (bool, error) {
@@ -309,6 +350,13 @@ spec:
 		}
 		return len(left) == 0, fmt.Errorf("hosts %v", left)
 	})
+}
+
+// terminate terminates an instance through the emulator, as someone
+// outside kforge would.
+func terminate(ctx context.Context, cfg aws.Config, id string) error {
+	_, err := ec2.NewFromConfig(cfg).TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+	return err
 }
 
 // killDuring starts kforge with args and SIGKILLs it after delay once the
