@@ -418,6 +418,11 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 		run(append([]string{"switch", "ha-aws"}, ref...)...)
 		run(append(append([]string{"scale", "ha-aws"}, ref...), "--workers", "2")...)
 		run(append(append([]string{"scale", "ha-aws"}, ref...), "--workers", "1")...)
+		// Drift that only a repair's calls put back: a VM stopped, another
+		// moved to another security group, one without its instance
+		// profile, and the workers' profile made again (a new ID).
+		makeDrift(t, h.cfg, name)
+		run(append(append([]string{"create", "ha-aws"}, ref...), small...)...)
 		vpc, subnets := clusterNetwork(t, h.Env, "ha-aws", name, region)
 		seedLeftovers(t, h.cfg, name, vpc, subnets)
 		run(append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
@@ -434,4 +439,38 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 
 		compareWithPolicy(t, "ha-aws", traceActions(t, trace), printed, rarePaths)
 	})
+}
+
+// makeDrift changes a small ha-aws cluster outside kforge in the ways whose
+// repair needs the policy's drift actions (ec2:StartInstances,
+// ec2:ModifyInstanceAttribute, ec2:AssociateIamInstanceProfile,
+// ec2:ReplaceIamInstanceProfileAssociation).
+func makeDrift(t *testing.T, admin aws.Config, name string) {
+	t.Helper()
+	ctx := context.Background()
+	ec := ec2.NewFromConfig(admin)
+	ic := iam.NewFromConfig(admin)
+	etcd, lb, cp := vmByName(t, admin, name+"-etcd-0"), vmByName(t, admin, name+"-lb-0"), vmByName(t, admin, name+"-cp-0")
+	if _, err := ec.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{aws.ToString(etcd.InstanceId)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ec.ModifyInstanceAttribute(ctx, &ec2.ModifyInstanceAttributeInput{InstanceId: lb.InstanceId,
+		Groups: []string{aws.ToString(etcd.SecurityGroups[0].GroupId)}}); err != nil {
+		t.Fatal(err)
+	}
+	assoc, err := ec.DescribeIamInstanceProfileAssociations(ctx, &ec2.DescribeIamInstanceProfileAssociationsInput{
+		Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: []string{aws.ToString(cp.InstanceId)}}}})
+	if err != nil || len(assoc.IamInstanceProfileAssociations) != 1 {
+		t.Fatalf("the instance profile of %s: %v %+v", aws.ToString(cp.InstanceId), err, assoc)
+	}
+	if _, err := ec.DisassociateIamInstanceProfile(ctx, &ec2.DisassociateIamInstanceProfileInput{AssociationId: assoc.IamInstanceProfileAssociations[0].AssociationId}); err != nil {
+		t.Fatal(err)
+	}
+	profile := aws.String("kforge-" + name + "-ha-wp")
+	if _, err := ic.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{InstanceProfileName: profile, RoleName: profile}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ic.DeleteInstanceProfile(ctx, &iam.DeleteInstanceProfileInput{InstanceProfileName: profile}); err != nil {
+		t.Fatal(err)
+	}
 }
