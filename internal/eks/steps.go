@@ -91,10 +91,11 @@ func (p *Provider) addCluster(g *engine.Graph, s spec.Spec, net engine.Ref[netwo
 		return clusterOut(out.Cluster), nil
 	}
 	return engine.Add(g, engine.Resource[ClusterOut]{
-		ID:     StepCluster,
-		Needs:  engine.Needs(net, role, engine.ID(leftovers.StepID)),
-		Title:  clusterTitle(s),
-		Inputs: struct{ Version string }{s.Version},
+		ID:          StepCluster,
+		Needs:       engine.Needs(net, role, engine.ID(leftovers.StepID)),
+		Title:       clusterTitle(s),
+		DeleteTitle: fmt.Sprintf("EKS cluster %s (EKS takes 5-10 minutes to delete it)", s.Name),
+		Inputs:      struct{ Version string }{s.Version},
 		Find: func(ctx context.Context, _ *engine.Run, prev *ClusterOut) (engine.Observation[ClusterOut], error) {
 			got, err := p.eks.DescribeCluster(ctx, describe)
 			switch {
@@ -229,10 +230,11 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 		return NodegroupOut{Name: name, ARN: aws.ToString(ng.NodegroupArn), Desired: nodes}, nil
 	}
 	return engine.Add(g, engine.Resource[NodegroupOut]{
-		ID:     StepNodegroup,
-		Needs:  engine.Needs(cluster, role, net),
-		Title:  nodegroupTitle(s),
-		Inputs: struct{ Nodes int }{s.Nodes},
+		ID:          StepNodegroup,
+		Needs:       engine.Needs(cluster, role, net),
+		Title:       nodegroupTitle(s),
+		DeleteTitle: fmt.Sprintf("managed node group %s and its nodes (EKS takes a few minutes to delete them)", name),
+		Inputs:      struct{ Nodes int }{s.Nodes},
 		Find: func(ctx context.Context, _ *engine.Run, prev *NodegroupOut) (engine.Observation[NodegroupOut], error) {
 			got, err := p.eks.DescribeNodegroup(ctx, in)
 			switch {

@@ -549,16 +549,16 @@ func (x *exec) run(ctx context.Context, order []*Step, deps map[string][]string,
 				}()
 				did, err = act(ctx, s, r, func() {
 					r.started = time.Now()
-					x.emit(Event{Kind: EventStarted, Step: s.ID, Title: s.Title, Deleting: deleting})
+					x.emit(Event{Kind: EventStarted, Step: s.ID, Title: s.titleFor(deleting), Deleting: deleting})
 				})
 			}()
 			switch {
 			case err != nil:
-				x.emit(Event{Kind: EventFailed, Step: s.ID, Title: s.Title, Err: err, Elapsed: time.Since(r.started), Deleting: deleting})
+				x.emit(Event{Kind: EventFailed, Step: s.ID, Title: s.titleFor(deleting), Err: err, Elapsed: time.Since(r.started), Deleting: deleting})
 			case !did:
-				x.emit(Event{Kind: EventSkipped, Step: s.ID, Title: s.Title, Deleting: deleting})
+				x.emit(Event{Kind: EventSkipped, Step: s.ID, Title: s.titleFor(deleting), Deleting: deleting})
 			default:
-				x.emit(Event{Kind: EventDone, Step: s.ID, Title: s.Title, Elapsed: time.Since(r.started), Deleting: deleting})
+				x.emit(Event{Kind: EventDone, Step: s.ID, Title: s.titleFor(deleting), Elapsed: time.Since(r.started), Deleting: deleting})
 			}
 			results <- result{id: s.ID, err: err}
 		}()

@@ -41,6 +41,10 @@ type Step struct {
 	Needs []string
 	// Title says, for the plan and progress, what the step makes.
 	Title string
+	// DeleteTitle, if set, says it for a delete ("EKS cluster demo (EKS
+	// takes about 10 minutes to delete it)"): the progress of a delete
+	// must not read like a create.
+	DeleteTitle string
 	// Inputs, if set, are the wanted settings of the resource (a size, a
 	// member list). They are fingerprinted into the journal with the
 	// outputs of the steps the step needs.
@@ -244,4 +248,12 @@ func WritePlan(w io.Writer, plan []PlanEntry) {
 			fmt.Fprintf(w, "     %-*s  after %s\n", width, "", strings.Join(e.Needs, ", "))
 		}
 	}
+}
+
+// titleFor returns the step's title for a run that creates or deletes.
+func (s *Step) titleFor(deleting bool) string {
+	if deleting && s.DeleteTitle != "" {
+		return s.DeleteTitle
+	}
+	return s.Title
 }

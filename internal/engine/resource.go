@@ -83,6 +83,8 @@ func Drifted[T any](out T, format string, a ...any) Observation[T] {
 type Resource[T any] struct {
 	ID    string
 	Title string
+	// DeleteTitle, if set, is the title of the resource's delete.
+	DeleteTitle string
 	// Needs are the steps that must be done first; a Ref in Needs may be
 	// read with Get.
 	Needs []Dep
@@ -106,7 +108,7 @@ type Resource[T any] struct {
 
 // Add adds a resource to the graph and returns the handle on its output.
 func Add[T any](g *Graph, res Resource[T]) Ref[T] {
-	s := &Step{ID: res.ID, Title: res.Title, Needs: depIDs(res.Needs), Inputs: res.Inputs}
+	s := &Step{ID: res.ID, Title: res.Title, DeleteTitle: res.DeleteTitle, Needs: depIDs(res.Needs), Inputs: res.Inputs}
 	prevOf := func(r *Run) *T {
 		var v T
 		if !r.PrevInto(&v) {

@@ -103,7 +103,11 @@ func TestEKSDriftRepaired(t *testing.T) {
 		if _, err := ek.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(name)}); err == nil {
 			t.Errorf("kforge made an EKS cluster in place of the deleted one")
 		}
-		env.MustRun(t, "delete", "aws", "--name", name, "--region", region, "--yes")
+		// A delete's progress reads as a delete (issue 12), not a create.
+		r = env.MustRun(t, "delete", "aws", "--name", name, "--region", region, "--yes")
+		if !strings.Contains(r.Stderr, "to delete them") || strings.Contains(r.Stderr, "EKS takes 10-15 minutes") {
+			t.Errorf("the delete's progress uses create wording:\n%s", r.Stderr)
+		}
 		awscheck.Empty(t, cfg, "aws", name)
 	})
 }
