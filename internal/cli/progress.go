@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,17 +55,39 @@ func (p *progress) tick() {
 				}
 			}
 			sort.Strings(ids)
-			for _, id := range ids {
-				r := p.running[id]
-				what := r.msg
-				if what == "" {
-					what = r.title
-				}
-				p.line("waiting", id, fmt.Sprintf("%s (%s so far)", what, round(time.Since(r.started))))
-			}
+			p.tickLine(ids)
 			p.mu.Unlock()
 		}
 	}
+}
+
+// tickLine reports the steps that have run for a while: the step with
+// what it waits for, or, when several run, one line for all of them (a
+// line per step would bury the rest of the progress). p.mu must be held.
+func (p *progress) tickLine(ids []string) {
+	switch len(ids) {
+	case 0:
+		return
+	case 1:
+		r := p.running[ids[0]]
+		what := r.msg
+		if what == "" {
+			what = r.title
+		}
+		p.line("waiting", ids[0], fmt.Sprintf("%s (%s so far)", what, round(time.Since(r.started))))
+		return
+	}
+	longest := time.Duration(0)
+	for _, id := range ids {
+		longest = max(longest, time.Since(p.running[id].started))
+	}
+	shown := ids
+	more := ""
+	if len(shown) > 6 {
+		more = fmt.Sprintf(" and %d more", len(shown)-6)
+		shown = shown[:6]
+	}
+	p.line("waiting", fmt.Sprintf("%d steps", len(ids)), fmt.Sprintf("%s%s still running (the longest for %s)", strings.Join(shown, ", "), more, round(longest)))
 }
 
 func round(d time.Duration) time.Duration {

@@ -79,7 +79,9 @@ func (s *session) Close() error { return s.boot.Close() }
 
 // Session implements lifecycle.Provider.
 func (p *Provider) Session() lifecycle.Session {
-	return &session{net: network.NewLookups(p.infra.EC2), boot: &boot.Session{}}
+	return &session{net: network.NewLookups(p.infra.EC2), boot: &boot.Session{
+		Console: func(ctx context.Context, id string) (string, error) { return infra.ConsoleOutput(ctx, p.infra, id) },
+	}}
 }
 
 // leftoversStep removes, on delete, what Kubernetes made in the cluster's

@@ -105,6 +105,7 @@ func Permissions() []Permission {
 		{Action: "ec2:RunInstances", Types: haTyp(), TagOnCreate: true, Why: "launch the VMs"},
 		{Action: "ec2:TerminateInstances", Types: haTyp(), Why: "terminate VMs on scale down and delete"},
 		{Action: "ec2:StartInstances", Types: haTyp(), Why: "drift: start a VM that was stopped outside kforge"},
+		{Action: "ec2:GetConsoleOutput", Types: haTyp(), Why: "show the end of a VM's console output when it does not answer SSH"},
 		{Action: "ec2:ModifyInstanceAttribute", Types: haTyp(), Why: "drift: give a VM back its security group"},
 		{Action: "ec2:DescribeIamInstanceProfileAssociations", Types: haTyp(), Why: "drift: find a VM's instance profile association"},
 		{Action: "ec2:AssociateIamInstanceProfile", Types: haTyp(), Why: "drift: give a VM back its instance profile"},

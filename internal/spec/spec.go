@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/kforge/kforge/internal/artifacts"
 )
@@ -89,6 +90,9 @@ type Spec struct {
 	SSHCIDR       string `json:"sshCidr,omitempty"`
 	SSHJump       string `json:"sshJump,omitempty"`
 	SSHJumpKey    string `json:"sshJumpKey,omitempty"`
+	// SSHTimeout bounds the wait for a VM to answer SSH (--ssh-timeout;
+	// zero: 10 minutes).
+	SSHTimeout time.Duration `json:"sshTimeout,omitempty"`
 	// Artifacts is where the VMs get what they install: "" for the public
 	// upstreams, a directory kforge uploads from, or a mirror URL (see
 	// package artifacts). ImageRepository, if set, is the registry the

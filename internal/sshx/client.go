@@ -309,6 +309,13 @@ func (c *Client) Close() error {
 
 // addr is where the VM is dialled: its private IP through the jump host,
 // else its public IP.
+// Addr is the address kforge dials to reach t (through the jump host if
+// there is one), or "" if t has none.
+func (c *Client) Addr(t Target) string {
+	a, _ := c.addr(t)
+	return a
+}
+
 func (c *Client) addr(t Target) (string, error) {
 	port := strconv.Itoa(c.cfg.Port)
 	if c.jump != nil {

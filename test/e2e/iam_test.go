@@ -172,6 +172,7 @@ var rarePaths = map[string]string{
 	"ec2:DescribeNatGateways":          "network: names what blocks a refused delete of a subnet or VPC",
 	"ec2:DescribeVpcEndpoints":         "network: names what blocks a refused delete of a subnet or VPC",
 	"ec2:DescribeVpnGateways":          "network: names what blocks a refused delete of a VPC",
+	"ec2:GetConsoleOutput":             "ha-aws: a VM that has not answered SSH for 90 s (internal/ha/boot/sshwait_test.go)",
 }
 
 // seedLeftovers makes, in a cluster's VPC, what Kubernetes would leave

@@ -17,9 +17,14 @@ import (
 // connection per VM, or per jump host), made on first use from the
 // cluster key in state and the spec's jump host.
 type Session struct {
+	// Console, if set, reads a VM's console output (EC2
+	// GetConsoleOutput), shown when a VM does not answer SSH.
+	Console func(ctx context.Context, instanceID string) (string, error)
+
 	mu     sync.Mutex
 	client *sshx.Client
 	jump   string
+	waits  sshWaits
 }
 
 // SessionHolder is what a provider's session (engine.Run.Context) must
@@ -61,7 +66,7 @@ func (ss *Session) sshClient(r infra.SecretGetter, s spec.Spec) (*sshx.Client, e
 	if err != nil {
 		return nil, err
 	}
-	cfg := sshx.Config{Signer: signer}
+	cfg := sshx.Config{Signer: signer, ReachTimeout: s.SSHTimeout}
 	if s.SSHJump != "" {
 		j, err := sshx.ParseJump(s.SSHJump)
 		if err != nil {
@@ -113,9 +118,13 @@ func runOn(ctx context.Context, r *engine.Run, s spec.Spec, vm infra.VM, script 
 	if err != nil {
 		return nil, err
 	}
-	if err := c.WaitReachable(ctx, t, func(elapsed time.Duration, lastErr error) {
-		r.Waiting("waiting for %s (%s) to answer SSH (%s so far)", vm.Name, vm.ID, elapsed.Round(time.Second))
-	}); err != nil {
+	ss.waits.console = ss.Console
+	ss.waits.start(vm, c.Addr(t))
+	err = c.WaitReachable(ctx, t, func(_ time.Duration, lastErr error) {
+		report(r, ss.waits.probed(ctx, vm, lastErr, s.SSHJump != ""))
+	})
+	ss.waits.done(vm)
+	if err != nil {
 		return nil, err
 	}
 	return c.Run(ctx, t, script)

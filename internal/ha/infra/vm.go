@@ -2,6 +2,7 @@ package infra
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -493,3 +494,17 @@ func vmsTeardownStep(c *Clients, s spec.Spec, needs []engine.Dep) *engine.Step {
 }
 
 var _ = network.StepID
+
+// ConsoleOutput returns the latest console output of an instance (what
+// the VM printed while it booted), decoded.
+func ConsoleOutput(ctx context.Context, c *Clients, id string) (string, error) {
+	out, err := c.EC2.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id), Latest: aws.Bool(true)})
+	if err != nil {
+		return "", fmt.Errorf("ec2:GetConsoleOutput: %s", awsx.Message(err))
+	}
+	b, err := base64.StdEncoding.DecodeString(aws.ToString(out.Output))
+	if err != nil {
+		return aws.ToString(out.Output), nil
+	}
+	return string(b), nil
+}
