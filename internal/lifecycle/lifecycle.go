@@ -266,7 +266,24 @@ func (r *Runner) Plan(ctx context.Context, p Provider, s spec.Spec) ([]engine.Pl
 // how kforge reaches it (the SSH jump host may change between runs).
 func sameShape(a, b spec.Spec) bool {
 	a.SSHJump, a.SSHJumpKey, b.SSHJump, b.SSHJumpKey = "", "", "", ""
+	a.SSHTimeout, b.SSHTimeout = 0, 0
 	return reflect.DeepEqual(a, b)
+}
+
+// ChangedSettings returns nil if a create with spec s may go on with
+// existing cluster c, else the *spec.UsageError that names each setting s
+// would change, with its old and new value and the command that changes it
+// if one does. It makes no AWS call: the CLI asks it before anything else.
+func ChangedSettings(c *state.Cluster, s spec.Spec) error {
+	if sameShape(c.Spec, s) {
+		return nil
+	}
+	finished := c.Status == state.StatusRunning
+	changes := SettingChanges(c.Spec, s)
+	if len(changes) == 0 {
+		changes = []SettingChange{{Flag: "(settings)", Old: "as created", New: "others"}}
+	}
+	return settingsError(s.Ref, changes, finished)
 }
 
 // Check is a provider's Check of a create, started before the create takes
@@ -406,15 +423,12 @@ func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec, ahead *Che
 		switch {
 		case c.Status == state.StatusDeleting:
 			return nil, spec.Usagef("%s is being deleted; finish with `kforge delete %s`", s.Ref, s.Ref.Args())
-		case c.Status == state.StatusRunning && sameShape(c.Spec, s):
-			// Already there: the reconcile below verifies nothing is
-			// missing and is cheap when everything is journaled.
-		case !sameShape(c.Spec, s) && c.Status == state.StatusRunning:
-			return nil, spec.Usagef("%s already exists with other settings; change its size with `kforge scale %s`, or delete it first", s.Ref, s.Ref.Args())
 		case !sameShape(c.Spec, s):
-			return nil, spec.Usagef("a create of %s with other settings did not finish; run it again with the same flags to continue (see `kforge info %s`), or delete it", s.Ref, s.Ref.Args())
+			return nil, ChangedSettings(c, s)
 		}
-		c.Spec.SSHJump, c.Spec.SSHJumpKey = s.SSHJump, s.SSHJumpKey
+		// Already there (or half made): the reconcile below finds every
+		// resource again and repairs what drifted.
+		c.Spec.SSHJump, c.Spec.SSHJumpKey, c.Spec.SSHTimeout = s.SSHJump, s.SSHJumpKey, s.SSHTimeout
 	}
 	g, err := p.Graph(c.Spec)
 	if err != nil {
