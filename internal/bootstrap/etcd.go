@@ -618,6 +618,25 @@ main() {
 		ETCDCTL_API=3 {{q .Etcdctl}} --endpoints={{q .Endpoints}} --cacert="$pki/ca.crt" --cert="$pki/client.crt" \
 			--key="$pki/client.key" --dial-timeout=5s --command-timeout=30s "$@"
 	}
+	# etcd refuses a change of the member list while it still counts the
+	# lost member as recently active, or while a member that has just come
+	# back is not yet counted ("etcdserver: unhealthy cluster"): that
+	# passes within seconds, so the change is tried again for up to 2
+	# minutes. Any other refusal fails at once.
+	kforge_reconfigure() {
+		local what=$1 out tries=0
+		shift
+		until out=$(kforge_etcdctl "$@" 2>&1); do
+			if ! grep -q "unhealthy cluster" <<<"$out" || ((++tries >= 40)); then
+				printf '%s\n' "$out" >&2
+				kforge_fail "cannot $what"
+			fi
+			sleep 3
+		done
+		if ((tries > 0)); then
+			kforge_log "etcd accepted the change after $((tries * 3))s"
+		fi
+	}
 	# A new member that already runs (an earlier run got that far) is kept.
 	if ETCDCTL_API=3 {{q .Etcdctl}} --endpoints={{q .Endpoint}} --cacert="$pki/ca.crt" --cert="$pki/client.crt" \
 		--key="$pki/client.key" --dial-timeout=3s --command-timeout=5s endpoint health >/dev/null 2>&1; then
@@ -629,12 +648,12 @@ main() {
 	id=$(awk -F', ' -v n="$name" '$3 == n { print $1 }' <<<"$list")
 	if [[ -n $id ]]; then
 		kforge_log "removing etcd member $name ($id): its VM was replaced"
-		kforge_etcdctl member remove "$id" >&2
+		kforge_reconfigure "remove etcd member $name ($id)" member remove "$id"
 		list=$(kforge_etcdctl member list) || kforge_fail "cannot list the etcd members"
 	fi
 	if ! grep -qF "$peer" <<<"$list"; then
 		kforge_log "adding etcd member $name ($peer)"
-		kforge_etcdctl member add "$name" --peer-urls="$peer" >&2
+		kforge_reconfigure "add etcd member $name ($peer)" member add "$name" --peer-urls="$peer"
 	fi
 	echo "etcd member $name replaced: it joins as an existing member"
 }
