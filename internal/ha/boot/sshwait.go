@@ -28,7 +28,7 @@ type sshWaits struct {
 	mu       sync.Mutex
 	vms      map[string]*sshWait // by VM name
 	reported time.Time           // last summary
-	hinted   bool // the likely causes were given (once a run)
+	hinted   bool                // the likely causes were given (once a run)
 	// console reads the end of a VM's console output (nil: not read).
 	console func(ctx context.Context, instanceID string) (string, error)
 	// now is the clock (time.Now; tests set it).
