@@ -378,19 +378,14 @@ func (d *deleter) loadBalancers(ctx context.Context, f *found) {
 // elbv2LoadBalancers returns the cluster's ELBv2 load balancers with the
 // tags of each, by ARN.
 func (d *deleter) elbv2LoadBalancers(ctx context.Context) ([]elbv2types.LoadBalancer, map[string]map[string]string, error) {
-	var all []elbv2types.LoadBalancer
-	p := elasticloadbalancingv2.NewDescribeLoadBalancersPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeLoadBalancersInput{})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, lb := range page.LoadBalancers {
-			if d.inVPC(lb.VpcId) {
-				all = append(all, lb)
-			}
-		}
+	all, err := awsx.Collect(ctx, elasticloadbalancingv2.NewDescribeLoadBalancersPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeLoadBalancersInput{}),
+		func(o *elasticloadbalancingv2.DescribeLoadBalancersOutput) []elbv2types.LoadBalancer {
+			return o.LoadBalancers
+		})
+	if err != nil {
+		return nil, nil, err
 	}
+	all = awsx.Select(all, func(lb elbv2types.LoadBalancer) bool { return d.inVPC(lb.VpcId) })
 	arns := make([]string, len(all))
 	for i, lb := range all {
 		arns[i] = aws.ToString(lb.LoadBalancerArn)
@@ -431,19 +426,14 @@ func (d *deleter) elbv2Tags(ctx context.Context, arns []string) (map[string]map[
 // classicLoadBalancers returns the cluster's classic load balancers with
 // the tags of each, by name.
 func (d *deleter) classicLoadBalancers(ctx context.Context) ([]elbtypes.LoadBalancerDescription, map[string]map[string]string, error) {
-	var all []elbtypes.LoadBalancerDescription
-	p := elasticloadbalancing.NewDescribeLoadBalancersPaginator(d.c.ELB, &elasticloadbalancing.DescribeLoadBalancersInput{})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, lb := range page.LoadBalancerDescriptions {
-			if d.inVPC(lb.VPCId) {
-				all = append(all, lb)
-			}
-		}
+	all, err := awsx.Collect(ctx, elasticloadbalancing.NewDescribeLoadBalancersPaginator(d.c.ELB, &elasticloadbalancing.DescribeLoadBalancersInput{}),
+		func(o *elasticloadbalancing.DescribeLoadBalancersOutput) []elbtypes.LoadBalancerDescription {
+			return o.LoadBalancerDescriptions
+		})
+	if err != nil {
+		return nil, nil, err
 	}
+	all = awsx.Select(all, func(lb elbtypes.LoadBalancerDescription) bool { return d.inVPC(lb.VPCId) })
 	tags := map[string]map[string]string{}
 	for i := 0; i < len(all); i += 20 {
 		var names []string
@@ -474,19 +464,14 @@ func (d *deleter) classicLoadBalancers(ctx context.Context) ([]elbtypes.LoadBala
 // listTargetGroups returns the target groups of the cluster's VPC with the
 // tags of each, by ARN.
 func (d *deleter) listTargetGroups(ctx context.Context) ([]elbv2types.TargetGroup, map[string]map[string]string, error) {
-	var all []elbv2types.TargetGroup
-	p := elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeTargetGroupsInput{})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, nil, fmt.Errorf("list target groups: %w", err)
-		}
-		for _, tg := range page.TargetGroups {
-			if d.inVPC(tg.VpcId) {
-				all = append(all, tg)
-			}
-		}
+	all, err := awsx.Collect(ctx, elasticloadbalancingv2.NewDescribeTargetGroupsPaginator(d.c.ELBv2, &elasticloadbalancingv2.DescribeTargetGroupsInput{}),
+		func(o *elasticloadbalancingv2.DescribeTargetGroupsOutput) []elbv2types.TargetGroup {
+			return o.TargetGroups
+		})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list target groups: %w", err)
 	}
+	all = awsx.Select(all, func(tg elbv2types.TargetGroup) bool { return d.inVPC(tg.VpcId) })
 	arns := make([]string, len(all))
 	for i, tg := range all {
 		arns[i] = aws.ToString(tg.TargetGroupArn)
@@ -554,20 +539,14 @@ func (d *deleter) eniTags() []string {
 // listInterfaces returns the network interfaces that filters select,
 // except kforge's own (deleted by their own steps).
 func (d *deleter) listInterfaces(ctx context.Context, filters []ec2types.Filter) ([]ec2types.NetworkInterface, error) {
-	var out []ec2types.NetworkInterface
-	p := ec2.NewDescribeNetworkInterfacesPaginator(d.c.EC2, &ec2.DescribeNetworkInterfacesInput{Filters: filters})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, ni := range page.NetworkInterfaces {
-			if awsx.EC2TagValue(ni.TagSet, awsx.TagCluster) == "" {
-				out = append(out, ni)
-			}
-		}
+	all, err := awsx.Collect(ctx, ec2.NewDescribeNetworkInterfacesPaginator(d.c.EC2, &ec2.DescribeNetworkInterfacesInput{Filters: filters}),
+		func(o *ec2.DescribeNetworkInterfacesOutput) []ec2types.NetworkInterface { return o.NetworkInterfaces })
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return awsx.Select(all, func(ni ec2types.NetworkInterface) bool {
+		return awsx.EC2TagValue(ni.TagSet, awsx.TagCluster) == ""
+	}), nil
 }
 
 // interfaces deletes the cluster's network interfaces, waiting for those
@@ -608,21 +587,14 @@ func (d *deleter) sgTags() []string {
 // listSecurityGroups returns the security groups that filters select,
 // except kforge's own (deleted by their own steps) and default groups.
 func (d *deleter) listSecurityGroups(ctx context.Context, filters []ec2types.Filter) ([]ec2types.SecurityGroup, error) {
-	var out []ec2types.SecurityGroup
-	p := ec2.NewDescribeSecurityGroupsPaginator(d.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: filters})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range page.SecurityGroups {
-			if awsx.EC2TagValue(g.Tags, awsx.TagCluster) != "" || aws.ToString(g.GroupName) == "default" {
-				continue
-			}
-			out = append(out, g)
-		}
+	all, err := awsx.Collect(ctx, ec2.NewDescribeSecurityGroupsPaginator(d.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: filters}),
+		func(o *ec2.DescribeSecurityGroupsOutput) []ec2types.SecurityGroup { return o.SecurityGroups })
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return awsx.Select(all, func(g ec2types.SecurityGroup) bool {
+		return awsx.EC2TagValue(g.Tags, awsx.TagCluster) == "" && aws.ToString(g.GroupName) != "default"
+	}), nil
 }
 
 // securityGroups deletes the security groups Kubernetes made, after
@@ -724,20 +696,14 @@ func referencing(perms []ec2types.IpPermission, self string, targets map[string]
 // listVolumes returns the volumes that filters select, except kforge's
 // own.
 func (d *deleter) listVolumes(ctx context.Context, filters []ec2types.Filter) ([]ec2types.Volume, error) {
-	var out []ec2types.Volume
-	p := ec2.NewDescribeVolumesPaginator(d.c.EC2, &ec2.DescribeVolumesInput{Filters: filters})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range page.Volumes {
-			if awsx.EC2TagValue(v.Tags, awsx.TagCluster) == "" { // else kforge's own
-				out = append(out, v)
-			}
-		}
+	all, err := awsx.Collect(ctx, ec2.NewDescribeVolumesPaginator(d.c.EC2, &ec2.DescribeVolumesInput{Filters: filters}),
+		func(o *ec2.DescribeVolumesOutput) []ec2types.Volume { return o.Volumes })
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return awsx.Select(all, func(v ec2types.Volume) bool {
+		return awsx.EC2TagValue(v.Tags, awsx.TagCluster) == "" // else kforge's own
+	}), nil
 }
 
 // volumes deletes the cluster's EBS volumes, waiting for attached ones to

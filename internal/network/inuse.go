@@ -43,22 +43,22 @@ func Blockers(ctx context.Context, c *ec2.Client, filter, id string) []string {
 			}
 		}
 	}
-	p := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{Filters: append(f, types.Filter{
-		Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "shutting-down", "stopping", "stopped"}})})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			break
-		}
-		for _, r := range page.Reservations {
-			for _, in := range r.Instances {
-				state := ""
-				if in.State != nil {
-					state = string(in.State.Name)
-				}
-				out = append(out, describe(aws.ToString(in.InstanceId), "instance", state, nameTag(in.Tags)))
+	// Best effort: on an error, the instances of the pages read so far.
+	insts, _ := awsx.Collect(ctx, ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{Filters: append(f, types.Filter{
+		Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "shutting-down", "stopping", "stopped"}})}),
+		func(o *ec2.DescribeInstancesOutput) []types.Instance {
+			var out []types.Instance
+			for _, r := range o.Reservations {
+				out = append(out, r.Instances...)
 			}
+			return out
+		})
+	for _, in := range insts {
+		state := ""
+		if in.State != nil {
+			state = string(in.State.Name)
 		}
+		out = append(out, describe(aws.ToString(in.InstanceId), "instance", state, nameTag(in.Tags)))
 	}
 	if res, err := c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: f}); err == nil {
 		for _, ni := range res.NetworkInterfaces {

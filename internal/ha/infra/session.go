@@ -103,18 +103,21 @@ func liveInstances(ctx context.Context, c *ec2.Client, ref spec.Ref, extra ...st
 	filters := append(awsx.ClusterFilters(ref, extra...), ec2types.Filter{
 		Name: aws.String("instance-state-name"), Values: liveStates,
 	})
-	pages := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{Filters: filters})
-	var out []ec2types.Instance
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list the cluster's instances: %w", err)
-		}
-		for _, r := range page.Reservations {
-			out = append(out, r.Instances...)
-		}
+	out, err := awsx.Collect(ctx, ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{Filters: filters}), reservationInstances)
+	if err != nil {
+		return nil, fmt.Errorf("list the cluster's instances: %w", err)
 	}
 	return out, nil
+}
+
+// reservationInstances returns the instances of a DescribeInstances page,
+// reservation after reservation.
+func reservationInstances(o *ec2.DescribeInstancesOutput) []ec2types.Instance {
+	var out []ec2types.Instance
+	for _, r := range o.Reservations {
+		out = append(out, r.Instances...)
+	}
+	return out
 }
 
 // profiles returns the instance profile each instance of the account is
@@ -147,14 +150,13 @@ func (s *Session) profiles(ctx context.Context) (map[string]ec2types.IamInstance
 // DescribeSecurityGroups per run.
 func (s *Session) groups(ctx context.Context) ([]ec2types.SecurityGroup, error) {
 	s.sgOnce.Do(func() {
-		pages := ec2.NewDescribeSecurityGroupsPaginator(s.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: awsx.ClusterFilters(s.ref)})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				s.sgErr = fmt.Errorf("list the cluster's security groups: %w", err)
-				return
-			}
-			s.sgs = append(s.sgs, page.SecurityGroups...)
+		// On an error, the groups of the pages read so far stay in s.sgs,
+		// as they always have.
+		sgs, err := awsx.Collect(ctx, ec2.NewDescribeSecurityGroupsPaginator(s.c.EC2, &ec2.DescribeSecurityGroupsInput{Filters: awsx.ClusterFilters(s.ref)}),
+			func(o *ec2.DescribeSecurityGroupsOutput) []ec2types.SecurityGroup { return o.SecurityGroups })
+		s.sgs = sgs
+		if err != nil {
+			s.sgErr = fmt.Errorf("list the cluster's security groups: %w", err)
 		}
 	})
 	return s.sgs, s.sgErr

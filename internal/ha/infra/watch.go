@@ -253,19 +253,16 @@ func (w *watcher) describe(ctx context.Context, ids []string) (map[string]ec2typ
 		chunk := ids[start:min(start+batchLimit, len(ids))]
 		// A filter, not InstanceIds: an instance just launched may not
 		// be visible yet, and InstanceIds would fail the whole batch.
-		pages := ec2.NewDescribeInstancesPaginator(w.ec2, &ec2.DescribeInstancesInput{
+		// On an error, the instances of the pages read so far are in
+		// found too.
+		all, err := awsx.Collect(ctx, ec2.NewDescribeInstancesPaginator(w.ec2, &ec2.DescribeInstancesInput{
 			Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: chunk}},
-		})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				return found, err
-			}
-			for _, r := range page.Reservations {
-				for _, in := range r.Instances {
-					found[aws.ToString(in.InstanceId)] = in
-				}
-			}
+		}), reservationInstances)
+		for _, in := range all {
+			found[aws.ToString(in.InstanceId)] = in
+		}
+		if err != nil {
+			return found, err
 		}
 	}
 	return found, nil

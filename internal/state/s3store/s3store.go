@@ -596,19 +596,19 @@ func (s *Store) Delete(ctx context.Context, ref spec.Ref) error {
 
 // listKeys returns the keys under prefix.
 func (s *Store) listKeys(ctx context.Context, prefix string) ([]string, error) {
-	var keys []string
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.loc.Bucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			if awsx.IsAccessDenied(err) {
-				return nil, &AccessError{Action: "s3:ListBucket", Resource: "arn:aws:s3:::" + s.loc.Bucket, Err: err}
+	keys, err := awsx.Collect(ctx, s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.loc.Bucket), Prefix: aws.String(prefix)}),
+		func(o *s3.ListObjectsV2Output) []string {
+			var keys []string
+			for _, obj := range o.Contents {
+				keys = append(keys, aws.ToString(obj.Key))
 			}
-			return nil, fmt.Errorf("list %s: %w", s.url(prefix), err)
+			return keys
+		})
+	if err != nil {
+		if awsx.IsAccessDenied(err) {
+			return nil, &AccessError{Action: "s3:ListBucket", Resource: "arn:aws:s3:::" + s.loc.Bucket, Err: err}
 		}
-		for _, o := range page.Contents {
-			keys = append(keys, aws.ToString(o.Key))
-		}
+		return nil, fmt.Errorf("list %s: %w", s.url(prefix), err)
 	}
 	return keys, nil
 }
