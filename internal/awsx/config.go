@@ -6,9 +6,11 @@ package awsx
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -17,8 +19,10 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/kforge/kforge/internal/credentials"
+	"github.com/kforge/kforge/internal/spec"
 )
 
 // Retry policy: bounded, with jittered exponential backoff, and no client
@@ -38,6 +42,13 @@ type Options struct {
 	// TracePath, if set, receives one JSON line per API call attempt
 	// (KFORGE_AWS_TRACE).
 	TracePath string
+	// Debug, if set, receives the SDK's own log: its warnings, each
+	// retry, and each request's method and URL (--debug). Without it the
+	// SDK logs nothing: its lines never reach the user's terminal.
+	Debug io.Writer
+	// Unchecked leaves the credentials unresolved: for `kforge cred`,
+	// which checks the keys it is given, not the ones kforge has.
+	Unchecked bool
 }
 
 // Load returns an SDK configuration whose credentials come from where
@@ -45,10 +56,19 @@ type Options struct {
 // settings apply, AWS_ENDPOINT_URL among them. The clients made from one configuration share its
 // connections and ask the static look-ups (instance types, images,
 // availability zones) once: load it once per command.
+//
+// The credentials are resolved here, once, before any API call: finding
+// none (or a profile that does not exist) is a UsageError that says where
+// kforge looks, not a failure of the first call after its retries.
 func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(NewRetryer),
 		config.WithHTTPClient(NewHTTPClient()),
+		config.WithLogger(logging.Nop{}),
+	}
+	if o.Debug != nil {
+		opts = append(opts, config.WithLogger(logging.NewStandardLogger(o.Debug)),
+			config.WithClientLogMode(aws.LogRetries|aws.LogRequest))
 	}
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
@@ -61,12 +81,29 @@ func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 		opts = append(opts, config.WithCredentialsProvider(
 			awscreds.NewStaticCredentialsProvider(k.AccessKeyID, k.SecretAccessKey, k.SessionToken)))
 	}
+	if src.Kind == credentials.Chain && !o.Unchecked {
+		if err := CheckProfile(ctx, os.Getenv); err != nil {
+			return aws.Config{}, "", err
+		}
+	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, "", fmt.Errorf("load AWS configuration: %w", err)
 	}
 	if cfg.Region == "" {
-		return aws.Config{}, "", fmt.Errorf("no AWS region: pass --region")
+		return aws.Config{}, "", spec.Usagef("no AWS region: %s", spec.RegionHelp)
+	}
+	switch {
+	case o.Unchecked:
+	case cfg.Credentials == nil:
+		return aws.Config{}, "", spec.Usagef("no AWS credentials: %s", credentials.Howto)
+	default:
+		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+			if ctx.Err() != nil {
+				return aws.Config{}, "", ctx.Err()
+			}
+			return aws.Config{}, "", spec.Usagef("no usable AWS credentials (%s): %s", credentialsProblem(err, src.Kind), credentials.Howto)
+		}
 	}
 	if o.TracePath != "" {
 		t, err := OpenTrace(o.TracePath)
@@ -77,6 +114,25 @@ func Load(ctx context.Context, o Options) (aws.Config, string, error) {
 	}
 	cfg.APIOptions = append(cfg.APIOptions, retryNoticeMiddleware, newMemo().middleware)
 	return cfg, src.Kind, nil
+}
+
+// credentialsProblem says in one line why the credentials of a source
+// could not be had. The SDK's chain error lists every provider it tried,
+// over several lines; only the gist is shown.
+func credentialsProblem(err error, kind string) string {
+	if kind == credentials.Chain {
+		name, _ := Profile(os.Getenv)
+		msg := Message(err)
+		if strings.Contains(msg, "failed to refresh cached credentials") && strings.Contains(msg, "no EC2 IMDS role found") ||
+			strings.Contains(msg, "no valid providers") || strings.Contains(msg, "failed to retrieve credentials") && !strings.Contains(msg, "sso") {
+			return fmt.Sprintf("none in the environment, in kforge cred, in AWS profile %q or from an instance role", name)
+		}
+	}
+	msg := Message(err)
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
 }
 
 // MaxConnsPerEndpoint bounds the connections to one AWS endpoint (an

@@ -1,9 +1,12 @@
 package awsx
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"time"
@@ -133,4 +136,29 @@ func retryNoticeMiddleware(stack *middleware.Stack) error {
 			}
 			return out, md, err
 		}), "Retry", middleware.After)
+}
+
+// ReadTrace returns the records of a trace file, in order. A file that
+// does not exist holds no record: a process that made no call never
+// creates it.
+func ReadTrace(path string) ([]TraceRecord, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []TraceRecord
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		var rec TraceRecord
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return out, fmt.Errorf("trace %s: line %q: %w", path, sc.Text(), err)
+		}
+		out = append(out, rec)
+	}
+	return out, sc.Err()
 }

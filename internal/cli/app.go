@@ -66,6 +66,7 @@ type App struct {
 	lifecycle  atomic.Bool
 	stateFlag  string
 	outputFlag string
+	debug      bool
 }
 
 // Main runs kforge with args (without the program name) and returns the
@@ -148,6 +149,10 @@ the kforge.io/cluster tag, so delete finds everything even without state.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&a.stateFlag, "state", "", "state store URL: a directory, file:///path or s3://bucket/prefix (env KFORGE_STATE; default: local store under KFORGE_HOME)")
+	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "print the AWS SDK's own log on stderr: its warnings, retries and requests (never credentials)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return a.defaultRegion(cmd)
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return spec.Usagef("%v\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
@@ -221,11 +226,53 @@ func (a *App) Home() (string, error) {
 
 // awsConfig loads the AWS configuration for a region.
 func (a *App) awsConfig(ctx context.Context, region string) (aws.Config, string, error) {
+	return a.loadAWS(ctx, awsx.Options{Region: region})
+}
+
+// loadAWS loads an AWS configuration with kforge's settings added to o.
+func (a *App) loadAWS(ctx context.Context, o awsx.Options) (aws.Config, string, error) {
 	home, err := a.Home()
 	if err != nil {
 		return aws.Config{}, "", err
 	}
-	return awsx.Load(ctx, awsx.Options{Region: region, Home: home, TracePath: a.Getenv("KFORGE_AWS_TRACE")})
+	o.Home, o.TracePath = home, a.Getenv("KFORGE_AWS_TRACE")
+	if a.debug {
+		o.Debug = a.Stderr
+	}
+	return awsx.Load(ctx, o)
+}
+
+// defaultRegion gives a command's --region, when it is left out, the
+// region the AWS CLI and eksctl would use: AWS_REGION, else
+// AWS_DEFAULT_REGION, else the region of the AWS profile in use. It says
+// on stderr where the region came from.
+func (a *App) defaultRegion(cmd *cobra.Command) error {
+	f := cmd.Flags().Lookup("region")
+	if f == nil || f.Changed || f.Value.String() != "" {
+		return nil
+	}
+	region, from := "", ""
+	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
+		if r := a.Getenv(v); r != "" {
+			region, from = r, v
+			break
+		}
+	}
+	if region == "" {
+		r, profile, err := awsx.ProfileRegion(cmd.Context(), a.Getenv)
+		if err != nil {
+			return err
+		}
+		region, from = r, fmt.Sprintf("AWS profile %q", profile)
+	}
+	if region == "" {
+		return nil // the command's own check says how to give one
+	}
+	if err := f.Value.Set(region); err != nil {
+		return err
+	}
+	fprintf(a.Stderr, "Region %s (from %s; --region overrides it)\n", region, from)
+	return nil
 }
 
 // provider returns the provider of a cluster type with a live AWS

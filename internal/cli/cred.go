@@ -72,7 +72,7 @@ sts:GetCallerIdentity and stores them only if they work.`,
 	}
 	c.Flags().BoolVar(&show, "show", false, "print which credential source is in use, the account and the caller ARN (never a secret)")
 	c.Flags().BoolVar(&del, "delete", false, "remove the stored credentials")
-	c.Flags().StringVar(&region, "region", "", "region of the STS endpoint used to check credentials (default us-east-1)")
+	c.Flags().StringVar(&region, "region", "", "region of the STS endpoint used to check credentials (default: AWS_REGION, AWS_DEFAULT_REGION, the AWS profile's region, else us-east-1)")
 	addOutputFlag(c, &output)
 	return c
 }
@@ -106,7 +106,7 @@ func (a *App) credStore(ctx context.Context, home, region string) error {
 		return err
 	}
 	creds := credentials.Keys{AccessKeyID: keyID, SecretAccessKey: secret}
-	cfg, _, err := a.awsConfig(ctx, region)
+	cfg, _, err := a.loadAWS(ctx, awsx.Options{Region: region, Unchecked: true})
 	if err != nil {
 		return err
 	}

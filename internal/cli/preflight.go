@@ -77,7 +77,7 @@ func (a *App) preflightHACommand() *cobra.Command {
 
 func registerPreflightRef(fl *pflag.FlagSet, f *refFlags) {
 	fl.StringVar(&f.name, "name", preflightName, "name of the cluster you plan (its IAM names and, on a resumed create, its own resources)")
-	fl.StringVar(&f.region, "region", "", "AWS region (required), for example us-east-1")
+	fl.StringVar(&f.region, "region", "", regionUsage)
 }
 
 // eksSpecFlags registers the shape flags of an aws cluster (create and

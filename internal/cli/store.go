@@ -160,7 +160,7 @@ func (f *refFlags) register(fs interface {
 	StringVar(*string, string, string, string)
 }) {
 	fs.StringVar(&f.name, "name", "", "cluster name (required): 1-40 lowercase letters, digits and '-'")
-	fs.StringVar(&f.region, "region", "", "AWS region (required), for example us-east-1")
+	fs.StringVar(&f.region, "region", "", regionUsage)
 }
 
 // loadCluster reads a cluster's state from the store in force, saying
@@ -176,3 +176,7 @@ func (a *App) loadCluster(ctx context.Context, ref spec.Ref) (*state.Cluster, er
 	}
 	return c, err
 }
+
+// regionUsage is the help of every --region flag that names a cluster's
+// region.
+const regionUsage = "AWS region, for example us-east-1 (default: AWS_REGION, else AWS_DEFAULT_REGION, else the AWS profile's region)"

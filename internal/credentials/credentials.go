@@ -27,6 +27,10 @@ const (
 	Chain  = "AWS SDK default chain"
 )
 
+// Howto says where kforge finds credentials, for the messages of a
+// command that found none, or none that work.
+const Howto = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or store keys with `kforge cred`, or log in with your AWS profile (aws sso login)"
+
 // Keys are an access key pair (and session token).
 type Keys struct {
 	AccessKeyID     string `json:"accessKeyId"`

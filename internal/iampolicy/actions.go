@@ -45,6 +45,7 @@ func Permissions() []Permission {
 		{Action: "iam:GetRolePolicy", Types: both(), Scopes: own(), Why: "preflight, when kforge runs as a role: the role's inline policies (allowed only on the role named with `kforge policy --caller-role`)"},
 
 		// Preflight: region, instance types, images, quotas.
+		{Action: "ec2:DescribeRegions", Types: both(), Why: "preflight: is an opt-in region enabled in the account"},
 		{Action: "ec2:DescribeAvailabilityZones", Types: both(), Why: "pick availability zones (network, preflight)"},
 		{Action: "ec2:DescribeInstanceTypeOfferings", Types: both(), Why: "preflight: the instance types are offered in the zones"},
 		{Action: "ec2:DescribeInstanceTypes", Types: both(), Why: "architecture and vCPUs of the instance types (ha-aws images, preflight quotas)"},

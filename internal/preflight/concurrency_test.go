@@ -48,7 +48,7 @@ func TestPreflightChecksRunConcurrently(t *testing.T) {
 	for _, c := range rep.Checks {
 		names = append(names, c.Name)
 	}
-	want := []string{preflight.CheckCredentials, preflight.CheckPermissions, preflight.CheckZones, preflight.CheckTypes,
+	want := []string{preflight.CheckRegion, preflight.CheckCredentials, preflight.CheckPermissions, preflight.CheckZones, preflight.CheckTypes,
 		preflight.CheckImage, preflight.CheckVCPU, preflight.CheckVPCQuota, preflight.CheckVersion}
 	if !slices.Equal(names, want) {
 		t.Errorf("checks %v, want %v", names, want)

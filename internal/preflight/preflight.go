@@ -37,6 +37,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 
 	"github.com/kforge/kforge/internal/awsx"
+	"github.com/kforge/kforge/internal/credentials"
 	"github.com/kforge/kforge/internal/network"
 	"github.com/kforge/kforge/internal/spec"
 )
@@ -54,6 +55,7 @@ const (
 // Check names, as the JSON report carries them.
 const (
 	CheckCredentials = "credentials"
+	CheckRegion      = "region"
 	CheckPermissions = "permissions"
 	CheckVPC         = "vpc"
 	CheckZones       = "availability-zones"
@@ -247,7 +249,7 @@ func (l *lookup[T]) get(fetch func() (T, error)) (T, error) {
 
 // checkOrder returns the order of the checks in the report.
 func checkOrder() []string {
-	return []string{CheckCredentials, CheckPermissions, CheckVPC, CheckZones, CheckTypes, CheckImage, CheckVCPU, CheckVPCQuota, CheckVersion}
+	return []string{CheckRegion, CheckCredentials, CheckPermissions, CheckVPC, CheckZones, CheckTypes, CheckImage, CheckVCPU, CheckVPCQuota, CheckVersion}
 }
 
 // Run checks spec s (already validated) and returns the report. It makes
@@ -266,7 +268,7 @@ func Run(ctx context.Context, s spec.Spec, o Options) Report {
 		rep:     Report{Cluster: s.Ref, PermissionMethod: MethodNone},
 		results: map[string]Check{},
 	}
-	if r.credentials(ctx) {
+	if r.region(ctx) && r.credentials(ctx) {
 		checks := []func(context.Context){r.permissions, r.availabilityZones, r.instanceTypes, r.image, r.vcpuQuota, r.vpcQuota, r.kubernetesVersion}
 		if s.VPCID != "" {
 			checks = append(checks, r.vpc)
@@ -305,21 +307,77 @@ func (r *run) inputFailure(name, detail, fix string) {
 	r.record(Check{Name: name, Status: Fail, Detail: detail, Fix: fix, Input: true})
 }
 
-// awsFailure records a check that AWS refused or failed to answer.
+// awsFailure records a check that AWS refused or failed to answer: a
+// warning, as what it checks may well be fine.
 func (r *run) awsFailure(name, what string, err error) {
+	r.awsFailureAs(Warn, name, what, err)
+}
+
+// awsFailureAs records a check that AWS refused or failed to answer with
+// status st when AWS failed (a refusal is always a failure). The checks
+// that nothing can be created without (the region's zones, the instance
+// types) fail: passing them unchecked would let a create start that
+// cannot succeed.
+func (r *run) awsFailureAs(st Status, name, what string, err error) {
 	if awsx.IsAccessDenied(err) {
 		r.add(name, Fail, fmt.Sprintf("not allowed to %s: %s", what, awsx.Message(err)),
 			fmt.Sprintf("attach the policy `kforge policy %s` prints to %s", r.s.Type, r.rep.Caller))
 		return
 	}
-	r.add(name, Warn, fmt.Sprintf("could not %s: %v", what, err), "run `kforge preflight` again; if it persists, check the AWS service health of "+r.s.Region)
+	r.add(name, st, fmt.Sprintf("could not %s: %v", what, err), "run `kforge preflight` again; if it persists, check the AWS service health of "+r.s.Region)
+}
+
+// region checks that the account may use the cluster's region: an opt-in
+// region (one launched since 2019) must be enabled first. The question is
+// asked in a region of the same partition that every account has, since a
+// disabled region's endpoints refuse the account.
+func (r *run) region(ctx context.Context) bool {
+	reg, ok := spec.LookupRegion(r.s.Region)
+	if !ok {
+		r.inputFailure(CheckRegion, fmt.Sprintf("unknown region %q", r.s.Region), "give a region such as us-east-1")
+		return false
+	}
+	if !reg.OptIn {
+		r.add(CheckRegion, OK, fmt.Sprintf("%s (partition %s; every account has it)", reg.Code, reg.Partition), "")
+		return true
+	}
+	home := spec.HomeRegion(reg.Code)
+	out, err := r.ec2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true), RegionNames: []string{reg.Code}},
+		func(o *ec2.Options) { o.Region = home })
+	if err != nil {
+		r.awsFailureAs(Fail, CheckRegion, "ask in "+home+" whether opt-in region "+reg.Code+" is enabled", err)
+		return false
+	}
+	status := ""
+	for _, rg := range out.Regions {
+		if aws.ToString(rg.RegionName) == reg.Code {
+			status = aws.ToString(rg.OptInStatus)
+		}
+	}
+	verdict, detail, fix := optInVerdict(reg.Code, status)
+	r.add(CheckRegion, verdict, detail, fix)
+	return verdict != Fail
+}
+
+// optInVerdict judges the opt-in status EC2 gives for an opt-in region.
+func optInVerdict(region, status string) (Status, string, string) {
+	switch status {
+	case "opted-in", "opt-in-not-required":
+		return OK, fmt.Sprintf("%s (opt-in region, enabled in this account)", region), ""
+	case "":
+		return Fail, fmt.Sprintf("%s: EC2 does not list it for this account", region),
+			"choose a region EC2 lists: aws ec2 describe-regions --all-regions"
+	default:
+		return Fail, fmt.Sprintf("%s is an opt-in region and is not enabled in this account (status %s)", region, status),
+			fmt.Sprintf("enable it (AWS console: Account > AWS Regions, or `aws account enable-region --region-name %s`; it takes a few minutes), or choose another region", region)
+	}
 }
 
 func (r *run) credentials(ctx context.Context) bool {
 	id, err := awsx.WhoAmI(ctx, r.cfg)
 	if err != nil {
 		r.add(CheckCredentials, Fail, "the AWS credentials do not work: "+awsx.Message(err),
-			"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or store keys with `kforge cred`, or log in with your AWS profile (aws sso login)")
+			credentials.Howto)
 		return false
 	}
 	r.id = id
@@ -373,7 +431,7 @@ func (r *run) usableZones(ctx context.Context) ([]string, error) {
 func (r *run) availabilityZones(ctx context.Context) {
 	zones, err := r.usableZones(ctx)
 	if err != nil {
-		r.awsFailure(CheckZones, "list the availability zones", err)
+		r.awsFailureAs(Fail, CheckZones, "list the availability zones", err)
 		return
 	}
 	want, n := r.zonesWanted(), len(zones)
@@ -455,7 +513,7 @@ func (r *run) instanceTypes(ctx context.Context) {
 		return
 	}
 	if err != nil {
-		r.awsFailure(CheckTypes, "describe the instance types", err)
+		r.awsFailureAs(Fail, CheckTypes, "describe the instance types", err)
 		return
 	}
 	var unknown []string
@@ -470,11 +528,11 @@ func (r *run) instanceTypes(ctx context.Context) {
 	}
 	zones, err := r.clusterZones(ctx)
 	if err != nil {
-		r.awsFailure(CheckTypes, "find the zones of the subnets", err)
+		r.awsFailureAs(Fail, CheckTypes, "find the zones of the subnets", err)
 		return
 	}
 	if len(zones) == 0 {
-		r.add(CheckTypes, Warn, "no availability zone to check the instance types in", "see the availability-zones check")
+		r.add(CheckTypes, Fail, "no availability zone to check the instance types in", "see the availability-zones check")
 		return
 	}
 	offered := map[string]map[string]bool{}
@@ -488,7 +546,7 @@ func (r *run) instanceTypes(ctx context.Context) {
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			r.awsFailure(CheckTypes, "list the instance type offerings", err)
+			r.awsFailureAs(Fail, CheckTypes, "list the instance type offerings", err)
 			return
 		}
 		for _, o := range page.InstanceTypeOfferings {

@@ -1,14 +1,11 @@
 package preflight_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"github.com/kforge/kforge/internal/eks"
 	"github.com/kforge/kforge/internal/ha"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -66,18 +63,12 @@ func tracedRun(t *testing.T, s spec.Spec, cfg aws.Config) (preflight.Report, []s
 	cfg = cfg.Copy()
 	cfg.APIOptions = append(cfg.APIOptions, tr.Middleware)
 	rep := preflight.Run(context.Background(), s, preflight.Options{AWS: cfg, Source: "test", Facts: facts(s)})
-	f, err := os.Open(path)
+	recs, err := awsx.ReadTrace(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var ops []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var rec awsx.TraceRecord
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatal(err)
-		}
+	for _, rec := range recs {
 		ops = append(ops, rec.Operation)
 	}
 	return rep, ops

@@ -131,7 +131,8 @@ var (
 	jumpRE      = regexp.MustCompile(`^[a-zA-Z0-9._-]+@[^\s@:]+(:[0-9]{1,5})?$|^[a-zA-Z0-9._-]+@\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$`)
 )
 
-// ValidateRef checks the type, the name and the region of a cluster.
+// ValidateRef checks the type, the name and the region of a cluster (a
+// region of kforge's table, see regions.go).
 func ValidateRef(r Ref) error {
 	switch r.Type {
 	case TypeEKS, TypeHA:
@@ -144,13 +145,7 @@ func ValidateRef(r Ref) error {
 	if len(r.Name) > MaxNameLength || !nameRE.MatchString(r.Name) {
 		return Usagef("invalid cluster name %q: use 1 to %d lowercase letters, digits and '-', starting with a letter and not ending with '-'", r.Name, MaxNameLength)
 	}
-	if r.Region == "" {
-		return Usagef("--region is required, for example us-east-1")
-	}
-	if !regionRE.MatchString(r.Region) {
-		return Usagef("invalid region %q: use an AWS region code such as us-east-1 or eu-west-1", r.Region)
-	}
-	return nil
+	return CheckRegion(r.Region)
 }
 
 // Validate checks a whole spec before any AWS call.

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -44,27 +42,18 @@ import (
 // traceActions reads a KFORGE_AWS_TRACE file into the IAM actions called.
 func traceActions(t *testing.T, path string) map[string]bool {
 	t.Helper()
-	f, err := os.Open(path)
+	recs, err := awsx.ReadTrace(path)
 	if err != nil {
 		t.Fatalf("trace: %v", err)
 	}
-	defer f.Close()
 	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var rec awsx.TraceRecord
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("trace line %q: %v", sc.Text(), err)
-		}
+	for _, rec := range recs {
 		a, ok := iampolicy.ActionOf(rec.Service, rec.Operation)
 		if !ok {
 			t.Errorf("trace: unknown AWS service %q (operation %s)", rec.Service, rec.Operation)
 			continue
 		}
 		out[a] = true
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }
@@ -302,6 +291,18 @@ func assumedRoleEnv(t *testing.T, admin aws.Config, role string, doc []byte) []s
 	return []string{"AWS_ACCESS_KEY_ID=" + aws.ToString(cr.AccessKeyId), "AWS_SECRET_ACCESS_KEY=" + aws.ToString(cr.SecretAccessKey), "AWS_SESSION_TOKEN=" + aws.ToString(cr.SessionToken)}
 }
 
+// optInPreflight runs a preflight in an opt-in region (af-south-1, which
+// the emulator's account has enabled), where preflight asks EC2 whether
+// the account may use it. Other checks may fail there: only the region
+// check is asserted.
+func optInPreflight(t *testing.T, env *kforgebin.Env, typ, name string) {
+	t.Helper()
+	r := env.Run(t, "preflight", typ, "--name", name, "--region", "af-south-1")
+	if !strings.Contains(r.Stdout, "af-south-1 (opt-in region, enabled in this account)") {
+		t.Errorf("preflight %s in af-south-1: exit %d\n%s%s", typ, r.Code, r.Stdout, r.Stderr)
+	}
+}
+
 // compareWithPolicy checks the recorded actions of a type against its
 // printed policy.
 func compareWithPolicy(t *testing.T, typ string, called map[string]bool, printed printedPolicy, rare map[string]string) {
@@ -376,6 +377,7 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 		if !strings.Contains(out.Stdout, "all") || !strings.Contains(out.Stdout, "evaluated locally") {
 			t.Errorf("preflight:\n%s", out.Stdout)
 		}
+		optInPreflight(t, env, "aws", name)
 		run(append([]string{"create", "aws"}, ref...)...)
 		run(append([]string{"info", "aws"}, ref...)...)
 		run(append([]string{"switch", "aws"}, ref...)...)
@@ -420,6 +422,7 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 
 		run("cred", "--show", "--region", region)
 		run(append([]string{"preflight", "ha-aws"}, ref...)...)
+		optInPreflight(t, h.Env, "ha-aws", name)
 		run(append(append([]string{"create", "ha-aws"}, ref...), small...)...)
 		run(append([]string{"info", "ha-aws"}, ref...)...)
 		run(append([]string{"switch", "ha-aws"}, ref...)...)

@@ -83,9 +83,11 @@ func (e *Env) Cmd(t testing.TB, ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // Environ returns the process environment: PATH and HOME of the test, no
-// AWS variables of the test process, then KFORGE_HOME and Extra.
+// AWS variables of the test process, the SDK's instance-metadata look-ups
+// disabled (they would leave 127.0.0.0/8), then KFORGE_HOME and Extra
+// (which may override any of them: the last value of a variable wins).
 func (e *Env) Environ() []string {
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.Home, "KFORGE_HOME=" + e.Home}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.Home, "AWS_EC2_METADATA_DISABLED=true", "KFORGE_HOME=" + e.Home}
 	return append(env, e.Extra...)
 }
 
