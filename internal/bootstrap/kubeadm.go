@@ -158,14 +158,26 @@ type apiEndpoint struct {
 
 type clusterConfiguration struct {
 	typeMeta             `json:",inline"`
-	ClusterName          string     `json:"clusterName"`
-	KubernetesVersion    string     `json:"kubernetesVersion"`
-	ControlPlaneEndpoint string     `json:"controlPlaneEndpoint"`
-	ImageRepository      string     `json:"imageRepository,omitempty"`
-	APIServer            apiServer  `json:"apiServer"`
-	Etcd                 etcdSource `json:"etcd"`
-	Networking           networking `json:"networking"`
+	ClusterName          string          `json:"clusterName"`
+	KubernetesVersion    string          `json:"kubernetesVersion"`
+	ControlPlaneEndpoint string          `json:"controlPlaneEndpoint"`
+	ImageRepository      string          `json:"imageRepository,omitempty"`
+	APIServer            apiServer       `json:"apiServer"`
+	Etcd                 etcdSource      `json:"etcd"`
+	Networking           networking      `json:"networking"`
+	FeatureGates         map[string]bool `json:"featureGates,omitempty"`
 }
+
+// kubeadmFeatureGates are the kubeadm feature gates kforge sets.
+//
+// ControlPlaneKubeletLocalMode (beta, on by default since kubeadm v1.33)
+// points a control plane's kubelet at its own API server instead of the
+// cluster endpoint. Found by the lab: after a control plane rebooted, its
+// kubelet could not start the API server's static pod, because it waits
+// for its API source (that very API server) before it cleans up the pod
+// from before the boot (kubernetes#109596). Through the load balancer the
+// kubelet reaches the other control planes and the API server comes back.
+var kubeadmFeatureGates = map[string]bool{"ControlPlaneKubeletLocalMode": false}
 
 type apiServer struct {
 	CertSANs []string `json:"certSANs"`
@@ -305,7 +317,8 @@ func KubeadmInitConfig(p KubeadmInitParams) ([]byte, error) {
 			CertFile:  kubeadmEtcdCertFile,
 			KeyFile:   kubeadmEtcdKeyFile,
 		}},
-		Networking: networking{PodSubnet: c.PodSubnet},
+		Networking:   networking{PodSubnet: c.PodSubnet},
+		FeatureGates: kubeadmFeatureGates,
 	}
 	out, err := marshalDocs(initCfg, clusterCfg)
 	if err != nil {

@@ -56,6 +56,12 @@ main() {
 	until pgrep -f -- "kube-apiserver .*${want}" >/dev/null &&
 		kubectl --kubeconfig ` + KubeadmKubeconfig + ` --server={{q .Server}} --request-timeout=10s get --raw=/readyz >/dev/null 2>&1; do
 		if ((SECONDS >= deadline)); then
+			# What the operator needs first: is the new API server running,
+			# and what does it say it lacks?
+			kforge_log "API server processes: $(pgrep -af kube-apiserver | grep -o -- '--etcd-servers=[^ ]*' | tr '\n' ' ')"
+			if command -v crictl >/dev/null; then crictl ps -a --name kube-apiserver 2>&1 | tail -n 4 >&2 || true; fi
+			kubectl --kubeconfig ` + KubeadmKubeconfig + ` --server={{q .Server}} --request-timeout=10s get --raw='/readyz?verbose' 2>&1 |
+				grep -v '^\[+\]' | tail -n 6 >&2 || true
 			kforge_fail "the API server of {{.Node.Name}} did not come back within {{seconds .Timeout}}s with the new etcd servers; see crictl ps -a and journalctl -u kubelet on the VM"
 		fi
 		sleep {{pollSeconds .Timeout}}

@@ -289,6 +289,22 @@ spec:
 		}
 	}
 	waitFor(t, "every node Ready again after the restarts", 5*time.Minute, allReady(ctx, k, 3))
+	// Every control plane serves the API itself again (not only through
+	// the load balancer): the first one's kubelet talks to its own API
+	// server, and kforge's later repairs wait for each.
+	for _, cp := range []string{name + "-cp-0", name + "-cp-1"} {
+		h := hostOf(t, l, cp)
+		ok := false
+		for deadline := time.Now().Add(4 * time.Minute); !ok && time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+			out, err := l.Exec(ctx, h.InstanceID, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "--server=https://"+h.PrivateIP+":6443",
+				"--request-timeout=5s", "get", "--raw=/readyz")
+			ok = err == nil && strings.TrimSpace(string(out)) == "ok"
+		}
+		if !ok {
+			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests; journalctl -u kubelet --no-pager | grep -E 'kube-apiserver|volume' | grep -v status_manager | tail -n 25 | cut -c1-400")
+			t.Fatalf("the API server of %s did not come back after the restarts:\n%s", cp, diag)
+		}
+	}
 
 	// 5. Drift: an etcd VM terminated outside kforge. kforge diff names
 	// it; the same create replaces it: the new VM (a new address) takes
