@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -109,6 +110,7 @@ host's own key must be in ~/.ssh/known_hosts.`,
 	fl := c.Flags()
 	haSpecFlags(fl, &s)
 	fl.StringVar(&s.SSHCIDR, "ssh-cidr", spec.DefaultSSHCIDR, "who may reach port 22 of the VMs")
+	sshTimeoutFlag(fl, &s.SSHTimeout)
 	jumpFlags(fl, &s.SSHJump, &s.SSHJumpKey, "reach the VMs through this SSH server (user@host:port), at their private addresses", "private key file for --ssh-jump (default: the cluster's key)")
 	return c
 }
@@ -124,6 +126,9 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 	}
 	if f.dryRun {
 		return a.plan(ctx, s, f.output)
+	}
+	if err := a.checkSettings(ctx, s); err != nil {
+		return err
 	}
 	// One AWS configuration for the preflight and the steps: they share
 	// connections, and the steps reuse the preflight's look-ups.
@@ -171,6 +176,25 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 		return err
 	}
 	return a.printCreated(p, c, f.output)
+}
+
+// checkSettings refuses, before any AWS call (but reading a state store
+// in S3), a create that would change a setting of the existing cluster of
+// the same name that a create cannot change, naming each setting with its
+// old and new values. Runner.Create checks again under the cluster's lock.
+func (a *App) checkSettings(ctx context.Context, s spec.Spec) error {
+	store, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	c, err := store.Get(ctx, s.Ref)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	return lifecycle.ChangedSettings(c, s)
 }
 
 // checkProvider returns a provider of the cluster's type, for the checks

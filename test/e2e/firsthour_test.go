@@ -256,3 +256,31 @@ func TestPreflightFailsWhenZonesCannotBeChecked(t *testing.T) {
 		}
 	}
 }
+
+// A create of an existing cluster with settings a create cannot change is
+// refused before any AWS call, naming each setting with its old and new
+// value and the command that changes it, if one does.
+func TestChangedSettingsAreRefusedBeforeAnyCall(t *testing.T) {
+	t.Parallel()
+	const name, region = "settings", "us-west-1"
+	env, trace := tracedEnv(t, true)
+	ref := []string{"--name", name, "--region", region}
+	env.MustRun(t, append([]string{"create", "aws"}, ref...)...)
+	t.Cleanup(func() { env.Run(t, append([]string{"delete", "aws", "--yes"}, ref...)...) })
+	if err := os.Remove(trace); err != nil {
+		t.Fatal(err)
+	}
+	r := env.Run(t, append([]string{"create", "aws"}, append(ref, "--nodes", "5", "--node-size", "t3.large")...)...)
+	for _, w := range []string{
+		`aws cluster "` + name + `" in ` + region + ` already exists with other settings`,
+		"--node-size: t3.medium now, t3.large asked (fixed at creation",
+		"--nodes: 2 now, 5 asked (change it with `kforge scale aws --name " + name + " --region " + region + " --nodes 5`)",
+	} {
+		if r.Code != 2 || !strings.Contains(r.Stderr, w) {
+			t.Errorf("exit %d, stderr lacks %q:\n%s", r.Code, w, r.Stderr)
+		}
+	}
+	if ops := traceOps(t, trace); len(ops) != 0 {
+		t.Errorf("the refused create made %d AWS call(s): %v", len(ops), ops)
+	}
+}
