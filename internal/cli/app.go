@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
@@ -27,6 +28,7 @@ import (
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/lifecycle"
 	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/internal/sshx"
 	"github.com/kforge/kforge/internal/state"
 )
 
@@ -437,6 +439,11 @@ func (a *App) operateQuiet(ctx context.Context, ref spec.Ref, op func(context.Co
 func jumpFlags(fl *pflag.FlagSet, jump, key *string, jumpHelp, keyHelp string) {
 	fl.StringVar(jump, "ssh-jump", "", jumpHelp)
 	fl.StringVar(key, "ssh-jump-key", "", keyHelp)
+}
+
+// sshTimeoutFlag registers --ssh-timeout (create and scale of ha-aws).
+func sshTimeoutFlag(fl *pflag.FlagSet, d *time.Duration) {
+	fl.DurationVar(d, "ssh-timeout", sshx.DefaultReachTimeout, "how long to wait for each new VM to answer SSH before giving up, such as 20m")
 }
 
 // overrideJump sets the jump host flags given to scale or delete on the

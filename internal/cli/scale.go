@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ func (a *App) scaleCommand() *cobra.Command {
 		var f refFlags
 		var output, jump, jumpKey, source, repo string
 		var n int
+		var sshTimeout time.Duration
 		flag := "nodes"
 		long := "Change the EKS managed node group's desired size (and its minimum and\nmaximum as needed), and wait until it is ACTIVE."
 		if typ == spec.TypeHA {
@@ -42,8 +44,17 @@ func (a *App) scaleCommand() *cobra.Command {
 				if !cmd.Flags().Changed(flag) {
 					return spec.Usagef("--%s is required: the number of worker nodes wanted", flag)
 				}
-				if n < 1 || n > spec.MaxNodesPerCluster {
-					return spec.Usagef("invalid --%s %d: use a number from 1 to %d", flag, n, spec.MaxNodesPerCluster)
+				// EKS lets a node group scale to zero nodes; an ha-aws
+				// cluster keeps at least one worker.
+				least := 1
+				if typ == spec.TypeEKS {
+					least = 0
+				}
+				if n < least || n > spec.MaxNodesPerCluster {
+					return spec.Usagef("invalid --%s %d: use a number from %d to %d", flag, n, least, spec.MaxNodesPerCluster)
+				}
+				if sshTimeout < 0 || sshTimeout > 0 && sshTimeout < spec.MinSSHTimeout {
+					return spec.Usagef("invalid --ssh-timeout %s: give a duration of at least %s, such as 20m", sshTimeout, spec.MinSSHTimeout)
 				}
 				var c *state.Cluster
 				var p lifecycle.Provider
@@ -56,6 +67,9 @@ func (a *App) scaleCommand() *cobra.Command {
 							s.Workers = n
 						}
 						overrideJump(s, jump, jumpKey)
+						if cmd.Flags().Changed("ssh-timeout") {
+							s.SSHTimeout = sshTimeout
+						}
 						if source != "" {
 							s.Artifacts = absArtifacts(source)
 						}
@@ -76,6 +90,7 @@ func (a *App) scaleCommand() *cobra.Command {
 		if typ == spec.TypeHA {
 			jumpFlags(c.Flags(), &jump, &jumpKey, "SSH jump host user@host:port (default: what create was given)", "private key file for --ssh-jump")
 			artifactFlags(c.Flags(), &source, &repo)
+			sshTimeoutFlag(c.Flags(), &sshTimeout)
 		}
 		return c
 	})

@@ -197,11 +197,14 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 	ref := s.Ref
 	name := NodegroupName(s.Name)
 	nodes := int32(s.Nodes)
+	// EKS wants a maximum of at least 1: a node group scaled to zero
+	// (kforge scale aws --nodes 0) keeps room for one node.
+	maxNodes := max(nodes, 1)
 	in := &eks.DescribeNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}
 	// sized reports whether the node group has exactly the wanted nodes,
 	// as a create makes it.
 	sized := func(sc *ekstypes.NodegroupScalingConfig) bool {
-		return sc != nil && aws.ToInt32(sc.DesiredSize) == nodes && aws.ToInt32(sc.MinSize) == nodes && aws.ToInt32(sc.MaxSize) == nodes
+		return sc != nil && aws.ToInt32(sc.DesiredSize) == nodes && aws.ToInt32(sc.MinSize) == nodes && aws.ToInt32(sc.MaxSize) == maxNodes
 	}
 	// settle waits for the node group to be ACTIVE, resizes it if needed,
 	// and returns what it then is.
@@ -214,7 +217,7 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 			// The token is that of this resize: a lost answer retried does
 			// not resize twice, a later drift is another resize.
 			token := r.Token(fmt.Sprint(nodes), aws.ToTime(ng.ModifiedAt).String())
-			want := &ekstypes.NodegroupScalingConfig{DesiredSize: aws.Int32(nodes), MinSize: aws.Int32(nodes), MaxSize: aws.Int32(nodes)}
+			want := &ekstypes.NodegroupScalingConfig{DesiredSize: aws.Int32(nodes), MinSize: aws.Int32(nodes), MaxSize: aws.Int32(maxNodes)}
 			if _, err := p.eks.UpdateNodegroupConfig(ctx, &eks.UpdateNodegroupConfigInput{
 				ClusterName: aws.String(s.Name), NodegroupName: aws.String(name), ScalingConfig: want, ClientRequestToken: aws.String(token),
 			}); err != nil {
@@ -285,7 +288,7 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 				Subnets:            net.SubnetIDs(),
 				InstanceTypes:      []string{s.NodeSize},
 				AmiType:            amiType(s.NodeSize),
-				ScalingConfig:      &ekstypes.NodegroupScalingConfig{MinSize: aws.Int32(nodes), MaxSize: aws.Int32(nodes), DesiredSize: aws.Int32(nodes)},
+				ScalingConfig:      &ekstypes.NodegroupScalingConfig{MinSize: aws.Int32(nodes), MaxSize: aws.Int32(maxNodes), DesiredSize: aws.Int32(nodes)},
 				ClientRequestToken: aws.String(r.Token()),
 				Tags:               awsx.Tags(ref, name),
 			}, eventual)

@@ -31,18 +31,21 @@ const (
 
 // Defaults applied by the command line when a flag is not given.
 const (
-	DefaultEKSVersion  = "1.33"
-	DefaultNodeSize    = "t3.medium"
-	DefaultNodes       = 2
-	DefaultK8sVersion  = "1.34"
-	DefaultCPSize      = "t3.medium"
-	DefaultWPSize      = "t3.medium"
-	DefaultEtcdSize    = "t3.small"
-	DefaultLBSize      = "t3.micro"
-	DefaultControl     = 3
-	DefaultWorkers     = 2
-	DefaultEtcd        = 3
-	DefaultSSHCIDR     = "0.0.0.0/0"
+	DefaultEKSVersion = "1.33"
+	DefaultNodeSize   = "t3.medium"
+	DefaultNodes      = 2
+	DefaultK8sVersion = "1.34"
+	DefaultCPSize     = "t3.medium"
+	DefaultWPSize     = "t3.medium"
+	DefaultEtcdSize   = "t3.small"
+	DefaultLBSize     = "t3.micro"
+	DefaultControl    = 3
+	DefaultWorkers    = 2
+	DefaultEtcd       = 3
+	DefaultSSHCIDR    = "0.0.0.0/0"
+	// MinSSHTimeout is the shortest --ssh-timeout: a VM takes longer
+	// than that to boot.
+	MinSSHTimeout      = 10 * time.Second
 	DefaultVPCCIDR     = "10.0.0.0/16"
 	MaxNameLength      = 40
 	MaxNodesPerCluster = 450
@@ -177,7 +180,8 @@ func (s Spec) Validate() error {
 		if err := instanceType("--node-size", s.NodeSize); err != nil {
 			return err
 		}
-		if err := count("--nodes", s.Nodes, 1, MaxNodesPerCluster); err != nil {
+		// EKS allows a node group of zero nodes (scaled to zero).
+		if err := count("--nodes", s.Nodes, 0, MaxNodesPerCluster); err != nil {
 			return err
 		}
 	case TypeHA:
@@ -209,6 +213,9 @@ func (s Spec) Validate() error {
 		}
 		if _, err := netip.ParsePrefix(s.SSHCIDR); err != nil {
 			return Usagef("invalid --ssh-cidr %q: give a CIDR such as 203.0.113.7/32", s.SSHCIDR)
+		}
+		if s.SSHTimeout < 0 || s.SSHTimeout > 0 && s.SSHTimeout < MinSSHTimeout {
+			return Usagef("invalid --ssh-timeout %s: give a duration of at least %s, such as 20m", s.SSHTimeout, MinSSHTimeout)
 		}
 		if s.SSHJump != "" && !jumpRE.MatchString(s.SSHJump) {
 			return Usagef("invalid --ssh-jump %q: use user@host or user@host:port", s.SSHJump)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func eksSpec() Spec {
@@ -35,7 +36,9 @@ func TestValidate(t *testing.T) {
 		{"region", func(s *Spec) { s.Region = "useast1" }, eksSpec, "invalid region"},
 		{"gov region", func(s *Spec) { s.Region = "us-gov-west-1" }, eksSpec, ""},
 		{"no region", func(s *Spec) { s.Region = "" }, eksSpec, "--region is required"},
-		{"nodes 0", func(s *Spec) { s.Nodes = 0 }, eksSpec, "invalid --nodes 0"},
+		{"nodes -1", func(s *Spec) { s.Nodes = -1 }, eksSpec, "invalid --nodes -1"},
+		{"nodes 0", func(s *Spec) { s.Nodes = 0 }, eksSpec, ""},
+		{"ssh timeout 1s", func(s *Spec) { s.SSHTimeout = time.Second }, haSpec, "invalid --ssh-timeout 1s"},
 		{"version", func(s *Spec) { s.Version = "latest" }, eksSpec, "invalid --version"},
 		{"node size", func(s *Spec) { s.NodeSize = "big" }, eksSpec, "invalid --node-size"},
 		{"subnets without vpc", func(s *Spec) { s.SubnetIDs = []string{"subnet-0123456789abcdef0"} }, eksSpec, "--subnet-ids needs --vpc-id"},

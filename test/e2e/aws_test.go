@@ -279,6 +279,12 @@ func TestEKSLifecycle(t *testing.T) {
 	if sc := ng.Nodegroup.ScalingConfig; aws.ToInt32(sc.DesiredSize) != 1 || aws.ToInt32(sc.MinSize) > 1 {
 		t.Errorf("after scale down: %+v", sc)
 	}
+	// To zero nodes, as EKS allows (its maximum stays at least 1).
+	env.MustRun(t, "scale", "aws", "--name", name, "--region", region, "--nodes", "0")
+	ng, _ = kc.DescribeNodegroup(ctx, &eks.DescribeNodegroupInput{ClusterName: aws.String(name), NodegroupName: aws.String(inv["nodegroup"][0])})
+	if sc := ng.Nodegroup.ScalingConfig; aws.ToInt32(sc.DesiredSize) != 0 || aws.ToInt32(sc.MinSize) != 0 || aws.ToInt32(sc.MaxSize) != 1 {
+		t.Errorf("after scale to zero: desired %d, min %d, max %d", aws.ToInt32(sc.DesiredSize), aws.ToInt32(sc.MinSize), aws.ToInt32(sc.MaxSize))
+	}
 
 	// delete, twice.
 	env.MustRun(t, "delete", "aws", "--name", name, "--region", region, "--yes")

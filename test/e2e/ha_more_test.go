@@ -179,3 +179,24 @@ func TestHATwoClustersShareAVPC(t *testing.T) {
 		t.Errorf("the shared VPC is gone: %v", err)
 	}
 }
+
+// TestHASSHTimeout: --ssh-timeout bounds the wait for a VM that never
+// answers SSH, and the error says how long kforge waited and what to do.
+func TestHASSHTimeout(t *testing.T) {
+	t.Parallel()
+	const name, region = "sshwait", "eu-west-2"
+	h := newHAEnv(t, region)
+	h.fleet.SetFault("", sshfleet.Fault{RefuseFirst: 1 << 30})
+	args := []string{"create", "ha-aws", "--name", name, "--region", region, "--control-planes", "1", "--workers", "1", "--etcd", "1",
+		"--ssh-jump", h.jump(), "--ssh-timeout", "12s"}
+	r := h.Run(t, args...)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "did not answer SSH within 12s") || !strings.Contains(r.Stderr, "Connection refused") {
+		t.Fatalf("VMs that never answer: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if len(h.fleet.Calls()) != 0 {
+		t.Error("a script ran on a VM that never answered")
+	}
+	h.fleet.SetFault("", sshfleet.Fault{})
+	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+	awscheck.Empty(t, h.cfg, "ha-aws", name)
+}

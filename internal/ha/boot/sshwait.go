@@ -136,7 +136,7 @@ func (w *sshWaits) summaryLocked(now time.Time) string {
 // output when it can be read.
 func hintText(ctx context.Context, v *sshWait, waited time.Duration, jump bool, console func(context.Context, string) (string, error)) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s (%s) has not answered SSH at %s for %s. Likely causes: ", v.vm.Name, v.vm.ID, v.addr, waited.Round(time.Second))
+	fmt.Fprintf(&b, "%s (%s) has not answered SSH at %s for %s (--ssh-timeout sets how long kforge waits). Likely causes: ", v.vm.Name, v.vm.ID, v.addr, waited.Round(time.Second))
 	if jump {
 		b.WriteString("the jump host cannot reach the VMs' private addresses; ")
 	} else {
