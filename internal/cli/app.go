@@ -142,7 +142,19 @@ Cluster types:
 
 Every create is resumable: if it stops (Ctrl-C, crash, AWS error), run the
 same command again and it continues where it stopped. Every resource carries
-the kforge.io/cluster tag, so delete finds everything even without state.`,
+the kforge.io/cluster tag, so delete finds everything even without state.
+
+Without --region, kforge uses AWS_REGION, else AWS_DEFAULT_REGION, else the
+region of the AWS profile in use, as the AWS CLI does.
+
+Exit codes:
+  0  success (kforge diff: the cluster is in sync)
+  1  the operation failed, or was stopped; running the same command again
+     continues it (kforge diff: drift found)
+  2  invalid usage: a bad flag or value, missing credentials or region, or a
+     request kforge refuses before changing anything
+
+Shell completion: kforge completion bash|zsh|fish|powershell --help`,
 		Example: `  kforge create aws --name demo --region us-east-1 --dry-run
   kforge create aws --name demo --region us-east-1
   kforge switch aws --name demo --region us-east-1 && kubectl get nodes
@@ -158,7 +170,6 @@ the kforge.io/cluster tag, so delete finds everything even without state.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return spec.Usagef("%v\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
-	root.CompletionOptions.HiddenDefaultCmd = true
 	root.AddCommand(
 		a.versionCommand(),
 		a.credCommand(),

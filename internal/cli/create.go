@@ -66,7 +66,7 @@ With --vpc-id, kforge checks that the VPC has DNS hostnames and DNS support
 and never modifies it; --subnet-ids picks its subnets (else kforge adds its
 own subnets in free address ranges of the VPC).`,
 		Example: `  kforge create aws --name demo --region us-east-1 --dry-run
-  kforge create aws --name demo --region us-east-1 --nodes 3 --node-size t3.large --version 1.33
+  kforge create aws --name demo --region us-east-1 --nodes 3 --node-size t3.large --k8s-version 1.33
   kforge create aws --name demo --region us-east-1 --vpc-id vpc-0abc --subnet-ids subnet-1a,subnet-1b`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

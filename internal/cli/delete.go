@@ -29,13 +29,16 @@ and without --yes it refuses (exit 2).`,
 	}, func(typ string) *cobra.Command {
 		var f refFlags
 		var yes bool
-		var jump, jumpKey string
+		var jump, jumpKey, output string
 		c := &cobra.Command{
 			Use:     typ + " --name NAME --region REGION",
 			Short:   fmt.Sprintf("Delete an %s cluster", typ),
 			Example: fmt.Sprintf("  kforge delete %s --name demo --region us-east-1 --yes", typ),
 			Args:    cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
 				ref, err := f.ref(typ)
 				if err != nil {
 					return err
@@ -50,22 +53,43 @@ and without --yes it refuses (exit 2).`,
 				}); err != nil {
 					return err
 				}
-				if !res.StateFound && res.Deleted == 0 {
+				nothing := !res.StateFound && res.Deleted == 0
+				if nothing {
 					fprintf(a.Stderr, "Nothing to delete: kforge has no state for %s and found no AWS resources of it.\n", ref)
-					return nil
+				} else {
+					fprintf(a.Stderr, "Deleted %s.\n", ref)
+					a.forgetKubeconfig(ref)
 				}
-				fprintf(a.Stderr, "Deleted %s.\n", ref)
-				a.forgetKubeconfig(ref)
+				if output == outputJSON {
+					return writeJSON(a.Stdout, deleteReport{Name: ref.Name, Type: ref.Type, Region: ref.Region,
+						Deleted: !nothing, StateFound: res.StateFound, Steps: res.Deleted})
+				}
 				return nil
 			},
 		}
 		f.register(c.Flags())
 		c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+		addOutputFlag(c, &output)
 		if typ == spec.TypeHA {
 			jumpFlags(c.Flags(), &jump, &jumpKey, "SSH jump host user@host:port (default: what create was given)", "private key file for --ssh-jump")
 		}
 		return c
 	})
+}
+
+// deleteReport is what `delete -o json` prints.
+type deleteReport struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Region string `json:"region"`
+	// Deleted is false when there was nothing to delete (no state, no
+	// resources found).
+	Deleted bool `json:"deleted"`
+	// StateFound says whether kforge had state for the cluster (else it
+	// found the resources by their tags and names).
+	StateFound bool `json:"stateFound"`
+	// Steps counts the steps that removed something.
+	Steps int `json:"steps"`
 }
 
 func (a *App) confirmDelete(ref spec.Ref, yes bool) error {

@@ -83,11 +83,21 @@ func registerPreflightRef(fl *pflag.FlagSet, f *refFlags) {
 // eksSpecFlags registers the shape flags of an aws cluster (create and
 // preflight).
 func eksSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
-	fl.StringVar(&s.Version, "version", spec.DefaultEKSVersion, "Kubernetes minor version of the EKS cluster")
-	fl.StringVar(&s.NodeSize, "node-size", spec.DefaultNodeSize, "EC2 instance type of the nodes")
+	fl.StringVar(&s.Version, "k8s-version", spec.DefaultEKSVersion, "Kubernetes minor version of the EKS cluster")
+	alias(fl, "k8s-version", "version")
+	fl.StringVar(&s.NodeSize, "node-size", spec.DefaultNodeSize, "EC2 instance type of the nodes (alias: --node-type, as eksctl names it)")
+	alias(fl, "node-size", "node-type")
 	fl.IntVar(&s.Nodes, "nodes", spec.DefaultNodes, "number of nodes in the managed node group")
 	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; never modified)")
 	fl.StringSliceVar(&s.SubnetIDs, "subnet-ids", nil, "with --vpc-id: subnets to use, comma-separated, in at least two availability zones")
+}
+
+// alias registers a hidden flag that sets what flag name sets: another
+// name users know it by.
+func alias(fl *pflag.FlagSet, name, other string) {
+	f := fl.Lookup(name)
+	fl.Var(f.Value, other, "alias of --"+name)
+	_ = fl.MarkHidden(other)
 }
 
 // haSpecFlags registers the shape flags of an ha-aws cluster (create and

@@ -175,7 +175,7 @@ func (s Spec) Validate() error {
 	switch s.Type {
 	case TypeEKS:
 		if !versionRE.MatchString(s.Version) {
-			return Usagef("invalid --version %q: give a Kubernetes minor version such as %s", s.Version, DefaultEKSVersion)
+			return Usagef("invalid --k8s-version %q: give a Kubernetes minor version such as %s", s.Version, DefaultEKSVersion)
 		}
 		if err := instanceType("--node-size", s.NodeSize); err != nil {
 			return err

@@ -39,7 +39,7 @@ func TestValidate(t *testing.T) {
 		{"nodes -1", func(s *Spec) { s.Nodes = -1 }, eksSpec, "invalid --nodes -1"},
 		{"nodes 0", func(s *Spec) { s.Nodes = 0 }, eksSpec, ""},
 		{"ssh timeout 1s", func(s *Spec) { s.SSHTimeout = time.Second }, haSpec, "invalid --ssh-timeout 1s"},
-		{"version", func(s *Spec) { s.Version = "latest" }, eksSpec, "invalid --version"},
+		{"version", func(s *Spec) { s.Version = "latest" }, eksSpec, "invalid --k8s-version"},
 		{"node size", func(s *Spec) { s.NodeSize = "big" }, eksSpec, "invalid --node-size"},
 		{"subnets without vpc", func(s *Spec) { s.SubnetIDs = []string{"subnet-0123456789abcdef0"} }, eksSpec, "--subnet-ids needs --vpc-id"},
 		{"one subnet eks", func(s *Spec) { s.VPCID = "vpc-0123456789abcdef0"; s.SubnetIDs = []string{"subnet-0123456789abcdef0"} }, eksSpec, "at least two subnets"},
