@@ -69,7 +69,7 @@ func TestDeleteJSON(t *testing.T) {
 	ref := []string{"--name", name, "--region", region}
 	env.MustRun(t, append([]string{"create", "aws"}, ref...)...)
 	type report struct {
-		Name, Type, Region string
+		Name, Type, Region  string
 		Deleted, StateFound bool
 		Steps               int
 	}
