@@ -54,7 +54,9 @@ func TestDryRunMakesNoAWSCallAndNeedsNoCredentials(t *testing.T) {
 		}
 	}
 	r := env.MustRun(t, "create", "ha-aws", "--name", "prod", "--region", "eu-west-1", "--dry-run")
-	for _, step := range []string{"vm/etcd/0", "vm/lb/0", "vm/cp/2", "vm/wp/1", "etcd-health", "haproxy", "k3s/cp/0", "nodes-ready"} {
+	for _, step := range []string{"vm/etcd/0", "vm/lb/0", "vm/cp/2", "vm/wp/1", "etcd-health", "haproxy", "k3s/cp/0", "nodes-ready",
+		// The plan shows the spread over the zones.
+		"etcd VM prod-etcd-1 (t3.small) in availability zone 2 of 3", "control planes VM prod-cp-2 (t3.medium) in availability zone 3 of 3"} {
 		if !strings.Contains(r.Stdout, step) {
 			t.Errorf("ha-aws plan lacks %s", step)
 		}

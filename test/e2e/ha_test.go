@@ -89,7 +89,8 @@ func TestHAK3sLifecycle(t *testing.T) {
 			t.Errorf("%d %s instances, want %d", len(byRole[role]), role, n)
 		}
 	}
-	zones := map[string]bool{}
+	zones := map[string]bool{}   // of the etcd members
+	cpZones := map[string]bool{} // of the control planes
 	for role, list := range byRole {
 		for _, in := range list {
 			id := aws.ToString(in.InstanceId)
@@ -119,13 +120,19 @@ func TestHAK3sLifecycle(t *testing.T) {
 					t.Errorf("%s volume %s encrypted=%v type=%s", id, aws.ToString(v.VolumeId), aws.ToBool(v.Encrypted), v.VolumeType)
 				}
 			}
-			if role == "etcd" {
+			switch role {
+			case "etcd":
 				zones[aws.ToString(in.Placement.AvailabilityZone)] = true
+			case "cp":
+				cpZones[aws.ToString(in.Placement.AvailabilityZone)] = true
 			}
 		}
 	}
 	if len(zones) != 3 {
 		t.Errorf("etcd members in %d zones, want 3 (one zone lost must not lose quorum)", len(zones))
+	}
+	if len(cpZones) != 3 {
+		t.Errorf("control planes in %d zones, want 3 (one per zone)", len(cpZones))
 	}
 
 	// Security groups: the only rules open to the world are 6443 on the LB.

@@ -128,6 +128,11 @@ func (r Refs) VMsOf(s spec.Spec, role string) []engine.Ref[VM] {
 	return out
 }
 
+// NetworkZones is how many availability zones an ha-aws network spans
+// (one subnet each): the VMs of each role go round robin over them, so
+// that 3 etcd members or control planes are in 3 zones.
+const NetworkZones = 3
+
 // Add adds the cluster's infrastructure to g: the network, the secrets,
 // the key pair, the images, the roles, the security groups and their
 // rules, and, with vms, the VMs (a teardown removes them all in one step,
@@ -138,7 +143,7 @@ func Add(g *engine.Graph, c *Clients, s spec.Spec, leftovers engine.Dep, vms boo
 		Groups: map[string]engine.Ref[Group]{}, Rules: map[string]engine.Ref[Rules]{},
 		Roles: map[string]engine.Ref[iamrole.Out]{}, vms: map[string]engine.Ref[VM]{},
 	}
-	refs.Network = network.Add(g, &network.Clients{EC2: c.EC2}, network.Spec{Ref: s.Ref, VPCID: s.VPCID, Zones: 3})
+	refs.Network = network.Add(g, &network.Clients{EC2: c.EC2}, network.Spec{Ref: s.Ref, VPCID: s.VPCID, Zones: NetworkZones})
 	refs.Secrets = addSecrets(g, s)
 	refs.KeyPair = addKeyPair(g, c, s, refs.Secrets)
 	refs.Images = addImages(g, c, s)

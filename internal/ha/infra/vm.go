@@ -134,7 +134,9 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 	return engine.Add(g, engine.Resource[VM]{
 		ID:    VMStepID(role, i),
 		Needs: needs,
-		Title: fmt.Sprintf("%s VM %s (%s)", RoleTitles[role], name, itype),
+		// VMs of a role go round robin over the network's subnets, one
+		// per availability zone (NetworkZones of them).
+		Title: fmt.Sprintf("%s VM %s (%s) in availability zone %d of %d", RoleTitles[role], name, itype, i%NetworkZones+1, NetworkZones),
 		Find: func(ctx context.Context, r *engine.Run, prev *VM) (engine.Observation[VM], error) {
 			bySlot, byID, err := sessionOf(r, c, s.Ref).instances(ctx)
 			if err != nil {
