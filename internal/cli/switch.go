@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/ekstoken"
 	"github.com/kforge/kforge/internal/kubeconfig"
 	"github.com/kforge/kforge/internal/lifecycle"
@@ -27,11 +28,15 @@ The kubeconfig is --kubeconfig, else the first file of $KUBECONFIG, else
 
 For aws, the user runs 'kforge token' as an exec credential plugin, so the
 kubeconfig never goes stale; --static-token embeds a token valid 15 minutes
-instead. For ha-aws, it is the cluster's admin credentials, with the server
+instead. The plugin is this kforge binary, by its absolute path: install
+kforge first ('go install ./cmd/kforge'); a binary that 'go run' built is
+refused, as Go removes it. Under a named AWS profile (AWS_PROFILE, or
+--profile), the plugin runs with that profile, as 'aws eks
+update-kubeconfig --profile' sets it. For ha-aws, it is the cluster's admin credentials, with the server
 at the load balancer's public address.`,
 	}, func(typ string) *cobra.Command {
 		var f refFlags
-		var path string
+		var path, profileFlag, output string
 		var static bool
 		c := &cobra.Command{
 			Use:     typ + " --name NAME --region REGION",
@@ -39,9 +44,18 @@ at the load balancer's public address.`,
 			Example: fmt.Sprintf("  kforge switch %s --name demo --region us-east-1 && kubectl get nodes", typ),
 			Args:    cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
 				ref, err := f.ref(typ)
 				if err != nil {
 					return err
+				}
+				profile := ""
+				if typ == spec.TypeEKS {
+					if profile, err = a.switchProfile(cmd, profileFlag); err != nil {
+						return err
+					}
 				}
 				c, err := a.loadCluster(cmd.Context(), ref)
 				if err != nil {
@@ -62,7 +76,12 @@ at the load balancer's public address.`,
 				if s, err := filepath.EvalSymlinks(self); err == nil {
 					self = s
 				}
-				entry, err := p.Kubeconfig(cmd.Context(), c, lifecycle.KubeconfigOptions{KforgePath: self, StaticToken: static})
+				if typ == spec.TypeEKS && !static {
+					if why := kubeconfig.UnstableBinary(self, a.Getenv("GOCACHE")); why != "" {
+						return spec.Usagef("kubectl would run kforge at %s, but %s and Go removes it: install kforge first (go install ./cmd/kforge, or go build and put it on your PATH), then run this switch with the installed binary", self, why)
+					}
+				}
+				entry, err := p.Kubeconfig(cmd.Context(), c, lifecycle.KubeconfigOptions{KforgePath: self, StaticToken: static, Profile: profile})
 				if err != nil {
 					return err
 				}
@@ -70,7 +89,17 @@ at the load balancer's public address.`,
 				if err := kubeconfig.Merge(kc, entry); err != nil {
 					return err
 				}
-				fprintf(a.Stdout, "%s\n", entry.Context)
+				if output == outputJSON {
+					rep := switchReport{Context: entry.Context, Kubeconfig: kc, Server: entry.Cluster.Server}
+					if x := entry.User.Exec; x != nil {
+						rep.Exec = &switchExec{Command: x.Command, Args: x.Args, Profile: profile}
+					}
+					if err := writeJSON(a.Stdout, rep); err != nil {
+						return err
+					}
+				} else {
+					fprintf(a.Stdout, "%s\n", entry.Context)
+				}
 				fprintf(a.Stderr, "Merged %s into %s and made it the current context.\n", ref, kc)
 				if static {
 					fprintf(a.Stderr, "The embedded token expires in 15 minutes; run this again then, or drop --static-token.\n")
@@ -80,11 +109,56 @@ at the load balancer's public address.`,
 		}
 		f.register(c.Flags())
 		c.Flags().StringVar(&path, "kubeconfig", "", "kubeconfig file to merge into (default: first file of $KUBECONFIG, else ~/.kube/config)")
+		addOutputFlag(c, &output)
 		if typ == spec.TypeEKS {
 			c.Flags().BoolVar(&static, "static-token", false, "embed a token valid 15 minutes instead of running 'kforge token' on each kubectl call")
+			c.Flags().StringVar(&profileFlag, "profile", "", "AWS profile kubectl's 'kforge token' runs under, recorded in the kubeconfig (default: AWS_PROFILE, if set)")
 		}
 		return c
 	})
+}
+
+// switchReport is what `switch -o json` prints (never a token or key).
+type switchReport struct {
+	Context    string      `json:"context"`
+	Kubeconfig string      `json:"kubeconfig"`
+	Server     string      `json:"server"`
+	Exec       *switchExec `json:"exec,omitempty"`
+}
+
+// switchExec is the exec credential plugin of an aws cluster's user.
+type switchExec struct {
+	Command string   `json:"command"`
+	Args    []string `json:"args"`
+	Profile string   `json:"profile,omitempty"`
+}
+
+// switchProfile returns the named AWS profile a switch records in the
+// exec plugin's environment: --profile, else AWS_PROFILE (or
+// AWS_DEFAULT_PROFILE), else none. --profile also applies to this run's
+// own AWS calls (--static-token). A profile that the shared files do not
+// have is a UsageError listing those they do.
+func (a *App) switchProfile(cmd *cobra.Command, flag string) (string, error) {
+	getenv := a.Getenv
+	if flag != "" {
+		if err := os.Setenv("AWS_PROFILE", flag); err != nil {
+			return "", err
+		}
+		getenv = func(k string) string {
+			if k == "AWS_PROFILE" {
+				return flag
+			}
+			return a.Getenv(k)
+		}
+	}
+	name, from := awsx.Profile(getenv)
+	if from == "" {
+		return "", nil
+	}
+	if err := awsx.CheckProfile(cmd.Context(), getenv); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 func (a *App) tokenCommand() *cobra.Command {

@@ -33,6 +33,6 @@ func (p *Provider) Kubeconfig(ctx context.Context, c *state.Cluster, o lifecycle
 		e.User = kubeconfig.TokenUser(tok.Value)
 		return e, nil
 	}
-	e.User = kubeconfig.ExecUser(o.KforgePath, c.Spec.Name, c.Spec.Region)
+	e.User = kubeconfig.ExecUser(o.KforgePath, c.Spec.Name, c.Spec.Region, o.Profile)
 	return e, nil
 }

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -240,19 +241,50 @@ func lock(path string) (func(), error) {
 // ExecUser is a user that authenticates to the EKS cluster name in region
 // by running `kforgePath token --name name --region region`, the absolute
 // path of the kforge binary (os.Executable), as a kubectl exec credential
-// plugin. The plugin never prompts, and gets no cluster information.
-func ExecUser(kforgePath, name, region string) *clientcmdapi.AuthInfo {
+// plugin. The plugin never prompts, and gets no cluster information. A
+// non-empty profile is set as AWS_PROFILE in the plugin's environment (as
+// `aws eks update-kubeconfig --profile` does), so that kubectl uses the
+// identity of the switch whatever the shell has later.
+func ExecUser(kforgePath, name, region, profile string) *clientcmdapi.AuthInfo {
+	var env []clientcmdapi.ExecEnvVar
+	if profile != "" {
+		env = []clientcmdapi.ExecEnvVar{{Name: "AWS_PROFILE", Value: profile}}
+	}
 	return &clientcmdapi.AuthInfo{
 		Exec: &clientcmdapi.ExecConfig{
 			APIVersion:         ExecAPIVersion,
 			Command:            kforgePath,
 			Args:               []string{"token", "--name", name, "--region", region},
+			Env:                env,
 			InteractiveMode:    clientcmdapi.NeverExecInteractiveMode,
 			ProvideClusterInfo: false,
 			InstallHint: fmt.Sprintf("kubectl authenticates to this cluster with kforge at %s. "+
 				"If kforge has moved, run `kforge switch aws --name %s --region %s` again.", kforgePath, name, region),
 		},
 	}
+}
+
+// UnstableBinary returns why an exec plugin's command at path would not
+// last, or "" if it will: a binary in Go's build cache or in a go-build
+// temporary directory (what `go run` executes) is removed by Go. gocache
+// is GOCACHE ("" for Go's default under the user cache directory).
+func UnstableBinary(path, gocache string) string {
+	if gocache == "" {
+		if dir, err := os.UserCacheDir(); err == nil {
+			gocache = filepath.Join(dir, "go-build")
+		}
+	}
+	within := func(dir string) bool {
+		rel, err := filepath.Rel(dir, path)
+		return err == nil && rel != "." && !strings.HasPrefix(rel, "..")
+	}
+	if gocache != "" && gocache != "off" && within(gocache) {
+		return "it is in Go's build cache (" + gocache + ")"
+	}
+	if rel, err := filepath.Rel(os.TempDir(), path); err == nil && strings.HasPrefix(rel, "go-build") {
+		return "it is a temporary build of `go run` (" + filepath.Join(os.TempDir(), strings.Split(rel, string(filepath.Separator))[0]) + ")"
+	}
+	return ""
 }
 
 // TokenUser is a user that sends a fixed bearer token.

@@ -46,7 +46,7 @@ func eksEntry(t *testing.T, name string) Entry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Entry{Context: "kforge-" + name, Cluster: cluster, User: ExecUser(kforgeBin, name, "us-east-1")}
+	return Entry{Context: "kforge-" + name, Cluster: cluster, User: ExecUser(kforgeBin, name, "us-east-1", "")}
 }
 
 func loadFile(t *testing.T, path string) *clientcmdapi.Config {
@@ -456,7 +456,7 @@ func TestRemove(t *testing.T) {
 }
 
 func TestExecUser(t *testing.T) {
-	u := ExecUser(kforgeBin, "prod", "eu-west-1")
+	u := ExecUser(kforgeBin, "prod", "eu-west-1", "")
 	x := u.Exec
 	if x == nil {
 		t.Fatal("no exec section")
@@ -468,6 +468,33 @@ func TestExecUser(t *testing.T) {
 	}
 	if u.Token != "" || u.ClientKeyData != nil {
 		t.Errorf("exec user also carries static credentials: %+v", u)
+	}
+}
+
+func TestExecUserProfile(t *testing.T) {
+	x := ExecUser(kforgeBin, "prod", "eu-west-1", "dev").Exec
+	if !reflect.DeepEqual(x.Env, []clientcmdapi.ExecEnvVar{{Name: "AWS_PROFILE", Value: "dev"}}) {
+		t.Errorf("env = %+v", x.Env)
+	}
+}
+
+func TestUnstableBinary(t *testing.T) {
+	tmp := os.TempDir()
+	cache := filepath.Join(t.TempDir(), "gocache")
+	for _, tc := range []struct {
+		path, gocache string
+		unstable      bool
+	}{
+		{filepath.Join(tmp, "go-build1234567", "b001", "exe", "kforge"), cache, true},
+		{filepath.Join(cache, "3f", "kforge"), cache, true},
+		{filepath.Join(tmp, "kforge-bin-99", "kforge"), cache, false},
+		{"/usr/local/bin/kforge", cache, false},
+		{"/root/go/bin/kforge", "", false},
+		{filepath.Join(cache, "x"), "off", false},
+	} {
+		if got := UnstableBinary(tc.path, tc.gocache) != ""; got != tc.unstable {
+			t.Errorf("UnstableBinary(%s, %q) = %v, want %v", tc.path, tc.gocache, got, tc.unstable)
+		}
 	}
 }
 

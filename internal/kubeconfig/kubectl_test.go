@@ -263,7 +263,7 @@ func TestKubectlAuthenticates(t *testing.T) {
 		name  string
 		entry Entry
 	}{
-		{"exec plugin", Entry{Context: "kforge-eks", Cluster: eks, User: ExecUser(plugin, "eks", "us-west-2")}},
+		{"exec plugin", Entry{Context: "kforge-eks", Cluster: eks, User: ExecUser(plugin, "eks", "us-west-2", "")}},
 		{"static token", Entry{Context: "kforge-static", Cluster: eks, User: TokenUser(token)}},
 		{"admin certificate", Entry{Context: "kforge-ha", Cluster: haCluster, User: haUser}},
 	}

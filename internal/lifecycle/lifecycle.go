@@ -76,6 +76,9 @@ type KubeconfigOptions struct {
 	// StaticToken embeds a short-lived token instead of an exec plugin
 	// (aws only).
 	StaticToken bool
+	// Profile is the named AWS profile the exec plugin runs under ("":
+	// none; aws only).
+	Profile string
 }
 
 // ContextName is the kubeconfig context of a cluster:
