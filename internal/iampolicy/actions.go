@@ -21,6 +21,13 @@ func Permissions() []Permission {
 	eksTyp := func() []string { return []string{typeEKS} }
 	haTyp := func() []string { return []string{typeHA} }
 	own := func() []Scope { return []Scope{ScopeOwnIdentity} }
+	// tagged: a destructive action on what kforge made only (the
+	// resource must carry kforge.io/cluster). The sweep of what
+	// Kubernetes made (load balancers, their security groups, volumes,
+	// network interfaces) cannot be scoped so: those carry only the
+	// per-cluster key kubernetes.io/cluster/<name>, which a policy for
+	// every cluster cannot name.
+	tagged := func() []Scope { return []Scope{ScopeKforgeTagged} }
 	roles := func() []Scope { return []Scope{ScopeRole} }
 	profiles := func() []Scope { return []Scope{ScopeInstanceProfile} }
 	return []Permission{
@@ -60,12 +67,12 @@ func Permissions() []Permission {
 		{Action: "ec2:DescribeVpcs", Types: both(), Why: "find the VPC; preflight: VPCs in use"},
 		{Action: "ec2:DescribeVpcAttribute", Types: both(), Why: "check DNS hostnames and DNS support of a VPC"},
 		{Action: "ec2:ModifyVpcAttribute", Types: both(), Why: "turn on DNS hostnames and DNS support of kforge's own VPC"},
-		{Action: "ec2:DeleteVpc", Types: both(), Why: "delete kforge's own VPC"},
+		{Action: "ec2:DeleteVpc", Types: both(), Scopes: tagged(), Why: "delete kforge's own VPC"},
 		{Action: "ec2:CreateInternetGateway", Types: both(), TagOnCreate: true, Why: "create the internet gateway"},
 		{Action: "ec2:AttachInternetGateway", Types: both(), Why: "attach the internet gateway"},
 		{Action: "ec2:DescribeInternetGateways", Types: both(), Why: "find the internet gateway; preflight: gateways in use"},
-		{Action: "ec2:DetachInternetGateway", Types: both(), Why: "detach the internet gateway on delete"},
-		{Action: "ec2:DeleteInternetGateway", Types: both(), Why: "delete the internet gateway"},
+		{Action: "ec2:DetachInternetGateway", Types: both(), Scopes: tagged(), Why: "detach the internet gateway on delete"},
+		{Action: "ec2:DeleteInternetGateway", Types: both(), Scopes: tagged(), Why: "delete the internet gateway"},
 		{Action: "ec2:CreateRouteTable", Types: both(), TagOnCreate: true, Why: "create the route table"},
 		{Action: "ec2:DescribeRouteTables", Types: both(), Why: "find the route table and its associations"},
 		{Action: "ec2:CreateRoute", Types: both(), Why: "route 0.0.0.0/0 to the internet gateway"},
@@ -73,11 +80,11 @@ func Permissions() []Permission {
 		{Action: "ec2:AssociateRouteTable", Types: both(), Why: "associate the route table with a subnet"},
 		{Action: "ec2:ReplaceRouteTableAssociation", Types: both(), Why: "move a subnet to kforge's route table"},
 		{Action: "ec2:DisassociateRouteTable", Types: both(), Why: "release the route table on delete"},
-		{Action: "ec2:DeleteRouteTable", Types: both(), Why: "delete the route table"},
+		{Action: "ec2:DeleteRouteTable", Types: both(), Scopes: tagged(), Why: "delete the route table"},
 		{Action: "ec2:CreateSubnet", Types: both(), TagOnCreate: true, Why: "create the subnets"},
 		{Action: "ec2:DescribeSubnets", Types: both(), Why: "find the subnets; check --subnet-ids; preflight: subnets in use"},
 		{Action: "ec2:ModifySubnetAttribute", Types: both(), Why: "map public IPs on launch in public subnets"},
-		{Action: "ec2:DeleteSubnet", Types: both(), Why: "delete the subnets"},
+		{Action: "ec2:DeleteSubnet", Types: both(), Scopes: tagged(), Why: "delete the subnets"},
 		{Action: "ec2:DescribeNatGateways", Types: both(), Why: "name what blocks the delete of a subnet or VPC"},
 		{Action: "ec2:DescribeVpcEndpoints", Types: both(), Why: "name what blocks the delete of a subnet or VPC"},
 		{Action: "ec2:DescribeVpnGateways", Types: both(), Why: "name what blocks the delete of a VPC"},
@@ -102,9 +109,9 @@ func Permissions() []Permission {
 		{Action: "ec2:AuthorizeSecurityGroupIngress", Types: haTyp(), TagOnCreate: true, Why: "the ingress rules of each role (tagged)"},
 		{Action: "ec2:DescribeKeyPairs", Types: haTyp(), Why: "find the cluster's key pair"},
 		{Action: "ec2:ImportKeyPair", Types: haTyp(), TagOnCreate: true, Why: "import the cluster's SSH key"},
-		{Action: "ec2:DeleteKeyPair", Types: haTyp(), Why: "delete the key pair (or replace a stale one)"},
+		{Action: "ec2:DeleteKeyPair", Types: haTyp(), Scopes: tagged(), Why: "delete the key pair (or replace a stale one)"},
 		{Action: "ec2:RunInstances", Types: haTyp(), TagOnCreate: true, Why: "launch the VMs"},
-		{Action: "ec2:TerminateInstances", Types: haTyp(), Why: "terminate VMs on scale down and delete"},
+		{Action: "ec2:TerminateInstances", Types: haTyp(), Scopes: tagged(), Why: "terminate VMs on scale down and delete"},
 		{Action: "ec2:StartInstances", Types: haTyp(), Why: "drift: start a VM that was stopped outside kforge"},
 		{Action: "ec2:GetConsoleOutput", Types: haTyp(), Why: "show the end of a VM's console output when it does not answer SSH"},
 		{Action: "ec2:ModifyInstanceAttribute", Types: haTyp(), Why: "drift: give a VM back its security group"},
@@ -132,11 +139,11 @@ func Permissions() []Permission {
 		// EKS.
 		{Action: "eks:DescribeCluster", Types: eksTyp(), Why: "find the EKS cluster and wait for it"},
 		{Action: "eks:CreateCluster", Types: eksTyp(), Why: "create the EKS cluster"},
-		{Action: "eks:DeleteCluster", Types: eksTyp(), Why: "delete the EKS cluster"},
+		{Action: "eks:DeleteCluster", Types: eksTyp(), Scopes: tagged(), Why: "delete the EKS cluster"},
 		{Action: "eks:DescribeNodegroup", Types: eksTyp(), Why: "find the node group and wait for it"},
 		{Action: "eks:CreateNodegroup", Types: eksTyp(), Why: "create the managed node group"},
 		{Action: "eks:UpdateNodegroupConfig", Types: eksTyp(), Why: "scale the node group"},
-		{Action: "eks:DeleteNodegroup", Types: eksTyp(), Why: "delete the node group"},
+		{Action: "eks:DeleteNodegroup", Types: eksTyp(), Scopes: tagged(), Why: "delete the node group"},
 
 		// What AWS checks although kforge never calls the action itself.
 		{Action: "iam:PassRole", Types: both(), Scopes: []Scope{ScopePassRole},

@@ -68,7 +68,17 @@ const (
 	// ScopeOwnIdentity grants read access to the caller's own user, its
 	// groups and managed policies (and, with Options.CallerRole, its role).
 	ScopeOwnIdentity
+	// ScopeKforgeTagged grants a destructive action only on resources that
+	// carry the kforge.io/cluster tag (condition Null
+	// aws:ResourceTag/kforge.io/cluster = false): the policy cannot delete
+	// what kforge did not make.
+	ScopeKforgeTagged
 )
+
+// ClusterTagKey is the tag every resource kforge makes carries (the
+// contract's kforge.io/cluster); repeated here so that this package stays
+// a leaf.
+const ClusterTagKey = "kforge.io/cluster"
 
 // Permission is one IAM action kforge needs.
 type Permission struct {
@@ -209,6 +219,7 @@ const (
 	SidSLR         = "EKSServiceLinkedRoles"
 	SidTagOnCreate = "TagOnCreate"
 	SidOwnIdentity = "ReadOwnPermissions"
+	SidTagged      = "DeleteOnlyWhatKforgeMade"
 )
 
 // kforgeIAMPrefix starts the name of every role and instance profile
@@ -322,6 +333,7 @@ func Policy(typ string, o Options) (Document, error) {
 	}
 	add(SidSLR, slrs, map[string]map[string][]string{"StringEquals": {"iam:AWSServiceName": slrServices}})
 	add(SidOwnIdentity, ownIdentityResources(o), nil)
+	add(SidTagged, star, map[string]map[string][]string{"Null": {"aws:ResourceTag/" + ClusterTagKey: {"false"}}})
 	return Document{Version: "2012-10-17", Statement: stmts}, nil
 }
 
@@ -340,6 +352,8 @@ func sidOf(action string, sc Scope) string {
 		return SidTagOnCreate
 	case ScopeOwnIdentity:
 		return SidOwnIdentity
+	case ScopeKforgeTagged:
+		return SidTagged
 	}
 	switch service(action) {
 	case "ec2":

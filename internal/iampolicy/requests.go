@@ -13,13 +13,14 @@ const (
 	KeyPassedToService = "iam:passedtoservice"
 	KeyAWSServiceName  = "iam:awsservicename"
 	KeyCreateAction    = "ec2:createaction"
+	KeyClusterTag      = "aws:resourcetag/" + ClusterTagKey
 )
 
 // knownKeys are the keys Decide treats as decided: present with the
 // request's value, or known to be absent. A condition on any other key
 // cannot be evaluated locally.
 func knownKeys() []string {
-	return []string{KeyRequestedRegion, KeyPassedToService, KeyAWSServiceName, KeyCreateAction}
+	return []string{KeyRequestedRegion, KeyPassedToService, KeyAWSServiceName, KeyCreateAction, KeyClusterTag}
 }
 
 // Request is one permission check: an action on a resource, with the
@@ -58,6 +59,8 @@ func displayKey(k string) string {
 		return "ec2:CreateAction"
 	case KeyRequestedRegion:
 		return "aws:RequestedRegion"
+	case KeyClusterTag:
+		return "aws:ResourceTag/" + ClusterTagKey
 	}
 	return k
 }
@@ -66,6 +69,9 @@ func displayKey(k string) string {
 type Target struct {
 	// Type is the cluster type (aws or ha-aws).
 	Type string
+	// Name is the cluster's name, the value of the kforge.io/cluster tag
+	// on what it deletes.
+	Name string
 	// Region is the cluster's region.
 	Region string
 	// Account and Partition name the account ("aws" if empty).
@@ -153,6 +159,9 @@ func Requests(t Target) ([]Request, error) {
 				for _, c := range creates {
 					add(p.Action, "*", KeyCreateAction, c)
 				}
+			case ScopeKforgeTagged:
+				// Deletes act on resources kforge tagged for the cluster.
+				add(p.Action, "*", KeyClusterTag, orName(t.Name))
 			case ScopeOwnIdentity:
 				// Shown by whether preflight can read the caller's
 				// permissions at all.
@@ -160,4 +169,13 @@ func Requests(t Target) ([]Request, error) {
 		}
 	}
 	return out, nil
+}
+
+// orName is the cluster name of a request, a placeholder when the check is
+// for no cluster in particular.
+func orName(name string) string {
+	if name == "" {
+		return "any-cluster"
+	}
+	return name
 }

@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -264,27 +265,108 @@ func ExecUser(kforgePath, name, region, profile string) *clientcmdapi.AuthInfo {
 	}
 }
 
-// UnstableBinary returns why an exec plugin's command at path would not
-// last, or "" if it will: a binary in Go's build cache or in a go-build
-// temporary directory (what `go run` executes) is removed by Go. gocache
-// is GOCACHE ("" for Go's default under the user cache directory).
-func UnstableBinary(path, gocache string) string {
-	if gocache == "" {
+// UnstableBinary returns why an exec plugin's command at path (an
+// absolute path, symlinks resolved) would not last, or "" if it will. What
+// `go run` executes is removed by Go: a binary in Go's build cache (GOCACHE,
+// else the go-build directory of the user cache directory, or any directory
+// that Go's build cache README marks as one, which covers a GOCACHE set with
+// `go env -w`), or in a go-build work directory (GOTMPDIR, else the
+// temporary directory, then go-build and digits). getenv reads the
+// environment (os.Getenv in production).
+func UnstableBinary(path string, getenv func(string) string) string {
+	path = filepath.Clean(path)
+	var caches []string
+	if c := getenv("GOCACHE"); c != "" && c != "off" {
+		caches = append(caches, c)
+	} else if c == "" {
 		if dir, err := os.UserCacheDir(); err == nil {
-			gocache = filepath.Join(dir, "go-build")
+			caches = append(caches, filepath.Join(dir, "go-build"))
 		}
 	}
-	within := func(dir string) bool {
-		rel, err := filepath.Rel(dir, path)
-		return err == nil && rel != "." && !strings.HasPrefix(rel, "..")
+	for _, c := range caches {
+		for _, d := range withResolved(c) {
+			if rel, ok := under(d, path); ok && rel != "" {
+				return "it is in Go's build cache (" + c + ")"
+			}
+		}
 	}
-	if gocache != "" && gocache != "off" && within(gocache) {
-		return "it is in Go's build cache (" + gocache + ")"
+	// The cache holds executables at <cache>/xx/<hash>-d/<name>.
+	for d, i := filepath.Dir(path), 0; i < 4 && d != filepath.Dir(d); d, i = filepath.Dir(d), i+1 {
+		if isGoBuildCache(d) {
+			return "it is in Go's build cache (" + d + ")"
+		}
 	}
-	if rel, err := filepath.Rel(os.TempDir(), path); err == nil && strings.HasPrefix(rel, "go-build") {
-		return "it is a temporary build of `go run` (" + filepath.Join(os.TempDir(), strings.Split(rel, string(filepath.Separator))[0]) + ")"
+	tmps := []string{os.TempDir()}
+	if t := getenv("GOTMPDIR"); t != "" {
+		tmps = append(tmps, t)
+	}
+	for _, t := range tmps {
+		for _, d := range withResolved(t) {
+			rel, ok := under(d, path)
+			if !ok {
+				continue
+			}
+			first, rest, _ := strings.Cut(rel, string(filepath.Separator))
+			if rest != "" && isGoBuildWorkDir(first) {
+				return "it is a temporary build of `go run` (" + filepath.Join(t, first) + ")"
+			}
+		}
 	}
 	return ""
+}
+
+// under returns path relative to dir ("" for dir itself) and whether path
+// is dir or inside it.
+func under(dir, path string) (string, bool) {
+	rel, err := filepath.Rel(filepath.Clean(dir), path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return "", false
+	}
+	if rel == "." {
+		rel = ""
+	}
+	return rel, true
+}
+
+// withResolved returns dir, and dir with its symlinks resolved if that
+// differs (os.Executable's path is resolved; /tmp may be a symlink).
+func withResolved(dir string) []string {
+	dirs := []string{dir}
+	if r, err := filepath.EvalSymlinks(dir); err == nil && r != filepath.Clean(dir) {
+		dirs = append(dirs, r)
+	}
+	return dirs
+}
+
+// isGoBuildWorkDir reports whether name is a work directory of the go
+// command (os.MkdirTemp's "go-build" followed by digits).
+func isGoBuildWorkDir(name string) bool {
+	digits, ok := strings.CutPrefix(name, "go-build")
+	if !ok || digits == "" {
+		return false
+	}
+	for _, r := range digits {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// goCacheREADME starts the README that Go writes at the root of its build
+// cache.
+const goCacheREADME = "This directory holds cached build artifacts from the Go build system."
+
+// isGoBuildCache reports whether dir is the root of a Go build cache.
+func isGoBuildCache(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "README"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, len(goCacheREADME))
+	n, _ := io.ReadFull(f, b)
+	return string(b[:n]) == goCacheREADME
 }
 
 // TokenUser is a user that sends a fixed bearer token.

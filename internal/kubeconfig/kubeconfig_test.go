@@ -481,19 +481,42 @@ func TestExecUserProfile(t *testing.T) {
 func TestUnstableBinary(t *testing.T) {
 	tmp := os.TempDir()
 	cache := filepath.Join(t.TempDir(), "gocache")
+	// A build cache that GOCACHE does not name (go env -w GOCACHE=...):
+	// found by the README that Go writes at its root.
+	marked := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.MkdirAll(filepath.Join(marked, "52", "52de-d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	readme := goCacheREADME + "\nRun \"go clean -cache\" if the directory is getting too large.\n"
+	if err := os.WriteFile(filepath.Join(marked, "README"), []byte(readme), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gotmp := filepath.Join(t.TempDir(), "gotmp")
+	home, _ := os.UserCacheDir()
 	for _, tc := range []struct {
-		path, gocache string
-		unstable      bool
+		path              string
+		gocache, gotmpdir string
+		unstable          bool
 	}{
-		{filepath.Join(tmp, "go-build1234567", "b001", "exe", "kforge"), cache, true},
-		{filepath.Join(cache, "3f", "kforge"), cache, true},
-		{filepath.Join(tmp, "kforge-bin-99", "kforge"), cache, false},
-		{"/usr/local/bin/kforge", cache, false},
-		{"/root/go/bin/kforge", "", false},
-		{filepath.Join(cache, "x"), "off", false},
+		{filepath.Join(tmp, "go-build1234567", "b001", "exe", "kforge"), cache, "", true},
+		{filepath.Join(cache, "3f", "3f9a-d", "kforge"), cache, "", true},
+		{filepath.Join(marked, "52", "52de-d", "kforge"), "", "", true},
+		{filepath.Join(marked, "52", "52de-d", "kforge"), "off", "", true},
+		{filepath.Join(gotmp, "go-build42", "b001", "exe", "kforge"), cache, gotmp, true},
+		{filepath.Join(home, "go-build", "ab", "ab12-d", "kforge"), "", "", true},
+		{filepath.Join(tmp, "kforge-bin-99", "kforge"), cache, "", false},
+		{filepath.Join(tmp, "go-builder", "kforge"), cache, "", false},
+		{filepath.Join(tmp, "go-build-tools", "kforge"), cache, "", false},
+		{filepath.Join(gotmp, "go-build42", "b001", "exe", "kforge"), cache, "", false},
+		{filepath.Join(filepath.Dir(cache), "gocache2", "kforge"), cache, "", false},
+		{"/usr/local/bin/kforge", cache, "", false},
+		{"/root/go/bin/kforge", "", "", false},
+		{filepath.Join(cache, "x"), "off", "", false},
 	} {
-		if got := UnstableBinary(tc.path, tc.gocache) != ""; got != tc.unstable {
-			t.Errorf("UnstableBinary(%s, %q) = %v, want %v", tc.path, tc.gocache, got, tc.unstable)
+		env := map[string]string{"GOCACHE": tc.gocache, "GOTMPDIR": tc.gotmpdir}
+		why := UnstableBinary(tc.path, func(k string) string { return env[k] })
+		if got := why != ""; got != tc.unstable {
+			t.Errorf("UnstableBinary(%s, GOCACHE=%q GOTMPDIR=%q) = %q, want unstable %v", tc.path, tc.gocache, tc.gotmpdir, why, tc.unstable)
 		}
 	}
 }

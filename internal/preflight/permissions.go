@@ -51,7 +51,7 @@ func principalOf(id awsx.Identity) principal {
 func (r *run) target() iampolicy.Target {
 	names := r.facts.Roles
 	return iampolicy.Target{
-		Type: r.s.Type, Region: r.s.Region, Account: r.id.Account, Partition: awsx.Partition(r.s.Region),
+		Type: r.s.Type, Name: r.s.Name, Region: r.s.Region, Account: r.id.Account, Partition: awsx.Partition(r.s.Region),
 		Roles: names, Profiles: names,
 	}
 }

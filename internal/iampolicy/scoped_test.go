@@ -1,0 +1,60 @@
+package iampolicy
+
+import (
+	"slices"
+	"testing"
+)
+
+// The destructive actions on what kforge makes are granted only on
+// resources that carry kforge.io/cluster: by the policy evaluator, the
+// action on a tagged resource is allowed, on an untagged one denied.
+func TestDestructiveActionsNeedTheClusterTag(t *testing.T) {
+	want := map[string][]string{
+		typeHA:  {"ec2:DeleteInternetGateway", "ec2:DeleteKeyPair", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "ec2:TerminateInstances"},
+		typeEKS: {"ec2:DeleteInternetGateway", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "eks:DeleteCluster", "eks:DeleteNodegroup"},
+	}
+	for typ, actions := range want {
+		doc, err := Policy(typ, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var scoped []string
+		for _, s := range doc.Statement {
+			if s.Sid == SidTagged {
+				scoped = s.Action
+				if got := s.Condition["Null"]["aws:ResourceTag/kforge.io/cluster"]; !slices.Equal(got, []string{"false"}) || len(s.Condition) != 1 {
+					t.Errorf("%s: condition %v", typ, s.Condition)
+				}
+			}
+		}
+		if !slices.Equal(scoped, actions) {
+			t.Errorf("%s: scoped actions %v, want %v", typ, scoped, actions)
+		}
+		ev, err := NewEvaluator([]NamedPolicy{{Name: "kforge", Document: string(doc.JSON())}}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		region := []string{"eu-west-1"}
+		for _, a := range actions {
+			tagged := Request{Action: a, Resource: "*", Context: map[string][]string{KeyRequestedRegion: region, KeyClusterTag: {"prod"}}}
+			if d := ev.Decide(tagged); !d.Allowed {
+				t.Errorf("%s: %s on a resource tagged kforge.io/cluster denied: %s", typ, a, d.Reason)
+			}
+			untagged := Request{Action: a, Resource: "*", Context: map[string][]string{KeyRequestedRegion: region}}
+			if d := ev.Decide(untagged); d.Allowed || len(d.Uncertain) > 0 {
+				t.Errorf("%s: %s on an untagged resource: allowed %v (%s, uncertain %v)", typ, a, d.Allowed, d.Reason, d.Uncertain)
+			}
+		}
+		// No other statement grants them unconditionally.
+		for _, s := range doc.Statement {
+			if s.Sid == SidTagged {
+				continue
+			}
+			for _, a := range s.Action {
+				if slices.Contains(actions, a) {
+					t.Errorf("%s: %s is also granted by statement %s", typ, a, s.Sid)
+				}
+			}
+		}
+	}
+}
