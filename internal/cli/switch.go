@@ -30,10 +30,14 @@ For aws, the user runs 'kforge token' as an exec credential plugin, so the
 kubeconfig never goes stale; --static-token embeds a token valid 15 minutes
 instead. The plugin is this kforge binary, by its absolute path: install
 kforge first ('go install ./cmd/kforge'); a binary that 'go run' built is
-refused, as Go removes it. Under a named AWS profile (AWS_PROFILE, or
---profile), the plugin runs with that profile, as 'aws eks
-update-kubeconfig --profile' sets it. For ha-aws, it is the cluster's admin credentials, with the server
-at the load balancer's public address.`,
+refused (exit 2), as Go removes it. Under a named AWS profile (AWS_PROFILE,
+or --profile, which this run uses too), the plugin runs with that profile
+(AWS_PROFILE in its env), as 'aws eks update-kubeconfig --profile' sets it.
+For ha-aws, the user is the cluster's admin credentials, with the server at
+the load balancer's public address.
+
+-o json prints the context, the kubeconfig file, the server and, for aws,
+the exec plugin's command, arguments and profile; never a token or key.`,
 	}, func(typ string) *cobra.Command {
 		var f refFlags
 		var path, profileFlag, output string
@@ -57,6 +61,20 @@ at the load balancer's public address.`,
 						return err
 					}
 				}
+				// The exec plugin's command: this binary, unless Go removes it.
+				// Checked before anything is read or written.
+				self, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("find the kforge binary for the exec plugin: %w", err)
+				}
+				if s, err := filepath.EvalSymlinks(self); err == nil {
+					self = s
+				}
+				if typ == spec.TypeEKS && !static {
+					if why := kubeconfig.UnstableBinary(self, a.Getenv); why != "" {
+						return spec.Usagef("kubectl would run kforge at %s, but %s and Go removes it: install kforge first (go install ./cmd/kforge, or go build and put it on your PATH), then run this switch with the installed binary", self, why)
+					}
+				}
 				c, err := a.loadCluster(cmd.Context(), ref)
 				if err != nil {
 					return err
@@ -68,18 +86,6 @@ at the load balancer's public address.`,
 					}
 				} else if p, err = a.offlineProvider(typ); err != nil {
 					return err
-				}
-				self, err := os.Executable()
-				if err != nil {
-					return fmt.Errorf("find the kforge binary for the exec plugin: %w", err)
-				}
-				if s, err := filepath.EvalSymlinks(self); err == nil {
-					self = s
-				}
-				if typ == spec.TypeEKS && !static {
-					if why := kubeconfig.UnstableBinary(self, a.Getenv("GOCACHE")); why != "" {
-						return spec.Usagef("kubectl would run kforge at %s, but %s and Go removes it: install kforge first (go install ./cmd/kforge, or go build and put it on your PATH), then run this switch with the installed binary", self, why)
-					}
 				}
 				entry, err := p.Kubeconfig(cmd.Context(), c, lifecycle.KubeconfigOptions{KforgePath: self, StaticToken: static, Profile: profile})
 				if err != nil {
