@@ -1,7 +1,7 @@
 // Package eks is the `aws` cluster type: managed EKS. It turns a spec into
 // the engine's steps: the network (shared with ha-aws), the two IAM roles
-// kforge-<name>-cp-role and kforge-<name>-wp-role, the EKS cluster and one
-// managed node group.
+// kforge-<name>-cp-role and kforge-<name>-wp-role, the EKS cluster, one
+// managed node group and the managed add-ons (Addons).
 package eks
 
 import (
@@ -45,7 +45,9 @@ const (
 // Managed policies of the roles.
 var (
 	CPPolicies = []string{"AmazonEKSClusterPolicy"}
-	WPPolicies = []string{"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"}
+	// The nodes' role also serves the EBS CSI driver's controller, which
+	// runs on the nodes.
+	WPPolicies = []string{"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly", "service-role/AmazonEBSCSIDriverPolicy"}
 )
 
 // Provider builds the steps of EKS clusters.
@@ -84,7 +86,10 @@ func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
 	cp := iamrole.Add(g, p.iam, s.Ref, StepCPRole, iamrole.Role{Suffix: CPRoleSuffix, Service: "eks.amazonaws.com", Managed: CPPolicies})
 	wp := iamrole.Add(g, p.iam, s.Ref, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: ec2Service(s.Region), Managed: WPPolicies})
 	cluster := p.addCluster(g, s, net.Network, cp)
-	p.addNodegroup(g, s, cluster, wp, net.Network)
+	nodegroup := p.addNodegroup(g, s, cluster, wp, net.Network)
+	for _, a := range Addons {
+		p.addAddon(g, s, a, cluster, nodegroup)
+	}
 	return g, nil
 }
 
@@ -173,7 +178,26 @@ func (p *Provider) Info(c *state.Cluster) lifecycle.Info {
 	if decode(c, StepNodegroup, &ng) {
 		info.Resources["nodegroup"] = ng.ARN
 	}
+	addons := map[string]string{}
+	for _, a := range Addons {
+		var out AddonOut
+		if decode(c, AddonStepID(a.Name), &out) {
+			addons[a.Name] = out.Version
+			info.Versions[a.Name] = out.Version
+		}
+	}
+	if len(addons) > 0 {
+		info.Resources["addons"] = addons
+	}
 	return info
+}
+
+func addonNames() string {
+	var names []string
+	for _, a := range Addons {
+		names = append(names, a.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 func decode(c *state.Cluster, id string, v any) bool {
@@ -208,6 +232,7 @@ func (p *Provider) Review(s spec.Spec) []string {
 	return []string{
 		"Kubernetes " + s.Version + " on EKS, with a managed node group of " + fmt.Sprint(s.Nodes) + " x " + s.NodeSize,
 		"API endpoint: public (from any address) and private (inside the VPC)",
+		"Managed add-ons: " + addonNames() + ", at the versions EKS recommends for Kubernetes " + s.Version,
 		"Cluster admin: the IAM identity that runs the create (EKS access entry for the cluster creator); others need access entries",
 	}
 }

@@ -362,7 +362,7 @@ func clusterTitle(s spec.Spec) string {
 }
 
 func nodegroupTitle(s spec.Spec) string {
-	if s.Nodes == 0 { // a delete without state
+	if s.NodeSize == "" { // a delete without state
 		return "managed node group " + NodegroupName(s.Name)
 	}
 	return fmt.Sprintf("managed node group %s: %d x %s", NodegroupName(s.Name), s.Nodes, s.NodeSize)

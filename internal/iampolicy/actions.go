@@ -144,6 +144,10 @@ func Permissions() []Permission {
 		{Action: "eks:CreateNodegroup", Types: eksTyp(), Why: "create the managed node group"},
 		{Action: "eks:UpdateNodegroupConfig", Types: eksTyp(), Why: "scale the node group"},
 		{Action: "eks:DeleteNodegroup", Types: eksTyp(), Scopes: tagged(), Why: "delete the node group"},
+		{Action: "eks:DescribeAddonVersions", Types: eksTyp(), Why: "the add-on versions EKS recommends for the cluster's Kubernetes version"},
+		{Action: "eks:DescribeAddon", Types: eksTyp(), Why: "find the managed add-ons and wait for them"},
+		{Action: "eks:CreateAddon", Types: eksTyp(), Why: "install the managed add-ons (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver)"},
+		{Action: "eks:DeleteAddon", Types: eksTyp(), Scopes: tagged(), Why: "remove the managed add-ons before the cluster"},
 
 		// What AWS checks although kforge never calls the action itself.
 		{Action: "iam:PassRole", Types: both(), Scopes: []Scope{ScopePassRole},
@@ -155,7 +159,7 @@ func Permissions() []Permission {
 		{Action: "iam:TagInstanceProfile", Types: haTyp(), Scopes: profiles(),
 			Implicit: "AWS checks it for the Tags of CreateInstanceProfile"},
 		{Action: "eks:TagResource", Types: eksTyp(),
-			Implicit: "AWS checks it for the tags of CreateCluster and CreateNodegroup (tag on create)"},
+			Implicit: "AWS checks it for the tags of CreateCluster, CreateNodegroup and CreateAddon (tag on create)"},
 		{Action: "iam:CreateServiceLinkedRole", Types: eksTyp(), Scopes: []Scope{ScopeServiceLinkedRole},
 			Implicit: "EKS creates its service-linked roles (AWSServiceRoleForAmazonEKS, AWSServiceRoleForAmazonEKSNodegroup) with the caller's permissions at the account's first cluster and node group"},
 	}

@@ -11,7 +11,7 @@ import (
 func TestDestructiveActionsNeedTheClusterTag(t *testing.T) {
 	want := map[string][]string{
 		typeHA:  {"ec2:DeleteInternetGateway", "ec2:DeleteKeyPair", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "ec2:TerminateInstances"},
-		typeEKS: {"ec2:DeleteInternetGateway", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "eks:DeleteCluster", "eks:DeleteNodegroup"},
+		typeEKS: {"ec2:DeleteInternetGateway", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "eks:DeleteAddon", "eks:DeleteCluster", "eks:DeleteNodegroup"},
 	}
 	for typ, actions := range want {
 		doc, err := Policy(typ, Options{})

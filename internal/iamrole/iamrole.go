@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"path"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,7 +31,8 @@ type Role struct {
 	// ("eks.amazonaws.com", "ec2.amazonaws.com").
 	Service string
 	// Managed lists AWS managed policy names to attach
-	// ("AmazonEKSClusterPolicy").
+	// ("AmazonEKSClusterPolicy"), with their path for a policy under one
+	// ("service-role/AmazonEBSCSIDriverPolicy").
 	Managed []string
 	// Inline is an inline policy document (JSON), put as policy "kforge".
 	Inline string
@@ -99,7 +101,9 @@ func find(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Role,
 			return engine.Observation[Out]{}, fmt.Errorf("list policies of IAM role %s: %w", name, err)
 		}
 		for _, p := range r.Managed {
-			if !slices.ContainsFunc(attached, func(a iamtypes.AttachedPolicy) bool { return aws.ToString(a.PolicyName) == p }) {
+			// A policy under a path (service-role/...) is named by its
+			// last element.
+			if !slices.ContainsFunc(attached, func(a iamtypes.AttachedPolicy) bool { return aws.ToString(a.PolicyName) == path.Base(p) }) {
 				drift = append(drift, "policy "+p+" is not attached")
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kforge/kforge/test/testutil/awscheck"
+	"github.com/kforge/kforge/test/testutil/eksaddons"
 	"github.com/kforge/kforge/test/testutil/kforgebin"
 )
 
@@ -123,7 +124,7 @@ func TestEKSLifecycle(t *testing.T) {
 		policies      []string
 	}{
 		{"kforge-demo-cp-role", "eks.amazonaws.com", []string{"AmazonEKSClusterPolicy"}},
-		{"kforge-demo-wp-role", "ec2.amazonaws.com", []string{"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"}},
+		{"kforge-demo-wp-role", "ec2.amazonaws.com", []string{"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEBSCSIDriverPolicy"}},
 	}
 	roleARN := map[string]string{}
 	for _, rc := range roleCases {
@@ -181,6 +182,20 @@ func TestEKSLifecycle(t *testing.T) {
 	}
 	if !slices.Equal(ng.Nodegroup.InstanceTypes, []string{"t3.large"}) || aws.ToString(ng.Nodegroup.NodeRole) != roleARN["kforge-demo-wp-role"] {
 		t.Errorf("node group types %v role %s", ng.Nodegroup.InstanceTypes, aws.ToString(ng.Nodegroup.NodeRole))
+	}
+
+	// The managed add-ons, at the versions EKS recommends (the double's
+	// defaults, which are not always its newest), tagged as kforge's.
+	addons := emu.EKS.Addons(region, name)
+	for _, a := range []string{"vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver"} {
+		got, ok := addons[a]
+		want := eksaddons.DefaultVersion(a, aws.ToString(cl.Cluster.Version))
+		if !ok || got.Status != "ACTIVE" || got.Version != want || got.Tags["kforge.io/cluster"] != name {
+			t.Errorf("add-on %s: %+v, want ACTIVE at %s tagged for %s", a, got, want, name)
+		}
+	}
+	if len(addons) != 4 {
+		t.Errorf("%d add-ons, want 4", len(addons))
 	}
 
 	// get and info.
@@ -286,8 +301,16 @@ func TestEKSLifecycle(t *testing.T) {
 		t.Errorf("after scale to zero: desired %d, min %d, max %d", aws.ToInt32(sc.DesiredSize), aws.ToInt32(sc.MinSize), aws.ToInt32(sc.MaxSize))
 	}
 
-	// delete, twice.
+	// delete, twice; the add-ons go before the cluster.
 	env.MustRun(t, "delete", "aws", "--name", name, "--region", region, "--yes")
+	if n := len(emu.EKS.Addons(region, name)); n != 0 {
+		t.Errorf("%d add-ons left", n)
+	}
+	calls := emu.EKS.Calls(region, name)
+	if del := slices.Index(calls, "DeleteCluster"); del < 0 || slices.Index(calls, "DeleteAddon") < 0 || slices.Index(calls, "DeleteAddon") > del ||
+		slices.Index(calls[del:], "DeleteAddon") >= 0 {
+		t.Errorf("delete did not remove the add-ons before the cluster: %v", calls)
+	}
 	awscheck.Empty(t, cfg, "aws", name)
 	if r := env.MustRun(t, "get", "-o", "json"); strings.TrimSpace(r.Stdout) != "[]" {
 		t.Errorf("state remains: %s", r.Stdout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
@@ -73,6 +74,19 @@ func TestEKSDriftRepaired(t *testing.T) {
 		}
 	})
 
+	t.Run("an add-on removed outside kforge", func(t *testing.T) {
+		if _, err := ek.DeleteAddon(ctx, &eks.DeleteAddonInput{ClusterName: aws.String(name), AddonName: aws.String("coredns")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := eks.NewAddonDeletedWaiter(ek).Wait(ctx, &eks.DescribeAddonInput{ClusterName: aws.String(name), AddonName: aws.String("coredns")}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		repair(t, "addon/coredns", "add-on coredns was removed outside kforge")
+		if a, ok := emu.EKS.Addons(region, name)["coredns"]; !ok || a.Status != "ACTIVE" {
+			t.Errorf("coredns after the repair: %+v", a)
+		}
+	})
+
 	t.Run("a policy detached from the node role", func(t *testing.T) {
 		role := aws.String("kforge-" + name + "-wp-role")
 		arn := aws.String("arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy")
@@ -84,8 +98,8 @@ func TestEKSDriftRepaired(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(out.AttachedPolicies) != 3 {
-			t.Errorf("the node role has %d policies after the repair, want 3", len(out.AttachedPolicies))
+		if len(out.AttachedPolicies) != 4 {
+			t.Errorf("the node role has %d policies after the repair, want 4", len(out.AttachedPolicies))
 		}
 	})
 

@@ -8,7 +8,10 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kforge/kforge/test/testutil/eksaddons"
 	"github.com/kforge/kforge/test/testutil/local"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -45,12 +49,19 @@ const (
 	SecretAccessKey = "kforge-test-secret-not-a-real-one"
 )
 
-// Server is a running moto_server.
+// Server is a running moto_server, behind a front that adds what moto
+// lacks: the EKS add-on API (package eksaddons).
 type Server struct {
-	URL  string
-	Port int
-	cmd  *exec.Cmd
-	log  *local.Buffer
+	// URL is the front's: every client uses it.
+	URL string
+	// Port is moto_server's own port; MotoURL its address.
+	Port    int
+	MotoURL string
+	// EKS is the add-on API double in the front.
+	EKS   *eksaddons.Double
+	cmd   *exec.Cmd
+	log   *local.Buffer
+	front *http.Server
 }
 
 // Options tune the emulator.
@@ -95,13 +106,17 @@ func StartProcess(dir string, opts ...Options) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Port: port, cmd: cmd, log: log}
+	s := &Server{MotoURL: fmt.Sprintf("http://127.0.0.1:%d", port), Port: port, cmd: cmd, log: log}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(s.URL + "/moto-api/data.json")
+		resp, err := http.Get(s.MotoURL + "/moto-api/data.json")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				if err := s.startFront(); err != nil {
+					s.Stop()
+					return nil, err
+				}
 				return s, nil
 			}
 		}
@@ -113,8 +128,31 @@ func StartProcess(dir string, opts ...Options) (*Server, error) {
 	}
 }
 
+// startFront serves the front: the EKS add-on double, then moto.
+func (s *Server) startFront() error {
+	target, err := url.Parse(s.MotoURL)
+	if err != nil {
+		return err
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	proxy.Transport = &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
+	s.EKS = eksaddons.New(proxy)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.front = &http.Server{Handler: s.EKS, ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = s.front.Serve(ln) }()
+	s.URL = "http://" + ln.Addr().String()
+	return nil
+}
+
 // Stop ends the emulator.
 func (s *Server) Stop() {
+	if s.front != nil {
+		_ = s.front.Close()
+	}
 	if s.cmd.Process != nil {
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
