@@ -22,12 +22,14 @@ func Permissions() []Permission {
 	haTyp := func() []string { return []string{typeHA} }
 	own := func() []Scope { return []Scope{ScopeOwnIdentity} }
 	// tagged: a destructive action on what kforge made only (the
-	// resource must carry kforge.io/cluster). The sweep of what
-	// Kubernetes made (load balancers, their security groups, volumes,
-	// network interfaces) cannot be scoped so: those carry only the
-	// per-cluster key kubernetes.io/cluster/<name>, which a policy for
-	// every cluster cannot name.
+	// resource must carry kforge.io/cluster). Security groups and network
+	// interfaces that Kubernetes left carry only the per-cluster key
+	// kubernetes.io/cluster/<name>, which a policy for every cluster
+	// cannot name: their deletes stay unscoped.
 	tagged := func() []Scope { return []Scope{ScopeKforgeTagged} }
+	// k8sMade: a delete of what Kubernetes made, on resources carrying one
+	// of the tags its components set (KubernetesMadeTags).
+	k8sMade := func() []Scope { return []Scope{ScopeKubernetesMade} }
 	roles := func() []Scope { return []Scope{ScopeRole} }
 	profiles := func() []Scope { return []Scope{ScopeInstanceProfile} }
 	return []Permission{
@@ -97,12 +99,12 @@ func Permissions() []Permission {
 		{Action: "ec2:RevokeSecurityGroupEgress", Types: both(), Why: "revoke egress rules that reference groups Kubernetes left"},
 		{Action: "ec2:DeleteSecurityGroup", Types: both(), Why: "delete security groups (ha-aws's own, and those Kubernetes left)"},
 		{Action: "ec2:DescribeVolumes", Types: both(), Why: "find EBS volumes Kubernetes left"},
-		{Action: "ec2:DeleteVolume", Types: both(), Why: "delete EBS volumes Kubernetes left"},
+		{Action: "ec2:DeleteVolume", Types: both(), Scopes: k8sMade(), Why: "delete EBS volumes Kubernetes left"},
 		{Action: "elasticloadbalancing:DescribeLoadBalancers", Types: both(), Why: "find load balancers Kubernetes made"},
 		{Action: "elasticloadbalancing:DescribeTags", Types: both(), Why: "tell which load balancers and target groups belong to the cluster"},
-		{Action: "elasticloadbalancing:DeleteLoadBalancer", Types: both(), Why: "delete load balancers Kubernetes made"},
+		{Action: "elasticloadbalancing:DeleteLoadBalancer", Types: both(), Scopes: k8sMade(), Why: "delete load balancers Kubernetes made"},
 		{Action: "elasticloadbalancing:DescribeTargetGroups", Types: both(), Why: "find target groups Kubernetes made"},
-		{Action: "elasticloadbalancing:DeleteTargetGroup", Types: both(), Why: "delete target groups Kubernetes made"},
+		{Action: "elasticloadbalancing:DeleteTargetGroup", Types: both(), Scopes: k8sMade(), Why: "delete target groups Kubernetes made"},
 
 		// ha-aws VMs.
 		{Action: "ec2:CreateSecurityGroup", Types: haTyp(), TagOnCreate: true, Why: "one security group per VM role"},

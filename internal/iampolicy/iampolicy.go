@@ -73,7 +73,27 @@ const (
 	// aws:ResourceTag/kforge.io/cluster = false): the policy cannot delete
 	// what kforge did not make.
 	ScopeKforgeTagged
+	// ScopeKubernetesMade grants a delete of what Kubernetes made in a
+	// cluster (load balancers, target groups, volumes) only on resources
+	// that carry a tag one of the Kubernetes components sets on what it
+	// makes (KubernetesMadeTags), one statement per tag.
+	ScopeKubernetesMade
 )
+
+// KubernetesMadeTags are the tags, and their statements, by which the
+// policy knows what Kubernetes made: the cloud provider's load balancers
+// and their target groups (kubernetes.io/service-name), the AWS Load
+// Balancer Controller's (elbv2.k8s.aws/cluster), and the volumes of
+// PersistentVolumeClaims (kubernetes.io/created-for/pvc/name, set by the
+// in-tree provider and the EBS CSI driver; ebs.csi.aws.com/cluster, set by
+// the CSI driver). The per-cluster key kubernetes.io/cluster/<name> cannot
+// be named by one policy for every cluster.
+var KubernetesMadeTags = [][2]string{
+	{"kubernetes.io/service-name", "DeleteLoadBalancersOfServices"},
+	{"elbv2.k8s.aws/cluster", "DeleteWhatTheLoadBalancerControllerMade"},
+	{"kubernetes.io/created-for/pvc/name", "DeleteVolumesOfClaims"},
+	{"ebs.csi.aws.com/cluster", "DeleteVolumesOfTheEBSCSIDriver"},
+}
 
 // ClusterTagKey is the tag every resource kforge makes carries (the
 // contract's kforge.io/cluster); repeated here so that this package stays
@@ -220,6 +240,9 @@ const (
 	SidTagOnCreate = "TagOnCreate"
 	SidOwnIdentity = "ReadOwnPermissions"
 	SidTagged      = "DeleteOnlyWhatKforgeMade"
+	// SidKubernetesMade collects the actions of ScopeKubernetesMade; they
+	// are granted in one statement per tag of KubernetesMadeTags.
+	SidKubernetesMade = "KubernetesMade"
 )
 
 // kforgeIAMPrefix starts the name of every role and instance profile
@@ -334,6 +357,10 @@ func Policy(typ string, o Options) (Document, error) {
 	add(SidSLR, slrs, map[string]map[string][]string{"StringEquals": {"iam:AWSServiceName": slrServices}})
 	add(SidOwnIdentity, ownIdentityResources(o), nil)
 	add(SidTagged, star, map[string]map[string][]string{"Null": {"aws:ResourceTag/" + ClusterTagKey: {"false"}}})
+	for _, kt := range KubernetesMadeTags {
+		bySid[kt[1]] = bySid[SidKubernetesMade]
+		add(kt[1], star, map[string]map[string][]string{"Null": {"aws:ResourceTag/" + kt[0]: {"false"}}})
+	}
 	return Document{Version: "2012-10-17", Statement: stmts}, nil
 }
 
@@ -354,6 +381,8 @@ func sidOf(action string, sc Scope) string {
 		return SidOwnIdentity
 	case ScopeKforgeTagged:
 		return SidTagged
+	case ScopeKubernetesMade:
+		return SidKubernetesMade
 	}
 	switch service(action) {
 	case "ec2":

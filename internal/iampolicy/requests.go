@@ -20,7 +20,11 @@ const (
 // request's value, or known to be absent. A condition on any other key
 // cannot be evaluated locally.
 func knownKeys() []string {
-	return []string{KeyRequestedRegion, KeyPassedToService, KeyAWSServiceName, KeyCreateAction, KeyClusterTag}
+	keys := []string{KeyRequestedRegion, KeyPassedToService, KeyAWSServiceName, KeyCreateAction, KeyClusterTag}
+	for _, kt := range KubernetesMadeTags {
+		keys = append(keys, "aws:resourcetag/"+kt[0])
+	}
+	return keys
 }
 
 // Request is one permission check: an action on a resource, with the
@@ -159,6 +163,14 @@ func Requests(t Target) ([]Request, error) {
 				for _, c := range creates {
 					add(p.Action, "*", KeyCreateAction, c)
 				}
+			case ScopeKubernetesMade:
+				// What Kubernetes made carries one of its tags: a load
+				// balancer its Service's, a volume its claim's.
+				key := "aws:resourcetag/kubernetes.io/service-name"
+				if p.Action == "ec2:DeleteVolume" {
+					key = "aws:resourcetag/kubernetes.io/created-for/pvc/name"
+				}
+				add(p.Action, "*", key, "made-by-kubernetes")
 			case ScopeKforgeTagged:
 				// Deletes act on resources kforge tagged for the cluster.
 				add(p.Action, "*", KeyClusterTag, orName(t.Name))

@@ -1,6 +1,8 @@
 package iampolicy
 
 import (
+	"bytes"
+	"encoding/json"
 	"slices"
 	"testing"
 )
@@ -56,5 +58,43 @@ func TestDestructiveActionsNeedTheClusterTag(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// What Kubernetes made is deleted only where one of its tags is: a load
+// balancer of a Service, a volume of a claim; not an untagged one.
+func TestKubernetesMadeDeletesNeedItsTags(t *testing.T) {
+	doc, err := Policy(All, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := NewEvaluator([]NamedPolicy{{Name: "kforge", Document: string(doc.JSON())}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	region := []string{"eu-west-1"}
+	for _, a := range []string{"elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup", "ec2:DeleteVolume"} {
+		for _, kt := range KubernetesMadeTags {
+			tagged := Request{Action: a, Resource: "*", Context: map[string][]string{KeyRequestedRegion: region, "aws:resourcetag/" + kt[0]: {"x"}}}
+			if d := ev.Decide(tagged); !d.Allowed {
+				t.Errorf("%s on a resource tagged %s denied: %s", a, kt[0], d.Reason)
+			}
+		}
+		untagged := Request{Action: a, Resource: "*", Context: map[string][]string{KeyRequestedRegion: region}}
+		if d := ev.Decide(untagged); d.Allowed || len(d.Uncertain) > 0 {
+			t.Errorf("%s on an untagged resource: allowed %v (%s, uncertain %v)", a, d.Allowed, d.Reason, d.Uncertain)
+		}
+		onlyCluster := Request{Action: a, Resource: "*", Context: map[string][]string{KeyRequestedRegion: region, KeyClusterTag: {"prod"}}}
+		if d := ev.Decide(onlyCluster); d.Allowed {
+			t.Errorf("%s is allowed on what kforge made: it deletes only what Kubernetes made", a)
+		}
+	}
+	// A managed policy holds 6,144 characters, whitespace not counted.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, doc.JSON()); err != nil {
+		t.Fatal(err)
+	}
+	if n := compact.Len(); n > 6144 {
+		t.Errorf("the policy for all types is %d characters: more than a managed policy holds", n)
 	}
 }
