@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/kforge/kforge/internal/awsx"
+	eksprov "github.com/kforge/kforge/internal/eks"
 	"github.com/kforge/kforge/test/testutil/awscheck"
 	"github.com/kforge/kforge/test/testutil/iamuser"
 	"github.com/kforge/kforge/test/testutil/kforgebin"
@@ -255,7 +256,7 @@ func TestLeastPrivilegeEKS(t *testing.T) {
 		}
 	}
 	att, err := iam.NewFromConfig(e.admin).ListAttachedRolePolicies(context.Background(), &iam.ListAttachedRolePoliciesInput{RoleName: aws.String("kforge-lp-wp-role")})
-	if err != nil || len(att.AttachedPolicies) != 3 {
+	if err != nil || len(att.AttachedPolicies) != len(eksprov.WPPolicies) {
 		t.Errorf("as the user, create attached %v to the node role: %v", att, err)
 	}
 
