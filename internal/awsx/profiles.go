@@ -32,6 +32,18 @@ func Profile(getenv func(string) string) (name, from string) {
 	return "default", ""
 }
 
+// EnvRegion returns the region the environment names, as the AWS CLI
+// reads it: AWS_REGION, else AWS_DEFAULT_REGION; and the variable it came
+// from ("" for none).
+func EnvRegion(getenv func(string) string) (region, from string) {
+	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
+		if r := getenv(v); r != "" {
+			return r, v
+		}
+	}
+	return "", ""
+}
+
 // sharedFiles returns the shared config file and the shared credentials
 // file.
 func sharedFiles(getenv func(string) string) (configFile, credsFile string) {

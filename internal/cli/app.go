@@ -264,13 +264,7 @@ func (a *App) defaultRegion(cmd *cobra.Command) error {
 	if f == nil || f.Changed || f.Value.String() != "" {
 		return nil
 	}
-	region, from := "", ""
-	for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
-		if r := a.Getenv(v); r != "" {
-			region, from = r, v
-			break
-		}
-	}
+	region, from := awsx.EnvRegion(a.Getenv)
 	if region == "" {
 		r, profile, err := awsx.ProfileRegion(cmd.Context(), a.Getenv)
 		if err != nil {

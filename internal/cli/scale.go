@@ -53,8 +53,8 @@ func (a *App) scaleCommand() *cobra.Command {
 				if n < least || n > spec.MaxNodesPerCluster {
 					return spec.Usagef("invalid --%s %d: use a number from %d to %d", flag, n, least, spec.MaxNodesPerCluster)
 				}
-				if sshTimeout < 0 || sshTimeout > 0 && sshTimeout < spec.MinSSHTimeout {
-					return spec.Usagef("invalid --ssh-timeout %s: give a duration of at least %s, such as 20m", sshTimeout, spec.MinSSHTimeout)
+				if err := spec.CheckSSHTimeout(sshTimeout); err != nil {
+					return err
 				}
 				var c *state.Cluster
 				var p lifecycle.Provider

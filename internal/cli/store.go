@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/kforge/kforge/internal/atomicfile"
+	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/internal/state"
 	"github.com/kforge/kforge/internal/state/s3store"
@@ -80,10 +81,8 @@ func (a *App) openS3(ctx context.Context, raw string) (*s3store.Store, error) {
 		return nil, err
 	}
 	region := loc.Region
-	for _, env := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
-		if region == "" {
-			region = a.Getenv(env)
-		}
+	if region == "" {
+		region, _ = awsx.EnvRegion(a.Getenv)
 	}
 	if region == "" {
 		region = "us-east-1"

@@ -146,25 +146,27 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 		// An add-on still being installed or updated is waited for.
 		Update: func(ctx context.Context, r *engine.Run, _ AddonOut) (AddonOut, error) { return wait(ctx, r) },
 		Delete: func(ctx context.Context, r *engine.Run, _ *AddonOut) error {
-			got, err := p.eks.DescribeAddon(ctx, describe)
-			if awsx.IsNotFound(err) {
-				return engine.ErrAbsent
-			}
-			if err != nil {
-				return fmt.Errorf("look up add-on %s: %w", a.Name, err)
-			}
-			if got.Addon.Status != ekstypes.AddonStatusDeleting {
-				if _, err := p.eks.DeleteAddon(ctx, &eks.DeleteAddonInput{ClusterName: aws.String(s.Name), AddonName: aws.String(a.Name)}); err != nil && !awsx.IsNotFound(err) {
-					return fmt.Errorf("remove add-on %s: %w", a.Name, err)
-				}
-			}
-			r.Waiting("waiting for add-on %s to be removed", a.Name)
-			if err := eks.NewAddonDeletedWaiter(p.eks, func(o *eks.AddonDeletedWaiterOptions) {
-				o.MinDelay, o.MaxDelay = 5*time.Second, 20*time.Second
-			}).Wait(ctx, describe, addonWait); err != nil {
-				return fmt.Errorf("wait for add-on %s to be removed: %w", a.Name, err)
-			}
-			return nil
+			return deleteEKS(ctx, r, ref, eksDelete{
+				what: "add-on " + a.Name,
+				describe: func(ctx context.Context) (map[string]string, bool, error) {
+					got, err := p.eks.DescribeAddon(ctx, describe)
+					if err != nil {
+						return nil, false, err
+					}
+					return got.Addon.Tags, got.Addon.Status == ekstypes.AddonStatusDeleting, nil
+				},
+				del: func(ctx context.Context) error {
+					_, err := p.eks.DeleteAddon(ctx, &eks.DeleteAddonInput{ClusterName: aws.String(s.Name), AddonName: aws.String(a.Name)})
+					return err
+				},
+				// Someone else's add-on: EKS removes it with the cluster.
+				foreign: func() error { return engine.ErrAbsent },
+				wait: func(ctx context.Context) error {
+					return eks.NewAddonDeletedWaiter(p.eks, func(o *eks.AddonDeletedWaiterOptions) {
+						o.MinDelay, o.MaxDelay = 5*time.Second, 20*time.Second
+					}).Wait(ctx, describe, addonWait)
+				},
+			})
 		},
 	})
 }

@@ -178,11 +178,11 @@ func (p *Provider) Info(c *state.Cluster) lifecycle.Info {
 	if decode(c, StepNodegroup, &ng) {
 		info.Resources["nodegroup"] = ng.ARN
 	}
-	addons := map[string]string{}
+	addons := map[string]string{} // name -> ARN; the versions are in Versions
 	for _, a := range Addons {
 		var out AddonOut
 		if decode(c, AddonStepID(a.Name), &out) {
-			addons[a.Name] = out.Version
+			addons[a.Name] = out.ARN
 			info.Versions[a.Name] = out.Version
 		}
 	}

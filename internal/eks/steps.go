@@ -153,28 +153,28 @@ func (p *Provider) addCluster(g *engine.Graph, s spec.Spec, net engine.Ref[netwo
 		// A cluster still being created or updated is waited for.
 		Update: func(ctx context.Context, r *engine.Run, _ ClusterOut) (ClusterOut, error) { return waitActive(ctx, r) },
 		Delete: func(ctx context.Context, r *engine.Run, _ *ClusterOut) error {
-			got, err := p.eks.DescribeCluster(ctx, describe)
-			if awsx.IsNotFound(err) {
-				return engine.ErrAbsent
-			}
-			if err != nil {
-				return fmt.Errorf("look up EKS cluster: %w", err)
-			}
-			if !ownedBy(got.Cluster.Tags, ref) {
-				return fmt.Errorf("the EKS cluster named %s in %s was not made by kforge for this cluster: not deleting it", s.Name, s.Region)
-			}
-			if got.Cluster.Status != ekstypes.ClusterStatusDeleting {
-				if _, err := p.eks.DeleteCluster(ctx, &eks.DeleteClusterInput{Name: aws.String(s.Name)}); err != nil && !awsx.IsNotFound(err) {
-					return fmt.Errorf("delete EKS cluster: %w", err)
-				}
-			}
-			r.Waiting("waiting for EKS cluster %s to be deleted (EKS takes several minutes)", s.Name)
-			if err := eks.NewClusterDeletedWaiter(p.eks, func(o *eks.ClusterDeletedWaiterOptions) {
-				o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
-			}).Wait(ctx, describe, clusterWait); err != nil {
-				return fmt.Errorf("wait for EKS cluster %s to be deleted: %w", s.Name, err)
-			}
-			return nil
+			return deleteEKS(ctx, r, ref, eksDelete{
+				what: "EKS cluster " + s.Name, waitNote: " (EKS takes several minutes)",
+				describe: func(ctx context.Context) (map[string]string, bool, error) {
+					got, err := p.eks.DescribeCluster(ctx, describe)
+					if err != nil {
+						return nil, false, err
+					}
+					return got.Cluster.Tags, got.Cluster.Status == ekstypes.ClusterStatusDeleting, nil
+				},
+				del: func(ctx context.Context) error {
+					_, err := p.eks.DeleteCluster(ctx, &eks.DeleteClusterInput{Name: aws.String(s.Name)})
+					return err
+				},
+				foreign: func() error {
+					return fmt.Errorf("the EKS cluster named %s in %s was not made by kforge for this cluster: not deleting it", s.Name, s.Region)
+				},
+				wait: func(ctx context.Context) error {
+					return eks.NewClusterDeletedWaiter(p.eks, func(o *eks.ClusterDeletedWaiterOptions) {
+						o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
+					}).Wait(ctx, describe, clusterWait)
+				},
+			})
 		},
 	})
 }
@@ -299,30 +299,71 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 		},
 		Update: func(ctx context.Context, r *engine.Run, _ NodegroupOut) (NodegroupOut, error) { return settle(ctx, r) },
 		Delete: func(ctx context.Context, r *engine.Run, _ *NodegroupOut) error {
-			got, err := p.eks.DescribeNodegroup(ctx, in)
-			if awsx.IsNotFound(err) {
-				return engine.ErrAbsent
-			}
-			if err != nil {
-				return fmt.Errorf("look up node group: %w", err)
-			}
-			if !ownedBy(got.Nodegroup.Tags, ref) {
-				return fmt.Errorf("node group %s was not made by kforge for this cluster: not deleting it", name)
-			}
-			if got.Nodegroup.Status != ekstypes.NodegroupStatusDeleting {
-				if _, err := p.eks.DeleteNodegroup(ctx, &eks.DeleteNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}); err != nil && !awsx.IsNotFound(err) {
-					return fmt.Errorf("delete node group: %w", err)
-				}
-			}
-			r.Waiting("waiting for node group %s to be deleted", name)
-			if err := eks.NewNodegroupDeletedWaiter(p.eks, func(o *eks.NodegroupDeletedWaiterOptions) {
-				o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
-			}).Wait(ctx, in, nodegroupWait); err != nil {
-				return fmt.Errorf("wait for node group %s to be deleted: %w", name, err)
-			}
-			return nil
+			return deleteEKS(ctx, r, ref, eksDelete{
+				what: "node group " + name,
+				describe: func(ctx context.Context) (map[string]string, bool, error) {
+					got, err := p.eks.DescribeNodegroup(ctx, in)
+					if err != nil {
+						return nil, false, err
+					}
+					return got.Nodegroup.Tags, got.Nodegroup.Status == ekstypes.NodegroupStatusDeleting, nil
+				},
+				del: func(ctx context.Context) error {
+					_, err := p.eks.DeleteNodegroup(ctx, &eks.DeleteNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)})
+					return err
+				},
+				foreign: func() error {
+					return fmt.Errorf("node group %s was not made by kforge for this cluster: not deleting it", name)
+				},
+				wait: func(ctx context.Context) error {
+					return eks.NewNodegroupDeletedWaiter(p.eks, func(o *eks.NodegroupDeletedWaiterOptions) {
+						o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
+					}).Wait(ctx, in, nodegroupWait)
+				},
+			})
 		},
 	})
+}
+
+// eksDelete is how to delete one EKS resource (a cluster, a node group,
+// an add-on) for deleteEKS.
+type eksDelete struct {
+	// what names it ("node group demo-workers"); waitNote is added to the
+	// progress while it is deleted.
+	what, waitNote string
+	// describe returns its tags and whether its deletion is under way.
+	describe func(context.Context) (tags map[string]string, deleting bool, err error)
+	del      func(context.Context) error
+	// foreign is the outcome for one kforge did not make.
+	foreign func() error
+	// wait waits until it is gone.
+	wait func(context.Context) error
+}
+
+// deleteEKS looks the resource up (engine.ErrAbsent if it is gone),
+// leaves one that kforge did not make for this cluster to d.foreign, asks
+// for its deletion unless it is under way, and waits until it is gone.
+func deleteEKS(ctx context.Context, r *engine.Run, ref spec.Ref, d eksDelete) error {
+	tags, deleting, err := d.describe(ctx)
+	if awsx.IsNotFound(err) {
+		return engine.ErrAbsent
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", d.what, err)
+	}
+	if !ownedBy(tags, ref) {
+		return d.foreign()
+	}
+	if !deleting {
+		if err := d.del(ctx); err != nil && !awsx.IsNotFound(err) {
+			return fmt.Errorf("delete %s: %w", d.what, err)
+		}
+	}
+	r.Waiting("waiting for %s to be deleted%s", d.what, d.waitNote)
+	if err := d.wait(ctx); err != nil {
+		return fmt.Errorf("wait for %s to be deleted: %w", d.what, err)
+	}
+	return nil
 }
 
 // waitNodegroup waits for the node group to be ACTIVE and returns it.

@@ -255,8 +255,11 @@ func checkOrder() []string {
 // Run checks spec s (already validated) and returns the report. It makes
 // no mutating AWS call.
 //
-// The credentials are checked first (the permissions need the caller's
-// identity, and nothing else works without them); the other checks do not
+// The region is checked first: in an opt-in region the account has not
+// enabled, every other call fails in ways that hide the cause (it makes a
+// call only for opt-in regions, so most preflights wait for nothing).
+// Then the credentials (the permissions need the caller's identity, and
+// nothing else works without them); the other checks do not
 // depend on each other and run at once, sharing the look-ups some of them
 // need (the zones, the instance types), so that a preflight takes about as
 // long as its longest chain of dependent calls, not the sum of its calls.

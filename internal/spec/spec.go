@@ -214,8 +214,8 @@ func (s Spec) Validate() error {
 		if _, err := netip.ParsePrefix(s.SSHCIDR); err != nil {
 			return Usagef("invalid --ssh-cidr %q: give a CIDR such as 203.0.113.7/32", s.SSHCIDR)
 		}
-		if s.SSHTimeout < 0 || s.SSHTimeout > 0 && s.SSHTimeout < MinSSHTimeout {
-			return Usagef("invalid --ssh-timeout %s: give a duration of at least %s, such as 20m", s.SSHTimeout, MinSSHTimeout)
+		if err := CheckSSHTimeout(s.SSHTimeout); err != nil {
+			return err
 		}
 		if s.SSHJump != "" && !jumpRE.MatchString(s.SSHJump) {
 			return Usagef("invalid --ssh-jump %q: use user@host or user@host:port", s.SSHJump)
@@ -226,6 +226,15 @@ func (s Spec) Validate() error {
 		if s.ImageRepository != "" && !imageRepoRE.MatchString(s.ImageRepository) {
 			return Usagef("invalid --image-repository %q: give a registry host and path such as registry.example.com/k8s", s.ImageRepository)
 		}
+	}
+	return nil
+}
+
+// CheckSSHTimeout checks --ssh-timeout: zero (the default) or at least
+// MinSSHTimeout.
+func CheckSSHTimeout(d time.Duration) error {
+	if d < 0 || d > 0 && d < MinSSHTimeout {
+		return Usagef("invalid --ssh-timeout %s: give a duration of at least %s, such as 20m", d, MinSSHTimeout)
 	}
 	return nil
 }

@@ -301,12 +301,29 @@ func TestEKSLifecycle(t *testing.T) {
 		t.Errorf("after scale to zero: desired %d, min %d, max %d", aws.ToInt32(sc.DesiredSize), aws.ToInt32(sc.MinSize), aws.ToInt32(sc.MaxSize))
 	}
 
-	// delete, twice; the add-ons go before the cluster.
+	// An add-on someone else installed (no kforge tags) is left to EKS,
+	// which removes it with the cluster.
+	kp := &eks.DescribeAddonInput{ClusterName: aws.String(name), AddonName: aws.String("kube-proxy")}
+	if _, err := kc.DeleteAddon(ctx, &eks.DeleteAddonInput{ClusterName: aws.String(name), AddonName: aws.String("kube-proxy")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eks.NewAddonDeletedWaiter(kc).Wait(ctx, kp, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.CreateAddon(ctx, &eks.CreateAddonInput{ClusterName: aws.String(name), AddonName: aws.String("kube-proxy")}); err != nil {
+		t.Fatal(err)
+	}
+
+	// delete, twice; kforge's add-ons go before the cluster.
+	callsBefore := len(emu.EKS.Calls(region, name))
 	env.MustRun(t, "delete", "aws", "--name", name, "--region", region, "--yes")
 	if n := len(emu.EKS.Addons(region, name)); n != 0 {
 		t.Errorf("%d add-ons left", n)
 	}
-	calls := emu.EKS.Calls(region, name)
+	calls := emu.EKS.Calls(region, name)[callsBefore:]
+	if n := countOf(calls, "DeleteAddon"); n != 3 {
+		t.Errorf("delete removed %d add-ons, want kforge's 3 (not the one installed by someone else): %v", n, calls)
+	}
 	if del := slices.Index(calls, "DeleteCluster"); del < 0 || slices.Index(calls, "DeleteAddon") < 0 || slices.Index(calls, "DeleteAddon") > del ||
 		slices.Index(calls[del:], "DeleteAddon") >= 0 {
 		t.Errorf("delete did not remove the add-ons before the cluster: %v", calls)
@@ -342,3 +359,13 @@ users:
   user:
     token: keep-me
 `
+
+func countOf(s []string, v string) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
