@@ -115,6 +115,7 @@ func haSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; kforge adds its own subnets and never modifies the VPC)")
 	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image for the instance type's architecture)")
 	artifactFlags(fl, &s.Artifacts, &s.ImageRepository)
+	fl.BoolVar(&s.NoCloudIntegration, "no-cloud-integration", false, "leave out the AWS cloud controller manager and the EBS CSI driver: no LoadBalancer Services, no EBS volumes, nodes named after their VMs, and no cloud permissions on the VMs' roles (for clusters that run their own)")
 	s.SSHCIDR = spec.DefaultSSHCIDR
 }
 

@@ -51,6 +51,7 @@ var settings = []setting{
 	{"--ssh-cidr", func(s spec.Spec) string { return s.SSHCIDR }, nil},
 	{"--artifacts", func(s spec.Spec) string { return s.Artifacts }, nil},
 	{"--image-repository", func(s spec.Spec) string { return s.ImageRepository }, nil},
+	{"--no-cloud-integration", func(s spec.Spec) string { return strconv.FormatBool(s.NoCloudIntegration) }, nil},
 }
 
 // SettingChanges lists the settings of an existing cluster (old) that a

@@ -102,7 +102,16 @@ type Spec struct {
 	// nodes pull container images from.
 	Artifacts       string `json:"artifacts,omitempty"`
 	ImageRepository string `json:"imageRepository,omitempty"`
+	// NoCloudIntegration leaves out the AWS cloud controller manager and
+	// the EBS CSI driver (--no-cloud-integration): nodes keep kforge's VM
+	// names, kubelets run without a cloud provider, and the VMs' roles get
+	// no cloud permissions.
+	NoCloudIntegration bool `json:"noCloudIntegration,omitempty"`
 }
+
+// CloudIntegration reports whether an ha-aws cluster runs the AWS cloud
+// controller manager and the EBS CSI driver.
+func (s Spec) CloudIntegration() bool { return s.Type == TypeHA && !s.NoCloudIntegration }
 
 // WorkerCount is the size of the worker pool, whatever the type.
 func (s Spec) WorkerCount() int {

@@ -79,6 +79,7 @@ func readCluster(path string) (*Cluster, error) {
 	if c.Schema > SchemaVersion {
 		return nil, fmt.Errorf("the state at %s was written by a newer kforge (schema %d); upgrade kforge", path, c.Schema)
 	}
+	c.Upgrade()
 	if c.Steps == nil {
 		c.Steps = map[string]StepRecord{}
 	}

@@ -198,3 +198,40 @@ func TestLockOfDeadProcessIsTakenOver(t *testing.T) {
 	}
 	l.Unlock()
 }
+
+// TestSchema1HAClustersKeepNoCloudIntegration: an ha-aws cluster written
+// by a kforge without the cloud integration (schema 1) reads back without
+// it, so a reconcile keeps its node names and kubelet settings; a new
+// cluster has it; an EKS cluster is unchanged.
+func TestSchema1HAClustersKeepNoCloudIntegration(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	ha := spec.Ref{Type: spec.TypeHA, Name: "old", Region: "us-east-1"}
+	for _, r := range []spec.Ref{ha, ref} {
+		p := filepath.Join(s.root, "clusters", r.Type, r.Region, r.Name, "state.json")
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		doc := `{"schema":1,"spec":{"type":"` + r.Type + `","name":"` + r.Name + `","region":"us-east-1"},"status":"running","pending":[{"type":"` + r.Type + `","name":"` + r.Name + `","region":"us-east-1"}]}`
+		if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := s.Get(ctx, ha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Spec.NoCloudIntegration || !c.Pending[0].NoCloudIntegration || c.Spec.CloudIntegration() || c.Schema != SchemaVersion {
+		t.Errorf("schema 1 ha-aws cluster read as %+v (schema %d)", c.Spec, c.Schema)
+	}
+	e, err := s.Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Spec.NoCloudIntegration {
+		t.Error("an EKS cluster got NoCloudIntegration")
+	}
+	if n := New(spec.Spec{Ref: ha}, time.Now()); !n.Spec.CloudIntegration() {
+		t.Error("a new ha-aws cluster has no cloud integration")
+	}
+}

@@ -16,7 +16,9 @@ import (
 )
 
 // SchemaVersion is the version of the state format this build writes.
-const SchemaVersion = 1
+// Schema 2 added the cloud integration of ha-aws clusters, on by default;
+// clusters of schema 1 were made without it (see Upgrade).
+const SchemaVersion = 2
 
 // Cluster statuses, as `kforge get` shows them.
 const (
@@ -54,6 +56,21 @@ type StepRecord struct {
 	// Inputs fingerprints the settings the step was ensured with.
 	Inputs string    `json:"inputs,omitempty"`
 	Done   time.Time `json:"done"`
+}
+
+// Upgrade brings the state of an older schema to this one, after it was
+// read: an ha-aws cluster of schema 1 has no cloud integration, and must
+// keep its node names and kubelet settings.
+func (c *Cluster) Upgrade() {
+	if c.Schema < 2 && c.Spec.Type == spec.TypeHA {
+		c.Spec.NoCloudIntegration = true
+		for i := range c.Pending {
+			c.Pending[i].NoCloudIntegration = true
+		}
+	}
+	if c.Schema < SchemaVersion {
+		c.Schema = SchemaVersion
+	}
 }
 
 // Ref returns the identity of the cluster.

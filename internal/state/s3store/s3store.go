@@ -488,6 +488,7 @@ func decodeCluster(b []byte, where string) (*state.Cluster, error) {
 	if c.Schema > state.SchemaVersion {
 		return nil, fmt.Errorf("the state at %s was written by a newer kforge (schema %d); upgrade kforge", where, c.Schema)
 	}
+	c.Upgrade()
 	if c.Steps == nil {
 		c.Steps = map[string]state.StepRecord{}
 	}
