@@ -77,7 +77,7 @@ func Recipes() []string {
 		RecipeKubeadmPrereqs, RecipeKubeadmInit, RecipeCNI, RecipeKubeadmRefreshJoin,
 		RecipeKubeadmJoinControlPlane, RecipeKubeadmJoinWorker,
 		RecipeNodesReady, RecipeDrainNode, RecipeFetchKubeconfig,
-		RecipeArtifactsMissing, RecipeReceive, RecipeEtcdReplaceMember, RecipeKubeadmEtcdServers,
+		RecipeArtifactsMissing, RecipeReceive, RecipeEtcdReplaceMember, RecipeKubeadmEtcdServers, RecipeCloudIntegration,
 	}
 }
 
@@ -94,6 +94,25 @@ type Node struct {
 	PrivateIP string `json:"privateIp"`
 	// PublicIP is the VM's public address, if any.
 	PublicIP string `json:"publicIp,omitempty"`
+	// ProviderID is the node's Kubernetes provider ID
+	// (aws:///<zone>/<instance-id>), for nodes of clusters that run an
+	// external cloud provider.
+	ProviderID string `json:"providerId,omitempty"`
+}
+
+// providerIDRE is an AWS provider ID: aws:///<zone>/<instance-id>.
+var providerIDRE = regexp.MustCompile(`^aws:///[a-z0-9-]+/i-[0-9a-f]{8,17}$`)
+
+// validateProviderID checks the node's provider ID, which an external
+// cloud provider needs and nothing else uses.
+func (n Node) validateProviderID(external bool) error {
+	switch {
+	case external && !providerIDRE.MatchString(n.ProviderID):
+		return fmt.Errorf("node %s: provider ID %q: want aws:///<zone>/<instance-id>", n.Name, n.ProviderID)
+	case !external && n.ProviderID != "":
+		return fmt.Errorf("node %s: a provider ID without an external cloud provider", n.Name)
+	}
+	return nil
 }
 
 // nodeName is what Kubernetes accepts as a node name (an RFC 1123 subdomain)

@@ -178,6 +178,21 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	s, err = RenderK3sAgent(K3sAgentParams{Node: c.workers[0], LoadBalancer: c.lb, Token: c.k3sToken, Version: "v1.33.5+k3s1",
 		Offline: &K3sOffline{Binary: testArtifact("k3s", "https://mirror.example/k3s")}})
 	add("k3s-agent/offline", RecipeK3sAgent, s, err, c.k3sToken)
+	s, err = RenderK3sServer(K3sServerParams{
+		Node: withProviderID(c.cps[0]), LoadBalancer: c.lb, Token: c.k3sToken, Version: "v1.33.5+k3s1", Etcd: c.etcdClient,
+		ExternalCloudProvider: true,
+	})
+	add("k3s-server/cloud", RecipeK3sServer, s, err, append(keys(c.etcdClient.Client), c.k3sToken)...)
+	s, err = RenderK3sAgent(K3sAgentParams{Node: withProviderID(c.workers[0]), LoadBalancer: c.lb, Token: c.k3sToken, Version: "v1.33.5+k3s1",
+		ExternalCloudProvider: true, Offline: &K3sOffline{Binary: testArtifact("k3s", ""), Images: &images,
+			Extra: []ImageArtifact{{Ref: "registry.k8s.io/provider-aws/cloud-controller-manager:v1.34.4", Artifact: testArtifact("images/ccm.tar", "")}}}})
+	add("k3s-agent/cloud", RecipeK3sAgent, s, err, c.k3sToken)
+	for _, kc := range []string{K3sKubeconfig, KubeadmKubeconfig} {
+		s, err = RenderCloudIntegration(CloudIntegrationParams{Kubeconfig: kc, Manifest: []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n")})
+		add("cloud-integration/"+kc, RecipeCloudIntegration, s, err)
+		s, err = RenderNodesReady(NodesReadyParams{Kubeconfig: kc, Count: 5, Initialized: true})
+		add("nodes-ready/initialized/"+kc, RecipeNodesReady, s, err)
+	}
 	for _, kc := range []string{K3sKubeconfig, KubeadmKubeconfig} {
 		s, err = RenderNodesReady(NodesReadyParams{Kubeconfig: kc, Count: 5})
 		add("nodes-ready/"+kc, RecipeNodesReady, s, err)
@@ -215,7 +230,20 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 		s, err := RenderKubeadmJoinWorker(KubeadmJoinParams{Cluster: c.kubeadm, Node: w, CACertHash: c.caHash})
 		add("kubeadm-join-worker/"+w.Name, RecipeKubeadmJoinWorker, s, err, c.kubeadm.Token)
 	}
+	cloud := c.kubeadm
+	cloud.ExternalCloudProvider = true
+	s, err = RenderKubeadmInit(KubeadmInitParams{Cluster: cloud, Node: withProviderID(c.cps[0]), CA: c.kubeCAPEM})
+	add("kubeadm-init/cloud", RecipeKubeadmInit, s, err, kubeadmSecrets...)
+	s, err = RenderKubeadmJoinWorker(KubeadmJoinParams{Cluster: cloud, Node: withProviderID(c.workers[0]), CACertHash: c.caHash})
+	add("kubeadm-join-worker/cloud", RecipeKubeadmJoinWorker, s, err, c.kubeadm.Token)
 	return out
+}
+
+// withProviderID gives a node the provider ID of an instance, as nodes of
+// clusters with an external cloud provider have.
+func withProviderID(n Node) Node {
+	n.ProviderID = "aws:///us-east-1a/i-0123456789abcdef0"
+	return n
 }
 
 // Test images and artifacts.

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -58,6 +59,11 @@ type K3sServerParams struct {
 	// SystemDefaultRegistry, if set, is where k3s pulls its system images
 	// from (k3s's system-default-registry).
 	SystemDefaultRegistry string
+	// ExternalCloudProvider disables k3s's embedded cloud controller, its
+	// ServiceLB and its local-path storage (the AWS cloud controller
+	// manager and the EBS CSI driver take their places), and runs the
+	// kubelet with --cloud-provider=external and Node.ProviderID.
+	ExternalCloudProvider bool
 }
 
 // K3sAgentParams configures k3s-agent on one worker.
@@ -69,6 +75,24 @@ type K3sAgentParams struct {
 	StartTimeout          time.Duration
 	Offline               *K3sOffline
 	SystemDefaultRegistry string
+	// ExternalCloudProvider runs the kubelet with --cloud-provider=external
+	// and Node.ProviderID.
+	ExternalCloudProvider bool
+}
+
+// k3sDisabledWithCloud are the packaged components of k3s that a cluster
+// with the AWS cloud integration leaves out: ServiceLB would answer
+// LoadBalancer Services before the cloud controller, and local-path would
+// be a second default StorageClass.
+var k3sDisabledWithCloud = []string{"servicelb", "local-storage"}
+
+// externalKubeletArgs are the kubelet arguments of a node whose cloud
+// provider is external, in k3s's kubelet-arg form.
+func externalKubeletArgs(n Node, external bool) []string {
+	if !external {
+		return nil
+	}
+	return []string{"cloud-provider=external", "provider-id=" + n.ProviderID}
 }
 
 // K3sOffline are the artifacts a k3s node installs: the k3s binary and,
@@ -76,6 +100,9 @@ type K3sAgentParams struct {
 type K3sOffline struct {
 	Binary Artifact
 	Images *Artifact
+	// Extra are more images (docker archives) that k3s imports at start,
+	// such as the cloud integration's.
+	Extra []ImageArtifact
 }
 
 func (o *K3sOffline) validate() error {
@@ -84,6 +111,14 @@ func (o *K3sOffline) validate() error {
 	}
 	if err := o.Binary.validate(); err != nil {
 		return err
+	}
+	for _, e := range o.Extra {
+		if err := validImageRef(e.Ref); err != nil {
+			return err
+		}
+		if err := e.validate(); err != nil {
+			return err
+		}
 	}
 	if o.Images != nil {
 		return o.Images.validate()
@@ -106,7 +141,10 @@ type k3sServerConfig struct {
 	ClusterInit         bool     `json:"cluster-init"`
 	WriteKubeconfigMode string   `json:"write-kubeconfig-mode"`
 	// SystemDefaultRegistry prefixes k3s's system images.
-	SystemDefaultRegistry string `json:"system-default-registry,omitempty"`
+	SystemDefaultRegistry  string   `json:"system-default-registry,omitempty"`
+	DisableCloudController bool     `json:"disable-cloud-controller,omitempty"`
+	Disable                []string `json:"disable,omitempty"`
+	KubeletArg             []string `json:"kubelet-arg,omitempty"`
 }
 
 // k3sAgentConfig is the subset of k3s agent options kforge sets.
@@ -116,11 +154,15 @@ type k3sAgentConfig struct {
 	NodeName string `json:"node-name"`
 	NodeIP   string `json:"node-ip"`
 	// SystemDefaultRegistry prefixes k3s's system images.
-	SystemDefaultRegistry string `json:"system-default-registry,omitempty"`
+	SystemDefaultRegistry string   `json:"system-default-registry,omitempty"`
+	KubeletArg            []string `json:"kubelet-arg,omitempty"`
 }
 
-func validK3sCommon(node, lb Node, token, version string, timeout time.Duration) error {
+func validK3sCommon(node, lb Node, token, version string, timeout time.Duration, external bool) error {
 	if err := node.validate("node", true); err != nil {
+		return err
+	}
+	if err := node.validateProviderID(external); err != nil {
 		return err
 	}
 	if err := lb.validate("load balancer", false); err != nil {
@@ -148,10 +190,11 @@ func lbURL(lb Node) string {
 // public IPs, node-ip and advertise-address set to the node's private IP,
 // cluster-init false (the datastore is external), an admin kubeconfig
 // readable by root only, and for joining servers, server set to the load
-// balancer. k3s keeps its embedded cloud controller: it is what initialises
-// nodes when no cloud provider is installed.
+// balancer. Without ExternalCloudProvider k3s keeps its embedded cloud
+// controller: it is what initialises nodes when no cloud provider is
+// installed.
 func K3sServerConfig(p K3sServerParams) ([]byte, error) {
-	if err := validK3sCommon(p.Node, p.LoadBalancer, p.Token, p.Version, p.StartTimeout); err != nil {
+	if err := validK3sCommon(p.Node, p.LoadBalancer, p.Token, p.Version, p.StartTimeout, p.ExternalCloudProvider); err != nil {
 		return nil, fmt.Errorf("render k3s server configuration: %w", err)
 	}
 	if err := p.Etcd.validate(); err != nil {
@@ -177,6 +220,11 @@ func K3sServerConfig(p K3sServerParams) ([]byte, error) {
 		ClusterInit:           false,
 		WriteKubeconfigMode:   "0600",
 		SystemDefaultRegistry: p.SystemDefaultRegistry,
+		KubeletArg:            externalKubeletArgs(p.Node, p.ExternalCloudProvider),
+	}
+	if p.ExternalCloudProvider {
+		cfg.DisableCloudController = true
+		cfg.Disable = k3sDisabledWithCloud
 	}
 	if p.Join {
 		cfg.Server = lbURL(p.LoadBalancer)
@@ -191,7 +239,7 @@ func K3sServerConfig(p K3sServerParams) ([]byte, error) {
 // K3sAgentConfig renders a worker's /etc/rancher/k3s/config.yaml: the token,
 // server set to the load balancer, node-name and node-ip.
 func K3sAgentConfig(p K3sAgentParams) ([]byte, error) {
-	if err := validK3sCommon(p.Node, p.LoadBalancer, p.Token, p.Version, p.StartTimeout); err != nil {
+	if err := validK3sCommon(p.Node, p.LoadBalancer, p.Token, p.Version, p.StartTimeout, p.ExternalCloudProvider); err != nil {
 		return nil, fmt.Errorf("render k3s agent configuration: %w", err)
 	}
 	if err := validRegistry(p.SystemDefaultRegistry); err != nil {
@@ -203,6 +251,7 @@ func K3sAgentConfig(p K3sAgentParams) ([]byte, error) {
 		NodeName:              p.Node.Name,
 		NodeIP:                p.Node.PrivateIP,
 		SystemDefaultRegistry: p.SystemDefaultRegistry,
+		KubeletArg:            externalKubeletArgs(p.Node, p.ExternalCloudProvider),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("render k3s agent configuration: %w", err)
@@ -218,6 +267,8 @@ type k3sScript struct {
 	Offline                      *K3sOffline
 	Unit                         []byte
 	ImagesFile                   string
+	// ImagesDir is where k3s imports image archives from at start.
+	ImagesDir string
 }
 
 // k3sUnit is the systemd unit of k3s (server or agent) for nodes installed
@@ -283,6 +334,13 @@ main() {
 		changed=1
 	fi
 {{- end}}
+{{- range $i, $e := .Extra}}
+	kforge_artifact {{q $e.Path}} {{q $e.URL}} {{q $e.SHA256}}
+	if ! cmp -s {{q $e.Path}} {{q (printf "%s/kforge-%d.tar" $.ImagesDir $i)}}; then
+		install -D -m 0644 {{q $e.Path}} {{q (printf "%s/kforge-%d.tar" $.ImagesDir $i)}}
+		changed=1
+	fi
+{{- end}}
 {{- end}}
 	kforge_changed=0
 	{{write (printf "/etc/systemd/system/%s.service" .Service) "0644" "root:root" .Unit}}
@@ -334,7 +392,7 @@ func RenderK3sServer(p K3sServerParams) (string, error) {
 	return renderScript(RecipeK3sServer, k3sBody, k3sScript{
 		Mode: "server", Service: "k3s", Version: p.Version, Name: p.Node.Name,
 		Config: cfg, Etcd: &p.Etcd, StartTimeout: p.StartTimeout,
-		Offline: p.Offline, Unit: []byte(strings.Replace(k3sUnit, "MODE", "server", 1)), ImagesFile: k3sImagesFile,
+		Offline: p.Offline, Unit: []byte(strings.Replace(k3sUnit, "MODE", "server", 1)), ImagesFile: k3sImagesFile, ImagesDir: path.Dir(k3sImagesFile),
 	})
 }
 
@@ -352,6 +410,6 @@ func RenderK3sAgent(p K3sAgentParams) (string, error) {
 	return renderScript(RecipeK3sAgent, k3sBody, k3sScript{
 		Mode: "agent", Service: "k3s-agent", Version: p.Version, Name: p.Node.Name,
 		Config: cfg, StartTimeout: p.StartTimeout,
-		Offline: p.Offline, Unit: []byte(strings.Replace(k3sUnit, "MODE", "agent", 1)), ImagesFile: k3sImagesFile,
+		Offline: p.Offline, Unit: []byte(strings.Replace(k3sUnit, "MODE", "agent", 1)), ImagesFile: k3sImagesFile, ImagesDir: path.Dir(k3sImagesFile),
 	})
 }

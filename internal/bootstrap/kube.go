@@ -67,7 +67,16 @@ type NodesReadyParams struct {
 	Count int
 	// Timeout bounds the wait (default DefaultNodesReadyTimeout).
 	Timeout time.Duration
+	// Initialized counts only the nodes that the cloud controller manager
+	// has initialised (no UninitializedTaint left), for clusters whose
+	// cloud provider is external.
+	Initialized bool
 }
+
+// UninitializedTaint is the taint a kubelet with an external cloud
+// provider registers its node with, until the cloud controller manager
+// has initialised it.
+const UninitializedTaint = "node.cloudprovider.kubernetes.io/uninitialized"
 
 const nodesReadyBody = `
 main() {
@@ -75,14 +84,22 @@ main() {
 	local deadline=$((SECONDS + {{seconds .Timeout}}))
 	while :; do
 		ready=$(kubectl --kubeconfig "$kubeconfig" --request-timeout=15s get nodes \
-			-o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
-			grep -c '^True$' || true)
+			-o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints[*].key}{"\n"}{end}' 2>/dev/null |
+{{- if .Initialized}}
+			grep -v ' .*` + UninitializedTaint + `' |
+{{- end}}
+			grep -c '^True' || true)
 		if ((ready >= want)); then
 			break
 		fi
 		if ((SECONDS >= deadline)); then
 			kubectl --kubeconfig "$kubeconfig" --request-timeout=15s get nodes -o wide >&2 || true
+{{- if .Initialized}}
+			kubectl --kubeconfig "$kubeconfig" --request-timeout=15s -n kube-system logs --tail=20 daemonset/` + CloudControllerDaemonSet + ` >&2 || true
+			kforge_fail "only $ready of $want nodes are Ready and initialised by the AWS cloud controller manager after {{seconds .Timeout}}s (a node tainted ` + UninitializedTaint + ` is not initialised: see the cloud controller's log above, and its role's permissions)"
+{{- else}}
 			kforge_fail "only $ready of $want nodes are Ready after {{seconds .Timeout}}s"
+{{- end}}
 		fi
 		sleep {{pollSeconds .Timeout}}
 	done

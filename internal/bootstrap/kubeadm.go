@@ -69,6 +69,10 @@ type KubeadmCluster struct {
 	// NewCertificateKey). kubeadm deletes the upload after two hours;
 	// kubeadm-refresh-join uploads them again.
 	CertificateKey string
+	// ExternalCloudProvider runs every kubelet with --cloud-provider=external
+	// and the node's provider ID (Node.ProviderID): the AWS cloud controller
+	// manager initialises the nodes.
+	ExternalCloudProvider bool
 }
 
 func (c KubeadmCluster) withDefaults() KubeadmCluster {
@@ -227,11 +231,19 @@ type joinControlPlane struct {
 // it only matters with an HTTP proxy, and kforge's nodes use none.
 var ignoredPreflightChecks = []string{"HTTPProxyCIDR"}
 
-func registration(n Node) nodeRegistration {
+func registration(c KubeadmCluster, n Node) nodeRegistration {
+	args := []arg{{Name: "node-ip", Value: n.PrivateIP}}
+	if c.ExternalCloudProvider {
+		// The kubelet registers the node tainted uninitialized until the
+		// cloud controller manager has set its addresses and zone; the
+		// provider ID is set from the start, so the cloud controller
+		// finds the instance by ID rather than by name.
+		args = append(args, arg{Name: "cloud-provider", Value: "external"}, arg{Name: "provider-id", Value: n.ProviderID})
+	}
 	return nodeRegistration{
 		Name:                  n.Name,
 		CRISocket:             containerdSocket,
-		KubeletExtraArgs:      []arg{{Name: "node-ip", Value: n.PrivateIP}},
+		KubeletExtraArgs:      args,
 		IgnorePreflightErrors: ignoredPreflightChecks,
 	}
 }
@@ -264,6 +276,9 @@ func (p KubeadmInitParams) validate() error {
 		return err
 	}
 	if err := p.Node.validate("control plane", true); err != nil {
+		return err
+	}
+	if err := p.Node.validateProviderID(p.Cluster.ExternalCloudProvider); err != nil {
 		return err
 	}
 	kp, err := pki.ParseKeyPair(p.CA)
@@ -300,7 +315,7 @@ func KubeadmInitConfig(p KubeadmInitParams) ([]byte, error) {
 			Usages:      []string{"signing", "authentication"},
 			Groups:      []string{defaultTokenGroup},
 		}},
-		NodeRegistration: registration(p.Node),
+		NodeRegistration: registration(c, p.Node),
 		LocalAPIEndpoint: apiEndpoint{AdvertiseAddress: p.Node.PrivateIP, BindPort: APIServerPort},
 		CertificateKey:   c.CertificateKey,
 	}
@@ -344,6 +359,9 @@ func (p KubeadmJoinParams) validate(controlPlane bool) error {
 	if err := p.Node.validate("node", true); err != nil {
 		return err
 	}
+	if err := p.Node.validateProviderID(p.Cluster.ExternalCloudProvider); err != nil {
+		return err
+	}
 	if !caHashRE.MatchString(p.CACertHash) {
 		return fmt.Errorf("CA certificate hash %q: want sha256: and 64 lowercase hex digits", p.CACertHash)
 	}
@@ -367,7 +385,7 @@ func KubeadmJoinConfig(p KubeadmJoinParams, controlPlane bool) ([]byte, error) {
 	}
 	cfg := joinConfiguration{
 		typeMeta:         typeMeta{APIVersion: kubeadmAPIVersion, Kind: "JoinConfiguration"},
-		NodeRegistration: registration(p.Node),
+		NodeRegistration: registration(p.Cluster, p.Node),
 		Discovery: discovery{BootstrapToken: bootstrapTokenDiscovery{
 			Token:             p.Cluster.Token,
 			APIServerEndpoint: p.Cluster.controlPlaneEndpoint(),
