@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/kforge/kforge/internal/cloudint"
 )
 
 // Roles of the VMs that install artifacts (the load balancer installs
@@ -48,6 +50,44 @@ type Set struct {
 	// EtcdSHA256 pins the upstream etcd tarball of each architecture,
 	// when known.
 	EtcdSHA256 map[string]string
+	// Cloud adds the images of the AWS cloud integration (the cloud
+	// controller manager and the EBS CSI driver; package cloudint).
+	Cloud bool
+}
+
+// release is the Kubernetes release of the Set's nodes, of either
+// bootstrap (v1.34.1 for k3s v1.34.1+k3s1).
+func (s Set) release() string {
+	if s.Bootstrap == K3s {
+		r, _, _ := strings.Cut(s.K3s, "+")
+		return r
+	}
+	return s.Kubernetes
+}
+
+// cloudImages are the cloud integration's images a role runs, if the Set
+// has them.
+func (s Set) cloudImages(role string) ([]string, error) {
+	if !s.Cloud {
+		return nil, nil
+	}
+	imgs, err := cloudint.ImagesFor(s.release(), "")
+	if err != nil {
+		return nil, err
+	}
+	if role == RoleCP {
+		return append(imgs.ControlPlane(), imgs.Node()...), nil
+	}
+	return imgs.Node(), nil
+}
+
+// imageFiles are the files of images refs, for an architecture.
+func imageFiles(arch string, refs []string) []File {
+	var out []File
+	for _, ref := range refs {
+		out = append(out, File{Path: ImagePath(arch, ref), Image: ref, Arch: arch})
+	}
+	return out
 }
 
 // KubeadmImages are the images a kubeadm cluster of this Set runs, with
@@ -164,6 +204,11 @@ func (s Set) Files(role, arch string, withImages bool) ([]File, error) {
 			if withImages {
 				img := s.K3sImages(arch)
 				out = append(out, File{Path: img, Upstream: rel + img[strings.LastIndex(img, "/")+1:], SumURL: sums, Arch: arch})
+				cloud, err := s.cloudImages(role)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, imageFiles(arch, cloud)...)
 			}
 			break
 		}
@@ -184,9 +229,11 @@ func (s Set) Files(role, arch string, withImages bool) ([]File, error) {
 			if role == RoleCP {
 				refs = append(imgs.ControlPlane(), refs...)
 			}
-			for _, ref := range refs {
-				out = append(out, File{Path: ImagePath(arch, ref), Image: ref, Arch: arch})
+			cloud, err := s.cloudImages(role)
+			if err != nil {
+				return nil, err
 			}
+			out = append(out, imageFiles(arch, append(refs, cloud...))...)
 		}
 	default:
 		return nil, fmt.Errorf("artifacts: unknown role %q", role)

@@ -77,6 +77,7 @@ from HTTPS_PROXY and NO_PROXY.`,
 					return spec.Usagef("invalid --arch %q: use amd64, arm64 or both", arch)
 				}
 			}
+			s.Type = spec.TypeHA
 			set, err := ha.ArtifactSet(s)
 			if err != nil {
 				return spec.Usagef("invalid --k8s-version: %v", err)
@@ -134,6 +135,7 @@ from HTTPS_PROXY and NO_PROXY.`,
 	fl.StringVar(&dir, "dir", "", "directory to fill (created if missing)")
 	fl.StringSliceVar(&arches, "arch", []string{"amd64", "arm64"}, "architectures of the VMs: amd64, arm64 or both (Graviton instance types are arm64)")
 	fl.BoolVar(&noImages, "no-images", false, "leave out the container images (for clusters that pull from --image-repository)")
+	fl.BoolVar(&s.NoCloudIntegration, "no-cloud-integration", false, "leave out the images of the AWS cloud controller manager and the EBS CSI driver (for clusters created with --no-cloud-integration)")
 	addOutputFlag(c, &output)
 	return c
 }

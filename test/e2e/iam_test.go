@@ -222,8 +222,13 @@ func seedLeftovers(t *testing.T, cfg aws.Config, name, vpc string, subnets []str
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A volume as the EBS CSI driver of an ha-aws cluster makes it
+	// (--k8s-tag-cluster-id=<name>; see internal/cloudint).
 	if _, err := ec.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: sub.Subnets[0].AvailabilityZone, Size: aws.Int32(1),
-		TagSpecifications: tag(ec2types.ResourceTypeVolume)}); err != nil {
+		TagSpecifications: awsx.EC2TagSpec(ec2types.ResourceTypeVolume, map[string]string{
+			awsx.KubernetesClusterTag(name): "owned", "ebs.csi.aws.com/cluster": "true",
+			"CSIVolumeName": "pvc-0d5e2f7c-1b7a-4c1e-9d7e-3f1a2b3c4d5e", "kubernetes.io/created-for/pvc/name": "data",
+		})}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ec.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnets[0]),

@@ -27,7 +27,8 @@ type artifactsOut struct {
 
 // ArtifactSet is what the cluster's VMs install.
 func ArtifactSet(s spec.Spec) (artifacts.Set, error) {
-	set := artifacts.Set{Bootstrap: s.Bootstrap, Etcd: bootstrap.DefaultEtcdVersion, EtcdSHA256: bootstrap.DefaultEtcdChecksums()}
+	set := artifacts.Set{Bootstrap: s.Bootstrap, Etcd: bootstrap.DefaultEtcdVersion, EtcdSHA256: bootstrap.DefaultEtcdChecksums(),
+		Cloud: s.CloudIntegration()}
 	var err error
 	if s.Bootstrap == spec.BootstrapKubeadm {
 		set.Kubernetes, err = bootstrap.KubernetesVersion(s.K8sVersion)
@@ -389,10 +390,22 @@ func (b *builder) kubeadmOffline(r *engine.Run, role string) (*bootstrap.Kubeadm
 			return nil, err
 		}
 	}
-	files, err := set.Files(role, arch, b.s.ImageRepository == "")
+	if b.s.ImageRepository == "" {
+		if o.Images, err = imageArtifacts(out, set, role, arch); err != nil {
+			return nil, err
+		}
+	}
+	return &o, nil
+}
+
+// imageArtifacts resolves the image tarballs a VM of a role and
+// architecture imports.
+func imageArtifacts(out artifactsOut, set artifacts.Set, role, arch string) ([]bootstrap.ImageArtifact, error) {
+	files, err := set.Files(role, arch, true)
 	if err != nil {
 		return nil, err
 	}
+	var imgs []bootstrap.ImageArtifact
 	for _, f := range files {
 		if f.Image == "" {
 			continue
@@ -401,9 +414,9 @@ func (b *builder) kubeadmOffline(r *engine.Run, role string) (*bootstrap.Kubeadm
 		if err != nil {
 			return nil, err
 		}
-		o.Images = append(o.Images, bootstrap.ImageArtifact{Ref: f.Image, Artifact: a})
+		imgs = append(imgs, bootstrap.ImageArtifact{Ref: f.Image, Artifact: a})
 	}
-	return &o, nil
+	return imgs, nil
 }
 
 // k3sOffline resolves the artifacts of a k3s node, or nil for an install
@@ -426,6 +439,10 @@ func (b *builder) k3sOffline(r *engine.Run, role string) (*bootstrap.K3sOffline,
 			return nil, err
 		}
 		o.Images = &img
+		// The cloud integration's images (k3s's own are in its tarball).
+		if o.Extra, err = imageArtifacts(out, set, role, arch); err != nil {
+			return nil, err
+		}
 	}
 	return &o, nil
 }

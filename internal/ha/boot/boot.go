@@ -12,10 +12,13 @@ package boot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
 	"github.com/kforge/kforge/internal/bootstrap"
+	"github.com/kforge/kforge/internal/cloudint"
 	"github.com/kforge/kforge/internal/engine"
 	"github.com/kforge/kforge/internal/ha/infra"
 	"github.com/kforge/kforge/internal/spec"
@@ -30,6 +33,9 @@ const (
 	StepCNI            = "cni"
 	StepKubeconfig     = "kubeconfig"
 	StepNodesReady     = "nodes-ready"
+	// StepCloud applies the AWS cloud integration (not with
+	// --no-cloud-integration).
+	StepCloud = "cloud-integration"
 	// StepArtifacts reads the checksums of what the VMs install from the
 	// artifacts directory or mirror (--artifacts) and keeps them in state.
 	StepArtifacts = "artifacts"
@@ -140,11 +146,47 @@ func Add(g *engine.Graph, s spec.Spec, refs infra.Refs) {
 			return struct{}{}, r.SetSecret(ctx, infra.SecretAdmin, out)
 		},
 	})
-	nodes := s.ControlPlanes + s.Workers
-	b.script(StepNodesReady, fmt.Sprintf("wait for the %d nodes to be Ready", nodes), infra.RoleCP, 0,
-		append(joins, engine.ID(StepKubeconfig)), struct{ Nodes int }{nodes},
+	readyNeeds := append(joins, engine.ID(StepKubeconfig))
+	title := fmt.Sprintf("wait for the %d nodes to be Ready", nodes(s))
+	if s.CloudIntegration() {
+		readyNeeds = append(readyNeeds, b.addCloud(first))
+		title = fmt.Sprintf("wait for the %d nodes to be Ready and initialised by the cloud controller manager", nodes(s))
+	}
+	b.script(StepNodesReady, title, infra.RoleCP, 0, readyNeeds, struct{ Nodes int }{nodes(s)},
 		func(context.Context, *engine.Run) (string, error) {
-			return bootstrap.RenderNodesReady(bootstrap.NodesReadyParams{Kubeconfig: KubeconfigPath(s), Count: nodes})
+			return bootstrap.RenderNodesReady(bootstrap.NodesReadyParams{Kubeconfig: KubeconfigPath(s), Count: nodes(s), Initialized: s.CloudIntegration()})
+		})
+}
+
+func nodes(s spec.Spec) int { return s.ControlPlanes + s.Workers }
+
+// addCloud applies the AWS cloud integration (package cloudint) on the
+// first control plane once its API server runs (after first): the cloud
+// controller manager, which initialises the nodes, the EBS CSI driver and
+// the default StorageClass.
+func (b *builder) addCloud(first engine.Dep) engine.Dep {
+	s := b.s
+	manifest := func() ([]byte, error) {
+		ver, err := bootstrap.KubernetesVersion(s.K8sVersion)
+		if err != nil {
+			return nil, err
+		}
+		return cloudint.Manifest(cloudint.Params{ClusterName: s.Name, KubernetesVersion: ver, ImageRepository: s.ImageRepository})
+	}
+	// The manifest's digest is the step's input: a kforge that ships other
+	// objects applies them again on the next create.
+	var inputs any
+	if m, err := manifest(); err == nil {
+		sum := sha256.Sum256(m)
+		inputs = struct{ Manifest string }{hex.EncodeToString(sum[:8])}
+	}
+	return b.script(StepCloud, "the AWS cloud controller manager, the EBS CSI driver and the default StorageClass gp3", infra.RoleCP, 0,
+		engine.Needs(first), inputs, func(context.Context, *engine.Run) (string, error) {
+			m, err := manifest()
+			if err != nil {
+				return "", err
+			}
+			return bootstrap.RenderCloudIntegration(bootstrap.CloudIntegrationParams{Kubeconfig: KubeconfigPath(s), Manifest: m})
 		})
 }
 
@@ -175,6 +217,28 @@ func (b *builder) script(id, title, role string, i int, needs []engine.Dep, inpu
 // joined is the output of a join step: the VM that joined.
 type joined struct {
 	VM string `json:"vm,omitempty"`
+	// Node is the Kubernetes node name the VM joined as, when it is not
+	// the VM's name (clusters with the cloud integration name nodes by
+	// private DNS name, which a replaced VM's new address changes).
+	Node string `json:"node,omitempty"`
+}
+
+// joinedAs is the output of a join of VM vm.
+func joinedAs(vm infra.VM) joined {
+	j := joined{VM: vm.ID}
+	if n := vm.NodeName(); n != vm.Name {
+		j.Node = n
+	}
+	return j
+}
+
+// nodeName is the node a join made: its recorded name, else the name of
+// the slot's VM (clusters without the cloud integration).
+func (j *joined) nodeName(vmName string) string {
+	if j != nil && j.Node != "" {
+		return j.Node
+	}
+	return vmName
 }
 
 // joinVia is the control plane that removes a replaced node from the
@@ -216,7 +280,7 @@ func (b *builder) addJoin(id, title, role string, i int, needs []engine.Dep,
 			}
 			var prev joined
 			if r.PrevInto(&prev) && prev.VM != "" && prev.VM != vm.ID && via != nil {
-				if err := b.forgetNode(ctx, r, *via, vm.Name); err != nil {
+				if err := b.forgetNode(ctx, r, *via, prev.nodeName(vm.Name)); err != nil {
 					return joined{}, err
 				}
 			}
@@ -225,7 +289,7 @@ func (b *builder) addJoin(id, title, role string, i int, needs []engine.Dep,
 				return joined{}, err
 			}
 			_, err = runOn(ctx, r, b.s, vm, sc)
-			return joined{VM: vm.ID}, err
+			return joinedAs(vm), err
 		},
 	})
 }
@@ -246,9 +310,15 @@ func (b *builder) forgetNode(ctx context.Context, r *engine.Run, via engine.Ref[
 	return err
 }
 
-// node is a VM as the recipes see it.
+// node is a VM as the recipes see it. A node of a cluster with the cloud
+// integration (its VM has a private DNS name) is named by that name and
+// carries its provider ID.
 func node(vm infra.VM) bootstrap.Node {
-	return bootstrap.Node{Name: vm.Name, PrivateIP: vm.PrivateIP, PublicIP: vm.PublicIP}
+	n := bootstrap.Node{Name: vm.NodeName(), PrivateIP: vm.PrivateIP, PublicIP: vm.PublicIP}
+	if vm.PrivateDNS != "" {
+		n.ProviderID = vm.ProviderID()
+	}
+	return n
 }
 
 // etcdVMs are the handles on every etcd VM: what reads the member list
@@ -431,12 +501,12 @@ func (b *builder) addHAProxy() {
 func (b *builder) drain(role string, i int) func(context.Context, *engine.Run, *joined) error {
 	s := b.s
 	cp0 := b.infra.VM(infra.RoleCP, 0)
-	return func(ctx context.Context, r *engine.Run, _ *joined) error {
+	return func(ctx context.Context, r *engine.Run, j *joined) error {
 		cp, err := cp0.Get(r)
 		if err != nil {
 			return fmt.Errorf("cannot drain %s: %w", infra.VMName(s.Name, role, i), err)
 		}
-		sc, err := bootstrap.RenderDrainNode(bootstrap.DrainNodeParams{Kubeconfig: KubeconfigPath(s), Node: infra.VMName(s.Name, role, i)})
+		sc, err := bootstrap.RenderDrainNode(bootstrap.DrainNodeParams{Kubeconfig: KubeconfigPath(s), Node: j.nodeName(infra.VMName(s.Name, role, i))})
 		if err != nil {
 			return err
 		}
@@ -512,7 +582,7 @@ func (b *builder) addK3s() []engine.Dep {
 					return "", err
 				}
 				return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: in.node, LoadBalancer: in.lb, Join: i > 0, Token: in.token, Version: in.version, Etcd: etcd,
-					Offline: off, SystemDefaultRegistry: s.ImageRepository})
+					Offline: off, SystemDefaultRegistry: s.ImageRepository, ExternalCloudProvider: s.CloudIntegration()})
 			}, nil))
 	}
 	for i := 0; i < s.Workers; i++ {
@@ -529,7 +599,7 @@ func (b *builder) addK3s() []engine.Dep {
 					return "", err
 				}
 				return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: in.node, LoadBalancer: in.lb, Token: in.token, Version: in.version,
-					Offline: off, SystemDefaultRegistry: s.ImageRepository})
+					Offline: off, SystemDefaultRegistry: s.ImageRepository, ExternalCloudProvider: s.CloudIntegration()})
 			}, b.drain(infra.RoleWP, i)))
 	}
 	return joins
@@ -558,13 +628,15 @@ func (b *builder) kubeadmCluster(r *engine.Run) (bootstrap.KubeadmCluster, error
 		return c, err
 	}
 	return bootstrap.KubeadmCluster{Name: b.s.Name, KubernetesVersion: ver, LoadBalancer: node(lb), Etcd: etcd, Token: string(tok), CertificateKey: string(key),
-		ImageRepository: b.s.ImageRepository}, nil
+		ImageRepository: b.s.ImageRepository, ExternalCloudProvider: b.s.CloudIntegration()}, nil
 }
 
 // kubeadmInit is the output of the kubeadm init step: the VM that holds
 // the first control plane.
 type kubeadmInit struct {
 	VM string `json:"vm,omitempty"`
+	// Node is the node's name when it is not the VM's (see joined).
+	Node string `json:"node,omitempty"`
 }
 
 func (b *builder) addKubeadm() []engine.Dep {
@@ -618,7 +690,9 @@ func (b *builder) addKubeadm() []engine.Dep {
 				// The cluster exists: its state is in etcd. The new first
 				// control plane joins it, with certificates uploaded again
 				// from the second.
-				return kubeadmInit{VM: vm.ID}, b.rejoinFirst(ctx, r, c, vm)
+				old := (&joined{Node: prev.Node}).nodeName(vm.Name)
+				j := joinedAs(vm)
+				return kubeadmInit{VM: j.VM, Node: j.Node}, b.rejoinFirst(ctx, r, c, vm, old)
 			}
 			ca, err := infra.CA(r, infra.SecretK8sCA)
 			if err != nil {
@@ -633,7 +707,8 @@ func (b *builder) addKubeadm() []engine.Dep {
 				return kubeadmInit{}, err
 			}
 			_, err = runOn(ctx, r, s, vm, sc)
-			return kubeadmInit{VM: vm.ID}, err
+			j := joinedAs(vm)
+			return kubeadmInit{VM: j.VM, Node: j.Node}, err
 		},
 	})
 	b.script(StepCNI, "the pod network (Flannel)", infra.RoleCP, 0, engine.Needs(engine.ID(StepKubeadmInit)), nil,
@@ -733,8 +808,9 @@ func (b *builder) addEtcdServers() {
 
 // rejoinFirst makes a replaced first control plane join the cluster as a
 // control plane: the second control plane uploads the control-plane
-// certificates again, then the new VM joins with them.
-func (b *builder) rejoinFirst(ctx context.Context, r *engine.Run, c bootstrap.KubeadmCluster, vm infra.VM) error {
+// certificates again, the old VM's node (oldNode) is deleted, then the new
+// VM joins with them.
+func (b *builder) rejoinFirst(ctx context.Context, r *engine.Run, c bootstrap.KubeadmCluster, vm infra.VM, oldNode string) error {
 	s := b.s
 	cp1, err := b.infra.VM(infra.RoleCP, 1).Get(r)
 	if err != nil {
@@ -756,7 +832,7 @@ func (b *builder) rejoinFirst(ctx context.Context, r *engine.Run, c bootstrap.Ku
 	if err != nil {
 		return err
 	}
-	if err := b.forgetNode(ctx, r, b.infra.VM(infra.RoleCP, 1), vm.Name); err != nil {
+	if err := b.forgetNode(ctx, r, b.infra.VM(infra.RoleCP, 1), oldNode); err != nil {
 		return err
 	}
 	r.Waiting("joining the new %s to the cluster as a control plane", vm.Name)

@@ -47,6 +47,10 @@ type VM struct {
 	SubnetID  string `json:"subnetId"`
 	PrivateIP string `json:"privateIp"`
 	PublicIP  string `json:"publicIp"`
+	// PrivateDNS is the instance's private DNS name, kept for the nodes
+	// of clusters with the cloud integration: it is their Kubernetes node
+	// name, the name the AWS cloud controller manager looks nodes up by.
+	PrivateDNS string `json:"privateDns,omitempty"`
 }
 
 // Slot is the VM's slot ("cp/0").
@@ -75,10 +79,33 @@ func addInventory(g *engine.Graph, c *Clients, s spec.Spec) engine.Ref[struct{}]
 }
 
 // vmOf describes an instance as a VM step's output.
-func vmOf(in ec2types.Instance, role string, i int, name string) VM {
-	return VM{ID: aws.ToString(in.InstanceId), Role: role, Index: i, Name: name, Zone: zoneOf(in), SubnetID: aws.ToString(in.SubnetId),
+func vmOf(s spec.Spec, in ec2types.Instance, role string, i int, name string) VM {
+	vm := VM{ID: aws.ToString(in.InstanceId), Role: role, Index: i, Name: name, Zone: zoneOf(in), SubnetID: aws.ToString(in.SubnetId),
 		PrivateIP: aws.ToString(in.PrivateIpAddress), PublicIP: aws.ToString(in.PublicIpAddress)}
+	if s.CloudIntegration() && IsNode(role) {
+		// Only then: a VM's output is what the steps after it hash, and a
+		// new field on the VMs of older clusters would run them again.
+		vm.PrivateDNS = aws.ToString(in.PrivateDnsName)
+	}
+	return vm
 }
+
+// IsNode reports whether the VMs of a role are Kubernetes nodes.
+func IsNode(role string) bool { return role == RoleCP || role == RoleWP }
+
+// NodeName is the Kubernetes node name of a VM: its private DNS name in a
+// cluster with the cloud integration (what the cloud controller manager
+// expects), else its kforge name.
+func (v VM) NodeName() string {
+	if v.PrivateDNS != "" {
+		return v.PrivateDNS
+	}
+	return v.Name
+}
+
+// ProviderID is the VM's Kubernetes provider ID, aws:///<zone>/<instance>,
+// as the AWS cloud provider writes it.
+func (v VM) ProviderID() string { return "aws:///" + v.Zone + "/" + v.ID }
 
 // addVM is VM i of a role, launched with its own RunInstances (its own
 // user-data: hostname and host key; its own ClientToken). Found again on
@@ -160,7 +187,7 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 			if !ok {
 				return engine.Missing[VM](), nil
 			}
-			out := vmOf(in, role, i, name)
+			out := vmOf(s, in, role, i, name)
 			drift, err := want(ctx, r, in)
 			if err != nil || drift == "" {
 				return engine.InSync(out), err
@@ -206,7 +233,7 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 			if err != nil {
 				return VM{}, err
 			}
-			return vmOf(in, role, i, name), nil
+			return vmOf(s, in, role, i, name), nil
 		},
 		Update: func(ctx context.Context, r *engine.Run, found VM) (VM, error) {
 			sess := sessionOf(r, c, s.Ref)
@@ -249,7 +276,7 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 			if err != nil {
 				return VM{}, err
 			}
-			return vmOf(now, role, i, name), nil
+			return vmOf(s, now, role, i, name), nil
 		},
 		Delete: func(ctx context.Context, r *engine.Run, prev *VM) error {
 			var ids []string

@@ -1,0 +1,341 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kforge/kforge/internal/bootstrap"
+	"github.com/kforge/kforge/internal/cloudint"
+	"github.com/kforge/kforge/internal/spec"
+	"github.com/kforge/kforge/test/testutil/awscheck"
+	"github.com/kforge/kforge/test/testutil/sshfleet"
+)
+
+// This file proves the AWS cloud integration of ha-aws clusters (the
+// cloud controller manager and the EBS CSI driver, package cloudint)
+// through the emulator and the SSH fleet: what the kubelets are told, what
+// is applied on the first control plane, the roles' policies, the subnets'
+// tags, and --no-cloud-integration.
+
+// TestHACloudIntegration: a kubeadm cluster with the cloud integration
+// names its nodes by their private DNS names, with their provider IDs and
+// an external cloud provider; applies the manifest on the first control
+// plane after kubeadm init; waits for initialised nodes; its roles carry
+// exactly the documented policies; its subnets carry the ELB tags; and
+// delete sweeps what the cloud controller and the CSI driver make.
+func TestHACloudIntegration(t *testing.T) {
+	t.Parallel()
+	const name, region = "cloudy", "us-east-2"
+	h := newHAEnv(t, region)
+	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm",
+		"--control-planes", "2", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
+
+	byRole := instances(t, h.cfg, name)
+	// Every node's kubeadm configuration, by VM name.
+	configs := map[string]kubeadmNodeRegistration{}
+	calls := append(append(h.fleet.CallsOf("kubeadm-init"), h.fleet.CallsOf("kubeadm-join-cp")...), h.fleet.CallsOf("kubeadm-join-worker")...)
+	for _, c := range calls {
+		configs[c.VM.Name] = nodeRegistrationOf(t, c)
+	}
+	for _, role := range []string{"cp", "wp"} {
+		for _, in := range byRole[role] {
+			vm := tagMap(in.Tags)["Name"]
+			dns := aws.ToString(in.PrivateDnsName)
+			if dns == "" {
+				t.Fatalf("%s has no private DNS name in the emulator", vm)
+			}
+			reg, ok := configs[vm]
+			if !ok {
+				t.Errorf("%s ran no kubeadm init or join", vm)
+				continue
+			}
+			if reg.Name != dns {
+				t.Errorf("%s registers as node %q, want its private DNS name %q", vm, reg.Name, dns)
+			}
+			wantID := "aws:///" + aws.ToString(in.Placement.AvailabilityZone) + "/" + aws.ToString(in.InstanceId)
+			args := map[string]string{}
+			for _, a := range reg.KubeletExtraArgs {
+				args[a.Name] = a.Value
+			}
+			if args["cloud-provider"] != "external" || args["provider-id"] != wantID {
+				t.Errorf("%s kubelet arguments %v, want cloud-provider=external and provider-id=%s", vm, args, wantID)
+			}
+		}
+	}
+
+	// The manifest is applied once, on cp-0, after kubeadm init, and it is
+	// exactly cloudint's for this cluster.
+	clouds := h.fleet.CallsOf("cloud-integration")
+	if len(clouds) != 1 || clouds[0].VM.Name != name+"-cp-0" {
+		t.Fatalf("cloud-integration ran %d times, want once on cp-0", len(clouds))
+	}
+	if init := h.fleet.CallsOf("kubeadm-init"); len(init) != 1 || !init[0].Time.Before(clouds[0].Time) {
+		t.Error("the cloud integration was applied before kubeadm init")
+	}
+	applied := heredocAfter(t, string(clouds[0].Stdin), "base64 -d <<'KFORGE_EOF' | kubectl")
+	release, err := bootstrap.KubernetesVersion(spec.DefaultK8sVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := cloudint.Manifest(cloudint.Params{ClusterName: name, KubernetesVersion: release})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(applied) != string(want) {
+		t.Error("the manifest applied on cp-0 is not cloudint's for the cluster")
+	}
+	for _, s := range []string{"--cluster-name=" + name, "--k8s-tag-cluster-id=" + name, "kind: StorageClass"} {
+		if !strings.Contains(string(applied), s) {
+			t.Errorf("the applied manifest lacks %q", s)
+		}
+	}
+	ready := h.fleet.CallsOf("nodes-ready")
+	if len(ready) != 1 || !strings.Contains(string(ready[0].Stdin), "node.cloudprovider.kubernetes.io/uninitialized") {
+		t.Error("nodes-ready does not wait for the cloud controller to initialise the nodes")
+	}
+
+	// The roles' inline policies are exactly the documented actions.
+	ctx := context.Background()
+	im := iam.NewFromConfig(h.cfg)
+	for _, c := range []struct {
+		role string
+		want []string
+	}{{"kforge-" + name + "-ha-cp", cloudint.ControlPlaneActions()}, {"kforge-" + name + "-ha-wp", cloudint.NodeActions()}} {
+		got := inlineActions(t, im, c.role)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("role %s allows %v,\nwant exactly %v", c.role, got, c.want)
+		}
+	}
+
+	// Subnets are where the cloud controller puts load balancers.
+	subnets, err := ec2.NewFromConfig(h.cfg).DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []ec2types.Filter{
+		{Name: aws.String("tag:kforge.io/cluster"), Values: []string{name}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(subnets.Subnets) == 0 {
+		t.Fatal("the cluster has no subnets")
+	}
+	for _, sn := range subnets.Subnets {
+		tags := tagMap(sn.Tags)
+		if tags["kubernetes.io/role/elb"] != "1" || tags["kubernetes.io/cluster/"+name] != "owned" {
+			t.Errorf("subnet %s tags %v: want kubernetes.io/role/elb=1 and kubernetes.io/cluster/%s=owned", aws.ToString(sn.SubnetId), tags, name)
+		}
+	}
+
+	// What the cloud controller and the CSI driver make goes with the
+	// cluster.
+	vpc, ids := clusterNetwork(t, h.Env, "ha-aws", name, region)
+	seedLeftovers(t, h.cfg, name, vpc, ids)
+	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+	awscheck.Empty(t, h.cfg, "ha-aws", name)
+}
+
+// TestHANoCloudIntegration: --no-cloud-integration gives the bare
+// cluster: k3s keeps its own cloud controller, nodes keep kforge's names,
+// nothing is applied, and the roles carry no policy.
+func TestHANoCloudIntegration(t *testing.T) {
+	t.Parallel()
+	const name, region = "bare", "ca-central-1"
+	h := newHAEnv(t, region)
+	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region, "--no-cloud-integration",
+		"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
+	if n := len(h.fleet.CallsOf("cloud-integration")); n != 0 {
+		t.Errorf("cloud-integration ran %d times with --no-cloud-integration", n)
+	}
+	for _, c := range append(h.fleet.CallsOf("k3s-server"), h.fleet.CallsOf("k3s-agent")...) {
+		cfg := k3sConfigOf(t, c)
+		if cfg["node-name"] != c.VM.Name {
+			t.Errorf("%s: k3s node-name %v, want the VM's name", c.VM.Name, cfg["node-name"])
+		}
+		for _, k := range []string{"disable-cloud-controller", "kubelet-arg", "disable"} {
+			if _, ok := cfg[k]; ok {
+				t.Errorf("%s: k3s configuration sets %s without the cloud integration", c.VM.Name, k)
+			}
+		}
+	}
+	im := iam.NewFromConfig(h.cfg)
+	for _, role := range []string{"kforge-" + name + "-ha-cp", "kforge-" + name + "-ha-wp"} {
+		_, err := im.GetRolePolicy(context.Background(), &iam.GetRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String("kforge")})
+		var nse *iamtypes.NoSuchEntityException
+		if !errors.As(err, &nse) {
+			t.Errorf("role %s: inline policy lookup gave %v, want none", role, err)
+		}
+	}
+	// The setting is the cluster's: a create without it is refused.
+	r := h.Run(t, "create", "ha-aws", "--name", name, "--region", region,
+		"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
+	if r.Code != 2 || !strings.Contains(r.Stderr, "--no-cloud-integration") {
+		t.Errorf("a create without --no-cloud-integration: exit %d, stderr %s", r.Code, r.Stderr)
+	}
+	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+	awscheck.Empty(t, h.cfg, "ha-aws", name)
+}
+
+// TestHAK3sCloudIntegration: k3s nodes with the cloud integration run
+// without k3s's cloud controller, ServiceLB and local-path storage, with
+// an external cloud provider, named by their private DNS names.
+func TestHAK3sCloudIntegration(t *testing.T) {
+	t.Parallel()
+	const name, region = "k3scloud", "eu-north-1"
+	h := newHAEnv(t, region)
+	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region,
+		"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
+	dns := map[string]string{}
+	for _, l := range instances(t, h.cfg, name) {
+		for _, in := range l {
+			dns[tagMap(in.Tags)["Name"]] = aws.ToString(in.PrivateDnsName)
+		}
+	}
+	k3s := append(h.fleet.CallsOf("k3s-server"), h.fleet.CallsOf("k3s-agent")...)
+	if len(k3s) != 2 {
+		t.Fatalf("%d k3s installs, want 2", len(k3s))
+	}
+	for _, c := range k3s {
+		cfg := k3sConfigOf(t, c)
+		if cfg["node-name"] != dns[c.VM.Name] || dns[c.VM.Name] == "" {
+			t.Errorf("%s: node-name %v, want %q", c.VM.Name, cfg["node-name"], dns[c.VM.Name])
+		}
+		args, _ := json.Marshal(cfg["kubelet-arg"])
+		if !strings.Contains(string(args), "cloud-provider=external") || !strings.Contains(string(args), "provider-id=aws:///") {
+			t.Errorf("%s: kubelet-arg %s", c.VM.Name, args)
+		}
+		if c.Recipe == "k3s-server" {
+			disabled, _ := json.Marshal(cfg["disable"])
+			if cfg["disable-cloud-controller"] != true || !strings.Contains(string(disabled), "servicelb") || !strings.Contains(string(disabled), "local-storage") {
+				t.Errorf("%s: disable-cloud-controller %v, disable %s", c.VM.Name, cfg["disable-cloud-controller"], disabled)
+			}
+		}
+	}
+	if clouds := h.fleet.CallsOf("cloud-integration"); len(clouds) != 1 || !strings.Contains(string(clouds[0].Stdin), "/etc/rancher/k3s/k3s.yaml") {
+		t.Errorf("cloud-integration ran %d times (want once, with k3s's kubeconfig)", len(clouds))
+	}
+	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+	awscheck.Empty(t, h.cfg, "ha-aws", name)
+}
+
+// kubeadmNodeRegistration is the part of a kubeadm configuration the
+// cloud integration sets.
+type kubeadmNodeRegistration struct {
+	Name             string `json:"name"`
+	KubeletExtraArgs []struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"kubeletExtraArgs"`
+}
+
+// nodeRegistrationOf reads the nodeRegistration of the kubeadm
+// configuration a recorded init or join wrote.
+func nodeRegistrationOf(t *testing.T, c sshfleet.Call) kubeadmNodeRegistration {
+	t.Helper()
+	for path, content := range c.Files() {
+		if !strings.HasSuffix(path, ".yaml") {
+			continue
+		}
+		for _, doc := range strings.Split(string(content), "\n---\n") {
+			if !strings.Contains(doc, "kind: InitConfiguration") && !strings.Contains(doc, "kind: JoinConfiguration") {
+				continue
+			}
+			var cfg struct {
+				NodeRegistration kubeadmNodeRegistration `json:"nodeRegistration"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			return cfg.NodeRegistration
+		}
+	}
+	t.Fatalf("%s on %s wrote no kubeadm configuration", c.Recipe, c.VM.Name)
+	return kubeadmNodeRegistration{}
+}
+
+// k3sConfigOf reads the /etc/rancher/k3s/config.yaml a k3s install wrote.
+func k3sConfigOf(t *testing.T, c sshfleet.Call) map[string]any {
+	t.Helper()
+	b, ok := c.Files()["/etc/rancher/k3s/config.yaml"]
+	if !ok {
+		t.Fatalf("%s on %s wrote no k3s configuration", c.Recipe, c.VM.Name)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// heredocAfter decodes the base64 here-document that follows the line
+// starting with prefix in a script.
+func heredocAfter(t *testing.T, script, prefix string) []byte {
+	t.Helper()
+	i := strings.Index(script, prefix)
+	if i < 0 {
+		t.Fatalf("the script has no %q", prefix)
+	}
+	rest := script[i:]
+	rest = rest[strings.Index(rest, "\n")+1:]
+	end := strings.Index(rest, "\nKFORGE_EOF")
+	if end < 0 {
+		t.Fatal("unterminated here-document")
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(rest[:end], "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// inlineActions returns the sorted actions of a role's inline policy
+// "kforge", read from the emulator.
+func inlineActions(t *testing.T, im *iam.Client, role string) []string {
+	t.Helper()
+	out, err := im.GetRolePolicy(context.Background(), &iam.GetRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String("kforge")})
+	if err != nil {
+		t.Fatalf("role %s: %v", role, err)
+	}
+	doc, err := url.QueryUnescape(aws.ToString(out.PolicyDocument))
+	if err != nil {
+		doc = aws.ToString(out.PolicyDocument)
+	}
+	var p struct {
+		Statement []struct {
+			Action json.RawMessage
+		}
+	}
+	if err := json.Unmarshal([]byte(doc), &p); err != nil {
+		t.Fatalf("role %s policy: %v\n%s", role, err, doc)
+	}
+	set := map[string]bool{}
+	for _, s := range p.Statement {
+		var many []string
+		if json.Unmarshal(s.Action, &many) != nil {
+			var one string
+			if err := json.Unmarshal(s.Action, &one); err != nil {
+				t.Fatalf("role %s: action %s", role, s.Action)
+			}
+			many = []string{one}
+		}
+		for _, a := range many {
+			set[a] = true
+		}
+	}
+	var got []string
+	for a := range set {
+		got = append(got, a)
+	}
+	sort.Strings(got)
+	return got
+}
