@@ -81,11 +81,16 @@ func (s Set) cloudImages(role string) ([]string, error) {
 	return imgs.Node(), nil
 }
 
-// imageFiles are the files of images refs, for an architecture.
+// imageFiles are the files of images refs (each once), for an
+// architecture.
 func imageFiles(arch string, refs []string) []File {
 	var out []File
+	seen := map[string]bool{}
 	for _, ref := range refs {
-		out = append(out, File{Path: ImagePath(arch, ref), Image: ref, Arch: arch})
+		if !seen[ref] {
+			seen[ref] = true
+			out = append(out, File{Path: ImagePath(arch, ref), Image: ref, Arch: arch})
+		}
 	}
 	return out
 }

@@ -24,7 +24,7 @@ import (
 // drop names files left out of SHA256SUMS.
 func fakeArtifacts(t *testing.T, drop ...string) (dir string, files map[string][]byte) {
 	t.Helper()
-	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.2", Etcd: "v3.5.27"}
+	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.2", Etcd: "v3.5.27", Cloud: true}
 	all, err := set.All([]string{"amd64"}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestHAArtifactsDirectory(t *testing.T) {
 	}
 	h.MustRun(t, args...)
 
-	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.2", Etcd: "v3.5.27"}
+	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.2", Etcd: "v3.5.27", Cloud: true}
 	want := map[string][]string{}
 	for _, role := range []string{"etcd", "cp", "wp"} {
 		fs, err := set.Files(role, "amd64", true)

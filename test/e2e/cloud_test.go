@@ -66,6 +66,11 @@ func TestHACloudIntegration(t *testing.T) {
 			if reg.Name != dns {
 				t.Errorf("%s registers as node %q, want its private DNS name %q", vm, reg.Name, dns)
 			}
+			// The EBS CSI controller (in a pod, one hop further) reaches
+			// the instance metadata with IMDSv2.
+			if md := in.MetadataOptions; md == nil || md.HttpTokens != ec2types.HttpTokensStateRequired || aws.ToInt32(md.HttpPutResponseHopLimit) != 2 {
+				t.Errorf("%s metadata options %+v: want IMDSv2 required with hop limit 2", vm, md)
+			}
 			wantID := "aws:///" + aws.ToString(in.Placement.AvailabilityZone) + "/" + aws.ToString(in.InstanceId)
 			args := map[string]string{}
 			for _, a := range reg.KubeletExtraArgs {

@@ -212,12 +212,16 @@ func TestHADriftRepaired(t *testing.T) {
 		}
 	}
 
+	// oldNodes are the node names (private DNS names) of the VMs
+	// terminated, by VM label ("cp-1").
+	oldNodes := map[string]string{}
 	terminate := func(t *testing.T, vms ...string) map[string]ec2types.Instance {
 		old := map[string]ec2types.Instance{}
 		var ids []string
 		for _, vm := range vms {
 			in := vmByName(t, h.cfg, vm)
 			old[vm] = in
+			oldNodes[strings.TrimPrefix(vm, name+"-")] = aws.ToString(in.PrivateDnsName)
 			ids = append(ids, aws.ToString(in.InstanceId))
 		}
 		if _, err := ec.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
@@ -245,8 +249,8 @@ func TestHADriftRepaired(t *testing.T) {
 		var out []string
 		for _, c := range h.fleet.Calls()[mark:] {
 			if c.Recipe == "drain-node" && strings.Contains(c.Text(), "its VM was replaced") {
-				for _, vm := range []string{"cp-0", "cp-1", "wp-0", "wp-1", "wp-2"} {
-					if strings.Contains(c.Text(), "node='"+name+"-"+vm+"'") {
+				for vm, node := range oldNodes {
+					if node != "" && strings.Contains(c.Text(), "node='"+node+"'") {
 						out = append(out, c.VM.Name+":"+vm)
 					}
 				}
@@ -278,8 +282,9 @@ func TestHADriftRepaired(t *testing.T) {
 		if got := recipesOn(h.fleet, aws.ToString(cp.InstanceId)); !slices.Contains(got, "kubeadm-join-cp") {
 			t.Errorf("the new control plane ran %v, not a control-plane join", got)
 		}
-		// Their old nodes are deleted from Kubernetes (on the first control
-		// plane) before they join under the same names.
+		// Their old nodes (named by the old VMs' private DNS names) are
+		// deleted from Kubernetes (on the first control plane) before the
+		// new VMs join under their own.
 		if got := forgotten(mark); !slices.Equal(got, []string{name + "-cp-0:cp-1", name + "-cp-0:wp-1"}) {
 			t.Errorf("old nodes deleted: %v; want cp-1 and wp-1, on cp-0", got)
 		}

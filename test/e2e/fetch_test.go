@@ -38,7 +38,7 @@ func TestArtifactsFetch(t *testing.T) {
 	up := upstream.Start(t)
 	// v1.34.3: a release kforge does not pin, so the published checksum
 	// files are what the binaries are checked against.
-	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.3", Etcd: "v3.5.27"}
+	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.3", Etcd: "v3.5.27", Cloud: true}
 	files, err := set.All([]string{"amd64"}, true)
 	if err != nil {
 		t.Fatal(err)

@@ -266,9 +266,13 @@ func TestHAK3sLifecycle(t *testing.T) {
 
 	// Scale up, then down: the newest workers are drained, then terminated.
 	h.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "3")
-	if n := len(instances(t, h.cfg, name)["wp"]); n != 3 {
-		t.Errorf("%d workers after scale up", n)
+	scaled := instances(t, h.cfg, name)["wp"]
+	if len(scaled) != 3 {
+		t.Fatalf("%d workers after scale up", len(scaled))
 	}
+	// Nodes are named by their VMs' private DNS names.
+	wantDrained := []string{aws.ToString(scaled[1].PrivateDnsName), aws.ToString(scaled[2].PrivateDnsName)}
+	sort.Strings(wantDrained)
 	h.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "1")
 	wps := instances(t, h.cfg, name)["wp"]
 	if len(wps) != 1 || tagMap(wps[0].Tags)["Name"] != "prod-wp-0" {
@@ -276,8 +280,8 @@ func TestHAK3sLifecycle(t *testing.T) {
 	}
 	var drained []string
 	for _, c := range h.fleet.CallsOf("drain-node") {
-		for _, n := range []string{"prod-wp-1", "prod-wp-2"} {
-			if strings.Contains(c.Text(), n) {
+		for _, n := range wantDrained {
+			if strings.Contains(c.Text(), "'"+n+"'") {
 				drained = append(drained, n)
 			}
 		}
@@ -286,8 +290,8 @@ func TestHAK3sLifecycle(t *testing.T) {
 		}
 	}
 	sort.Strings(drained)
-	if !slices.Equal(drained, []string{"prod-wp-1", "prod-wp-2"}) {
-		t.Errorf("drained %v", drained)
+	if !slices.Equal(drained, wantDrained) || wantDrained[0] == "" {
+		t.Errorf("drained %v, want %v", drained, wantDrained)
 	}
 
 	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")

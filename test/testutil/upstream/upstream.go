@@ -46,7 +46,7 @@ type Upstream struct {
 }
 
 // RegistryHosts are answered by the registry.
-var RegistryHosts = []string{"registry.k8s.io", "ghcr.io", "docker.io", "registry-1.docker.io"}
+var RegistryHosts = []string{"registry.k8s.io", "ghcr.io", "docker.io", "registry-1.docker.io", "public.ecr.aws"}
 
 // Start runs an upstream until the test ends.
 func Start(t testing.TB) *Upstream {
