@@ -24,9 +24,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/bootstrap"
+	"github.com/kforge/kforge/internal/cloudint"
 	"github.com/kforge/kforge/test/testutil/awscheck"
 	"github.com/kforge/kforge/test/testutil/kforgebin"
 	"github.com/kforge/kforge/test/testutil/lab"
@@ -70,9 +73,22 @@ func build(t *testing.T) (artifactsDir, bin string) {
 	for _, img := range imgs {
 		in.Images[img.Ref] = img.Path
 	}
+	// The cloud integration's images need AWS: the lab runs stand-ins
+	// under their references (see labimage/standin).
+	cloud, err := cloudint.Manifest(cloudint.Params{ClusterName: name, KubernetesVersion: labimage.KubernetesVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	standins, err := labimage.BuildStandins(cloud, filepath.Join(labimage.CacheDir(), "images", "standins"), standinMode)
+	if err != nil {
+		t.Fatalf("stand-in images: %v", err)
+	}
+	for _, img := range standins {
+		in.Images[img.Ref] = img.Path
+	}
 	t.Logf("images ready (%s)", time.Since(start).Round(time.Second))
 
-	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: labimage.KubernetesVersion, Etcd: bootstrap.DefaultEtcdVersion}
+	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: labimage.KubernetesVersion, Etcd: bootstrap.DefaultEtcdVersion, Cloud: true}
 	artifactsDir = filepath.Join(labimage.CacheDir(), "artifacts", "kubeadm-"+set.Kubernetes+"-amd64")
 	start = time.Now()
 	if err := labartifacts.Assemble(context.Background(), set, in, artifactsDir); err != nil {
@@ -80,6 +96,22 @@ func build(t *testing.T) (artifactsDir, bin string) {
 	}
 	t.Logf("artifacts directory %s ready (%s)", artifactsDir, time.Since(start).Round(time.Second))
 	return artifactsDir, bin
+}
+
+// standinMode is what the stand-in of a container of the cloud
+// integration does: the cloud controller initialises nodes, the CSI
+// livenessprobe sidecar answers the driver's probes (9808) and the node
+// driver registrar its own (9809), the rest waits.
+func standinMode(workload string, c corev1.Container) string {
+	switch {
+	case workload == cloudint.CCMDaemonSet:
+		return labimage.StandinCCM
+	case c.Name == "liveness-probe":
+		return labimage.StandinServe(9808)
+	case c.Name == "node-driver-registrar":
+		return labimage.StandinServe(9809)
+	}
+	return labimage.StandinSleep
 }
 
 // kubectl runs the lab's kubectl inside the lab network, where the load
@@ -251,6 +283,7 @@ spec:
 	})
 	out, _ := k.run(ctx, "get", "pods", "-A", "-o", "wide")
 	t.Logf("pods:\n%s", out)
+	checkCloudIntegration(ctx, t, k, cfg)
 
 	// 3. etcd: three started members over TLS with kforge's client
 	// certificate (the one the etcd recipe leaves on each member).
@@ -288,7 +321,9 @@ spec:
 			t.Fatalf("start %s: %v", vm, err)
 		}
 	}
+	restarted := time.Now()
 	waitFor(t, "every node Ready again after the restarts", 5*time.Minute, allReady(ctx, k, 3))
+	t.Logf("every node Ready again %s after the restarts", time.Since(restarted).Round(time.Second))
 	// Every control plane serves the API itself again (not only through
 	// the load balancer): the first one's kubelet talks to its own API
 	// server, and kforge's later repairs wait for each.
@@ -300,6 +335,7 @@ spec:
 				"--request-timeout=5s", "get", "--raw=/readyz")
 			ok = err == nil && strings.TrimSpace(string(out)) == "ok"
 		}
+		t.Logf("the API server of %s answers itself %s after the restarts", cp, time.Since(restarted).Round(time.Second))
 		if !ok {
 			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests; journalctl -u kubelet --no-pager | grep -E 'kube-apiserver|volume' | grep -v status_manager | tail -n 25 | cut -c1-400")
 			t.Fatalf("the API server of %s did not come back after the restarts:\n%s", cp, diag)
@@ -345,13 +381,16 @@ spec:
 	}
 
 	// 6. Scale: a real worker joins, then is drained and removed.
+	scaled := time.Now()
 	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "2")
 	waitFor(t, "4 Ready nodes after scale up", 2*time.Minute, allReady(ctx, k, 4))
+	t.Logf("scale up to 2 workers: 4 Ready nodes in %s", time.Since(scaled).Round(time.Second))
+	wp1 := nodeNames(ctx, t, cfg)[name+"-wp-1"]
 	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "1")
 	waitFor(t, "3 nodes after scale down", 2*time.Minute, allReady(ctx, k, 3))
 	nodes, _ := k.readyNodes(ctx)
-	if _, ok := nodes[name+"-wp-1"]; ok {
-		t.Errorf("the removed worker is still a node: %v", nodes)
+	if _, ok := nodes[wp1]; ok || wp1 == "" {
+		t.Errorf("the removed worker (node %q) is still a node: %v", wp1, nodes)
 	}
 
 	// 7. Delete: nothing left in AWS, no host left in the lab.
@@ -366,6 +405,159 @@ spec:
 		}
 		return len(left) == 0, fmt.Errorf("hosts %v", left)
 	})
+}
+
+// nodeNames maps the cluster's live VMs (by Name tag) to their expected
+// Kubernetes node names: their private DNS names, as the emulator gives
+// them.
+func nodeNames(ctx context.Context, t *testing.T, cfg aws.Config) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, in := range runningVMs(ctx, t, cfg) {
+		m[tagOf(in, "Name")] = aws.ToString(in.PrivateDnsName)
+	}
+	return m
+}
+
+// runningVMs are the cluster's running instances, from the emulator.
+func runningVMs(ctx context.Context, t *testing.T, cfg aws.Config) []ec2types.Instance {
+	t.Helper()
+	out, err := ec2.NewFromConfig(cfg).DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("tag:kforge.io/cluster"), Values: []string{name}},
+		{Name: aws.String("instance-state-name"), Values: []string{"running"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vms []ec2types.Instance
+	for _, r := range out.Reservations {
+		vms = append(vms, r.Instances...)
+	}
+	return vms
+}
+
+func tagOf(in ec2types.Instance, key string) string {
+	for _, tag := range in.Tags {
+		if aws.ToString(tag.Key) == key {
+			return aws.ToString(tag.Value)
+		}
+	}
+	return ""
+}
+
+// checkCloudIntegration checks, on the real cluster, what kforge's cloud
+// integration sets up and the lab can run (its containers are stand-ins:
+// see labimage/standin): every node is named by its private DNS name and
+// carries its provider ID (kubelets with an external cloud provider), no
+// node is left uninitialised, the cloud controller runs on exactly the
+// control planes and the EBS CSI controller on control planes only, the
+// CSI node plugin on every node, the CSIDriver is registered, and gp3 is
+// the only default StorageClass.
+func checkCloudIntegration(ctx context.Context, t *testing.T, k kubectl, cfg aws.Config) {
+	t.Helper()
+	out, err := k.run(ctx, "get", "nodes", "-o", "json")
+	if err != nil {
+		t.Fatalf("get nodes: %v", err)
+	}
+	var nodes corev1.NodeList
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]corev1.Node{}
+	for _, n := range nodes.Items {
+		byName[n.Name] = n
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == bootstrap.UninitializedTaint {
+				t.Errorf("node %s is still tainted %s", n.Name, taint.Key)
+			}
+		}
+	}
+	ids := map[string]string{}
+	cps := map[string]bool{}
+	for _, in := range runningVMs(ctx, t, cfg) {
+		role := tagOf(in, "kforge.io/role")
+		if role != "cp" && role != "wp" {
+			continue
+		}
+		dns := aws.ToString(in.PrivateDnsName)
+		ids[dns] = "aws:///" + aws.ToString(in.Placement.AvailabilityZone) + "/" + aws.ToString(in.InstanceId)
+		if role == "cp" {
+			cps[dns] = true
+		}
+	}
+	if len(byName) != len(ids) {
+		t.Errorf("nodes %v, want one per node VM %v", keysOf(byName), ids)
+	}
+	for dns, id := range ids {
+		n, ok := byName[dns]
+		if !ok {
+			t.Errorf("no node named %s (the VM's private DNS name)", dns)
+			continue
+		}
+		if n.Spec.ProviderID != id {
+			t.Errorf("node %s has provider ID %q, want %s", dns, n.Spec.ProviderID, id)
+		}
+	}
+	// Where each component's pods run.
+	out, err = k.run(ctx, "get", "pods", "-n", cloudint.Namespace, "-o", "json")
+	if err != nil {
+		t.Fatalf("get pods: %v", err)
+	}
+	var pods corev1.PodList
+	if err := json.Unmarshal([]byte(out), &pods); err != nil {
+		t.Fatal(err)
+	}
+	on := map[string]map[string]bool{}
+	for _, p := range pods.Items {
+		for _, owner := range []string{cloudint.CCMDaemonSet, cloudint.EBSController, cloudint.EBSNode} {
+			if strings.HasPrefix(p.Name, owner+"-") {
+				if on[owner] == nil {
+					on[owner] = map[string]bool{}
+				}
+				on[owner][p.Spec.NodeName] = true
+			}
+		}
+	}
+	if len(on[cloudint.CCMDaemonSet]) != len(cps) {
+		t.Errorf("the cloud controller runs on %v, want every control plane %v", on[cloudint.CCMDaemonSet], cps)
+	}
+	for _, owner := range []string{cloudint.CCMDaemonSet, cloudint.EBSController} {
+		if len(on[owner]) == 0 {
+			t.Errorf("no pod of %s", owner)
+		}
+		for n := range on[owner] {
+			if !cps[n] {
+				t.Errorf("%s runs on %s, which is not a control plane", owner, n)
+			}
+		}
+	}
+	if len(on[cloudint.EBSNode]) != len(ids) {
+		t.Errorf("the EBS CSI node plugin runs on %v, want every node", on[cloudint.EBSNode])
+	}
+	if out, err := k.run(ctx, "get", "csidriver", cloudint.EBSDriverName); err != nil {
+		t.Errorf("CSIDriver %s: %v\n%s", cloudint.EBSDriverName, err, out)
+	}
+	out, err = k.run(ctx, "get", "storageclass", "-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.annotations.storageclass\.kubernetes\.io/is-default-class}{"\n"}{end}`)
+	if err != nil {
+		t.Fatalf("get storageclass: %v", err)
+	}
+	var defaults []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[1] == "true" {
+			defaults = append(defaults, f[0])
+		}
+	}
+	if len(defaults) != 1 || defaults[0] != cloudint.StorageClass {
+		t.Errorf("default StorageClasses %v, want only %s", defaults, cloudint.StorageClass)
+	}
+}
+
+func keysOf[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // terminate terminates an instance through the emulator, as someone

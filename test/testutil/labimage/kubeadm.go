@@ -128,7 +128,12 @@ func BuildKubeadmImages(binDir, outDir string) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	specs := KubeadmSpecs(binDir, pause, tools)
+	return buildAll(KubeadmSpecs(binDir, pause, tools), outDir)
+}
+
+// buildAll writes the image of every Spec into outDir (BuildCached, named
+// by TarballName), in the order of their references.
+func buildAll(specs map[string]Spec, outDir string) ([]Image, error) {
 	var images []Image
 	for _, ref := range sortedKeys(specs) {
 		out := filepath.Join(outDir, TarballName(ref))
@@ -179,7 +184,11 @@ func checkBinaries(binDir string) error {
 // BuildPause builds the pause program (the main package in the pause
 // directory beside this package's sources) as a static linux/amd64 binary
 // at out, with the go command on PATH.
-func BuildPause(out string) error {
+func BuildPause(out string) error { return buildProgram(pausePackage, out) }
+
+// buildProgram builds a main package of this module as a static
+// linux/amd64 binary at out.
+func buildProgram(pkg, out string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
@@ -189,7 +198,7 @@ func BuildPause(out string) error {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp.Name(), pausePackage)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp.Name(), pkg)
 	// Build from this package's directory when its sources are on disk,
 	// so that the go command finds the module; else from the current one.
 	if _, file, _, ok := runtime.Caller(0); ok {
@@ -199,7 +208,7 @@ func BuildPause(out string) error {
 	}
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the pause program: %w\n%s", err, b)
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
 	}
 	return os.Rename(tmp.Name(), out)
 }
