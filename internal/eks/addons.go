@@ -50,6 +50,10 @@ type AddonOut struct {
 	Version string `json:"version"`
 	ARN     string `json:"arn,omitempty"`
 	Status  string `json:"status,omitempty"`
+	// K8s is the Kubernetes version the add-on's version was chosen for;
+	// after an upgrade of the cluster, the add-on is updated to the
+	// version EKS recommends for the new one.
+	K8s string `json:"k8s,omitempty"`
 }
 
 // addonWait bounds the wait for an add-on to be ACTIVE or gone.
@@ -108,9 +112,14 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 			}
 			ad := got.Addon
 			out := addonOut(ad)
+			if prev != nil {
+				out.K8s = prev.K8s
+			}
 			switch {
 			case ad.Status == ekstypes.AddonStatusDeleting:
 				return engine.Unsafe[AddonOut]("add-on %s is being removed outside kforge: wait for it to be gone, then run the command again", a.Name), nil
+			case settled(ad) && out.K8s != "" && CompareVersions(out.K8s, s.Version) < 0:
+				return engine.Drifted(out, "add-on %s %s was chosen for Kubernetes %s, the cluster is now %s", a.Name, out.Version, out.K8s, s.Version), nil
 			case settled(ad):
 				return engine.InSync(out), nil
 			case ad.Status == ekstypes.AddonStatusCreateFailed || ad.Status == ekstypes.AddonStatusDegraded || ad.Status == ekstypes.AddonStatusUpdateFailed:
@@ -141,10 +150,42 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 			if err != nil && !awsx.HasCode(err, "ResourceInUseException") {
 				return AddonOut{}, fmt.Errorf("install add-on %s %s: %w", a.Name, version, err)
 			}
-			return wait(ctx, r)
+			out, err := wait(ctx, r)
+			out.K8s = s.Version
+			return out, err
 		},
-		// An add-on still being installed or updated is waited for.
-		Update: func(ctx context.Context, r *engine.Run, _ AddonOut) (AddonOut, error) { return wait(ctx, r) },
+		// An add-on still being installed or updated is waited for; one
+		// chosen for an older Kubernetes version is then updated to the
+		// version EKS recommends for the cluster's.
+		Update: func(ctx context.Context, r *engine.Run, found AddonOut) (AddonOut, error) {
+			out, err := wait(ctx, r)
+			if err != nil || found.K8s == "" || CompareVersions(found.K8s, s.Version) >= 0 {
+				out.K8s = found.K8s
+				return out, err
+			}
+			version, err := p.addonVersion(ctx, a.Name, s.Version)
+			if err != nil {
+				return AddonOut{}, err
+			}
+			if version != out.Version {
+				up, err := p.eks.UpdateAddon(ctx, &eks.UpdateAddonInput{
+					ClusterName: aws.String(s.Name), AddonName: aws.String(a.Name), AddonVersion: aws.String(version),
+					ResolveConflicts: ekstypes.ResolveConflictsOverwrite, ClientRequestToken: aws.String(r.Token("version", version)),
+				})
+				if err != nil {
+					return AddonOut{}, fmt.Errorf("update add-on %s to %s: %w", a.Name, version, err)
+				}
+				in := &eks.DescribeUpdateInput{Name: aws.String(s.Name), AddonName: aws.String(a.Name), UpdateId: up.Update.Id}
+				if err := p.waitUpdate(ctx, r, in, fmt.Sprintf("add-on %s to %s", a.Name, version), addonWait); err != nil {
+					return AddonOut{}, err
+				}
+				if out, err = wait(ctx, r); err != nil {
+					return AddonOut{}, err
+				}
+			}
+			out.K8s = s.Version
+			return out, nil
+		},
 		Delete: func(ctx context.Context, r *engine.Run, _ *AddonOut) error {
 			return deleteEKS(ctx, r, ref, eksDelete{
 				what: "add-on " + a.Name,

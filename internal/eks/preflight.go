@@ -66,3 +66,14 @@ func checkVersion(ctx context.Context, c *eks.Client, s spec.Spec) preflight.Che
 	return preflight.Check{Status: preflight.Fail, Input: true, Detail: fmt.Sprintf("EKS does not offer Kubernetes %s in %s", s.Version, s.Region),
 		Fix: "pass a version EKS offers (aws eks describe-cluster-versions), such as " + spec.DefaultEKSVersion}
 }
+
+// CheckVersionOffered refuses (a *spec.UsageError) an upgrade of cluster
+// ref to a Kubernetes version EKS does not offer in its region. When EKS
+// cannot be asked, EKS itself refuses an unsupported version later.
+func CheckVersionOffered(ctx context.Context, cfg aws.Config, ref spec.Ref, version string) error {
+	c := checkVersion(ctx, eks.NewFromConfig(cfg), spec.Spec{Ref: ref, Version: version})
+	if c.Status == preflight.Fail {
+		return spec.Usagef("%s; %s", c.Detail, c.Fix)
+	}
+	return nil
+}

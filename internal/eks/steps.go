@@ -116,6 +116,12 @@ func (p *Provider) addCluster(g *engine.Graph, s spec.Spec, net engine.Ref[netwo
 			case ekstypes.ClusterStatusDeleting:
 				return engine.Unsafe[ClusterOut]("EKS cluster %s is being deleted: wait for it to be gone, then create it again", s.Name), nil
 			case ekstypes.ClusterStatusActive:
+				switch CompareVersions(aws.ToString(c.Version), s.Version) {
+				case -1:
+					return engine.Drifted(clusterOut(c), "EKS cluster %s runs Kubernetes %s, want %s", s.Name, aws.ToString(c.Version), s.Version), nil
+				case 1:
+					return engine.Unsafe[ClusterOut]("EKS cluster %s runs Kubernetes %s, newer than the %s kforge recorded: it was upgraded outside kforge, and Kubernetes cannot go back; run `kforge upgrade %s --k8s-version %s` to record it", s.Name, aws.ToString(c.Version), s.Version, ref.Args(), aws.ToString(c.Version)), nil
+				}
 				return engine.InSync(clusterOut(c)), nil
 			}
 			return engine.Drifted(clusterOut(c), "EKS cluster %s is %s", s.Name, c.Status), nil
@@ -150,8 +156,26 @@ func (p *Provider) addCluster(g *engine.Graph, s spec.Spec, net engine.Ref[netwo
 			}
 			return waitActive(ctx, r)
 		},
-		// A cluster still being created or updated is waited for.
-		Update: func(ctx context.Context, r *engine.Run, _ ClusterOut) (ClusterOut, error) { return waitActive(ctx, r) },
+		// A cluster still being created or updated is waited for; one of
+		// an older Kubernetes minor is then updated to the wanted one
+		// (kforge upgrade), and waited for again.
+		Update: func(ctx context.Context, r *engine.Run, _ ClusterOut) (ClusterOut, error) {
+			out, err := waitActive(ctx, r)
+			if err != nil || CompareVersions(out.Version, s.Version) >= 0 {
+				return out, err
+			}
+			up, err := p.eks.UpdateClusterVersion(ctx, &eks.UpdateClusterVersionInput{
+				Name: aws.String(s.Name), Version: aws.String(s.Version), ClientRequestToken: aws.String(r.Token("version", s.Version)),
+			})
+			if err != nil {
+				return ClusterOut{}, fmt.Errorf("update EKS cluster %s to Kubernetes %s: %w", s.Name, s.Version, err)
+			}
+			what := fmt.Sprintf("cluster %s to Kubernetes %s (EKS takes 20-40 minutes)", s.Name, s.Version)
+			if err := p.waitUpdate(ctx, r, &eks.DescribeUpdateInput{Name: aws.String(s.Name), UpdateId: up.Update.Id}, what, clusterWait); err != nil {
+				return ClusterOut{}, err
+			}
+			return waitActive(ctx, r)
+		},
 		Delete: func(ctx context.Context, r *engine.Run, _ *ClusterOut) error {
 			return deleteEKS(ctx, r, ref, eksDelete{
 				what: "EKS cluster " + s.Name, waitNote: " (EKS takes several minutes)",
@@ -230,6 +254,24 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 				return NodegroupOut{}, fmt.Errorf("node group %s has %d desired nodes after the update, not %d", name, aws.ToInt32(ng.ScalingConfig.DesiredSize), nodes)
 			}
 		}
+		if CompareVersions(aws.ToString(ng.Version), s.Version) < 0 {
+			// The nodes are replaced by EKS with nodes of the new version,
+			// each drained first (its pod disruption budgets honoured).
+			up, err := p.eks.UpdateNodegroupVersion(ctx, &eks.UpdateNodegroupVersionInput{
+				ClusterName: aws.String(s.Name), NodegroupName: aws.String(name), Version: aws.String(s.Version),
+				ClientRequestToken: aws.String(r.Token("version", s.Version)),
+			})
+			if err != nil {
+				return NodegroupOut{}, fmt.Errorf("update node group %s to Kubernetes %s: %w", name, s.Version, err)
+			}
+			what := fmt.Sprintf("node group %s to Kubernetes %s (EKS replaces its nodes one at a time)", name, s.Version)
+			if err := p.waitUpdate(ctx, r, &eks.DescribeUpdateInput{Name: aws.String(s.Name), NodegroupName: aws.String(name), UpdateId: up.Update.Id}, what, nodegroupWait); err != nil {
+				return NodegroupOut{}, err
+			}
+			if ng, err = p.waitNodegroup(ctx, r, in, "after its update"); err != nil {
+				return NodegroupOut{}, err
+			}
+		}
 		return NodegroupOut{Name: name, ARN: aws.ToString(ng.NodegroupArn), Desired: nodes}, nil
 	}
 	return engine.Add(g, engine.Resource[NodegroupOut]{
@@ -267,6 +309,8 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 					aws.ToInt32(sc.DesiredSize), aws.ToInt32(sc.MinSize), aws.ToInt32(sc.MaxSize), nodes), nil
 			case !sized(ng.ScalingConfig):
 				return engine.Drifted(out, "node group %s has %d nodes, want %d", name, aws.ToInt32(sc.DesiredSize), nodes), nil
+			case CompareVersions(aws.ToString(ng.Version), s.Version) < 0:
+				return engine.Drifted(out, "node group %s runs Kubernetes %s, want %s", name, aws.ToString(ng.Version), s.Version), nil
 			case ng.Status != ekstypes.NodegroupStatusActive:
 				return engine.Drifted(out, "node group %s is %s", name, ng.Status), nil
 			}
@@ -288,6 +332,7 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 				Subnets:            net.SubnetIDs(),
 				InstanceTypes:      []string{s.NodeSize},
 				AmiType:            amiType(s.NodeSize),
+				Version:            aws.String(s.Version),
 				ScalingConfig:      &ekstypes.NodegroupScalingConfig{MinSize: aws.Int32(nodes), MaxSize: aws.Int32(maxNodes), DesiredSize: aws.Int32(nodes)},
 				ClientRequestToken: aws.String(r.Token()),
 				Tags:               awsx.Tags(ref, name),

@@ -150,6 +150,10 @@ func Permissions() []Permission {
 		{Action: "eks:DescribeAddon", Types: eksTyp(), Why: "find the managed add-ons and wait for them"},
 		{Action: "eks:CreateAddon", Types: eksTyp(), Why: "install the managed add-ons (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver)"},
 		{Action: "eks:DeleteAddon", Types: eksTyp(), Scopes: tagged(), Why: "remove the managed add-ons before the cluster"},
+		{Action: "eks:UpdateClusterVersion", Types: eksTyp(), Scopes: tagged(), Why: "upgrade: the EKS cluster to the next Kubernetes minor"},
+		{Action: "eks:UpdateNodegroupVersion", Types: eksTyp(), Scopes: tagged(), Why: "upgrade: the node group to the cluster's Kubernetes version"},
+		{Action: "eks:UpdateAddon", Types: eksTyp(), Scopes: tagged(), Why: "upgrade: the managed add-ons to the versions EKS recommends for the new Kubernetes version"},
+		{Action: "eks:DescribeUpdate", Types: eksTyp(), Why: "upgrade: wait for an EKS update to end"},
 
 		// What AWS checks although kforge never calls the action itself.
 		{Action: "iam:PassRole", Types: both(), Scopes: []Scope{ScopePassRole},

@@ -12,8 +12,9 @@ import (
 // action on a tagged resource is allowed, on an untagged one denied.
 func TestDestructiveActionsNeedTheClusterTag(t *testing.T) {
 	want := map[string][]string{
-		typeHA:  {"ec2:DeleteInternetGateway", "ec2:DeleteKeyPair", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "ec2:TerminateInstances"},
-		typeEKS: {"ec2:DeleteInternetGateway", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "eks:DeleteAddon", "eks:DeleteCluster", "eks:DeleteNodegroup"},
+		typeHA: {"ec2:DeleteInternetGateway", "ec2:DeleteKeyPair", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "ec2:TerminateInstances"},
+		typeEKS: {"ec2:DeleteInternetGateway", "ec2:DeleteRouteTable", "ec2:DeleteSubnet", "ec2:DeleteVpc", "ec2:DetachInternetGateway", "eks:DeleteAddon", "eks:DeleteCluster", "eks:DeleteNodegroup",
+			"eks:UpdateAddon", "eks:UpdateClusterVersion", "eks:UpdateNodegroupVersion"},
 	}
 	for typ, actions := range want {
 		doc, err := Policy(typ, Options{})

@@ -32,7 +32,12 @@ func itoa(n int) string { return strconv.Itoa(n) }
 var settings = []setting{
 	{"--vpc-id", func(s spec.Spec) string { return s.VPCID }, nil},
 	{"--subnet-ids", func(s spec.Spec) string { return strings.Join(s.SubnetIDs, ",") }, nil},
-	{"--k8s-version", func(s spec.Spec) string { return s.Version + s.K8sVersion }, nil},
+	{"--k8s-version", func(s spec.Spec) string { return s.Version + s.K8sVersion }, func(ref spec.Ref, v string) string {
+		if ref.Type != spec.TypeEKS {
+			return ""
+		}
+		return "kforge upgrade " + ref.Args() + " --k8s-version " + v
+	}},
 	{"--node-size", func(s spec.Spec) string { return s.NodeSize }, nil},
 	{"--nodes", func(s spec.Spec) string { return itoa(s.Nodes) }, func(ref spec.Ref, v string) string {
 		return "kforge scale " + ref.Args() + " --nodes " + v

@@ -389,6 +389,7 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 		run(append([]string{"token"}, ref...)...)
 		run(append(append([]string{"scale", "aws"}, ref...), "--nodes", "3")...)
 		run(append(append([]string{"scale", "aws"}, ref...), "--nodes", "1")...)
+		run(append(append([]string{"upgrade", "aws"}, ref...), "--k8s-version", "1.34")...)
 		vpc, subnets := clusterNetwork(t, env, "aws", name, region)
 		seedLeftovers(t, admin, name, vpc, subnets)
 		run(append([]string{"delete", "aws", "--yes"}, ref...)...)

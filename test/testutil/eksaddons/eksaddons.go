@@ -1,13 +1,14 @@
-// Package eksaddons is a test double of the EKS add-on API, which the AWS
-// emulator (moto 5.2) lacks: CreateAddon, DescribeAddon, ListAddons,
-// DeleteAddon and DescribeAddonVersions, in the REST-JSON shapes of the
-// EKS API. It stands in front of the emulator as an http.Handler: it
+// Package eksaddons is a test double of the EKS add-on and update APIs,
+// which the AWS emulator (moto 5.2) lacks: CreateAddon, DescribeAddon,
+// ListAddons, DeleteAddon and DescribeAddonVersions, and the version
+// updates (updates.go), in the REST-JSON shapes of the EKS API. It stands in front of the emulator as an http.Handler: it
 // answers those routes itself and passes every other request on. An
 // add-on needs its cluster to exist in the emulator, and goes when the
 // cluster is deleted.
 package eksaddons
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -84,20 +85,27 @@ type Double struct {
 	addons   map[string]*Addon // region/cluster/name
 	clusters map[string]bool   // region/cluster, as the emulator made them
 	calls    []call
+	// versionsOf holds the Kubernetes version of each cluster
+	// (region/cluster/) and node group (region/cluster/ng:name), as
+	// created and then updated.
+	versionsOf map[string]string
+	updateList []*Update
 }
 
 // New returns the double, passing what it does not serve to next.
 func New(next http.Handler) *Double {
-	return &Double{next: next, Settle: 1, addons: map[string]*Addon{}, clusters: map[string]bool{}}
+	return &Double{next: next, Settle: 1, addons: map[string]*Addon{}, clusters: map[string]bool{}, versionsOf: map[string]string{}}
 }
 
 var (
 	scopeRE    = regexp.MustCompile(`Credential=[^/]+/[0-9]+/([^/]+)/([^/]+)/aws4_request`)
 	clustersRE = regexp.MustCompile(`^/clusters$`)
 	clusterRE  = regexp.MustCompile(`^/clusters/([^/]+)$`)
-	addonsRE   = regexp.MustCompile(`^/clusters/([^/]+)/addons$`)
-	addonRE    = regexp.MustCompile(`^/clusters/([^/]+)/addons/([^/]+)$`)
-	versionsRE = regexp.MustCompile(`^/addons/supported-versions$`)
+	// nodegroupsRE is CreateNodegroup's path.
+	nodegroupsRE = regexp.MustCompile(`^/clusters/([^/]+)/node-groups$`)
+	addonsRE     = regexp.MustCompile(`^/clusters/([^/]+)/addons$`)
+	addonRE      = regexp.MustCompile(`^/clusters/([^/]+)/addons/([^/]+)$`)
+	versionsRE   = regexp.MustCompile(`^/addons/supported-versions$`)
 )
 
 func key(region, cluster, name string) string { return region + "/" + cluster + "/" + name }
@@ -146,6 +154,9 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	region, path := m[1], r.URL.Path
+	if d.updates(w, r, region, path) {
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && versionsRE.MatchString(path):
 		d.record("DescribeAddonVersions", region, "")
@@ -166,8 +177,21 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sm := addonRE.FindStringSubmatch(path)
 		d.record("DeleteAddon", region, sm[1])
 		d.delete(w, region, sm[1], sm[2])
+	case r.Method == http.MethodPost && nodegroupsRE.MatchString(path):
+		body := readBody(r)
+		if rec := d.pass(w, r); rec.Code == http.StatusOK {
+			var out struct {
+				Nodegroup struct {
+					Name string `json:"nodegroupName"`
+				} `json:"nodegroup"`
+			}
+			if json.Unmarshal(rec.Body.Bytes(), &out) == nil {
+				d.rememberCreate(region, nodegroupsRE.FindStringSubmatch(path)[1], out.Nodegroup.Name, body)
+			}
+		}
 	case r.Method == http.MethodPost && clustersRE.MatchString(path):
 		// CreateCluster: the emulator's answer names the cluster.
+		body := readBody(r)
 		rec := d.pass(w, r)
 		var out struct {
 			Cluster struct {
@@ -178,6 +202,7 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d.mu.Lock()
 			d.clusters[region+"/"+out.Cluster.Name] = true
 			d.mu.Unlock()
+			d.rememberCreate(region, out.Cluster.Name, "", body)
 		}
 	case r.Method == http.MethodDelete && clusterRE.MatchString(path):
 		d.record("DeleteCluster", region, clusterRE.FindStringSubmatch(path)[1])
@@ -191,14 +216,32 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // pass forwards r to the emulator, copies the answer to w and returns it.
 func (d *Double) pass(w http.ResponseWriter, r *http.Request) *httptest.ResponseRecorder {
+	rec := httptestRecorder(d.next, r)
+	copyResponse(w, rec)
+	return rec
+}
+
+// httptestRecorder serves r with next into a recorder.
+func httptestRecorder(next http.Handler, r *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	d.next.ServeHTTP(rec, r)
+	next.ServeHTTP(rec, r)
+	return rec
+}
+
+// copyResponse writes a recorded answer to w.
+func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
 	for k, v := range rec.Header() {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
-	return rec
+}
+
+// readBody reads r's body and puts it back for the next handler.
+func readBody(r *http.Request) []byte {
+	b, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b
 }
 
 func (d *Double) record(op, region, cluster string) {
