@@ -452,6 +452,11 @@ func sshTimeoutFlag(fl *pflag.FlagSet, d *time.Duration) {
 	fl.DurationVar(d, "ssh-timeout", sshx.DefaultReachTimeout, "how long to wait for each new VM to answer SSH before giving up, such as 20m")
 }
 
+// sshSessionsFlag registers --ssh-sessions (create and scale of ha-aws).
+func sshSessionsFlag(fl *pflag.FlagSet, n *int) {
+	fl.IntVar(n, "ssh-sessions", sshx.DefaultMaxSessions, "how many scripts kforge runs on the VMs at once, over one SSH connection to the jump host (or to each VM); lower it for a small jump host")
+}
+
 // overrideJump sets the jump host flags given to scale or delete on the
 // stored spec; flags not given keep what create was given.
 func overrideJump(s *spec.Spec, jump, key string) {

@@ -111,6 +111,7 @@ host's own key must be in ~/.ssh/known_hosts.`,
 	haSpecFlags(fl, &s)
 	fl.StringVar(&s.SSHCIDR, "ssh-cidr", spec.DefaultSSHCIDR, "who may reach port 22 of the VMs")
 	sshTimeoutFlag(fl, &s.SSHTimeout)
+	sshSessionsFlag(fl, &s.SSHSessions)
 	jumpFlags(fl, &s.SSHJump, &s.SSHJumpKey, "reach the VMs through this SSH server (user@host:port), at their private addresses", "private key file for --ssh-jump (default: the cluster's key)")
 	return c
 }

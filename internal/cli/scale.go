@@ -19,7 +19,7 @@ func (a *App) scaleCommand() *cobra.Command {
 	}, func(typ string) *cobra.Command {
 		var f refFlags
 		var output, jump, jumpKey, source, repo string
-		var n int
+		var n, sshSessions int
 		var sshTimeout time.Duration
 		flag := "nodes"
 		long := "Change the EKS managed node group's desired size (and its minimum and\nmaximum as needed), and wait until it is ACTIVE."
@@ -56,6 +56,9 @@ func (a *App) scaleCommand() *cobra.Command {
 				if err := spec.CheckSSHTimeout(sshTimeout); err != nil {
 					return err
 				}
+				if err := spec.CheckSSHSessions(sshSessions); err != nil {
+					return err
+				}
 				var c *state.Cluster
 				var p lifecycle.Provider
 				if err := a.operate(cmd.Context(), ref, "scale", func(ctx context.Context, r *lifecycle.Runner, prov lifecycle.Provider) (err error) {
@@ -69,6 +72,9 @@ func (a *App) scaleCommand() *cobra.Command {
 						overrideJump(s, jump, jumpKey)
 						if cmd.Flags().Changed("ssh-timeout") {
 							s.SSHTimeout = sshTimeout
+						}
+						if cmd.Flags().Changed("ssh-sessions") {
+							s.SSHSessions = sshSessions
 						}
 						if source != "" {
 							s.Artifacts = absArtifacts(source)
@@ -91,6 +97,7 @@ func (a *App) scaleCommand() *cobra.Command {
 			jumpFlags(c.Flags(), &jump, &jumpKey, "SSH jump host user@host:port (default: what create was given)", "private key file for --ssh-jump")
 			artifactFlags(c.Flags(), &source, &repo)
 			sshTimeoutFlag(c.Flags(), &sshTimeout)
+			sshSessionsFlag(c.Flags(), &sshSessions)
 		}
 		return c
 	})

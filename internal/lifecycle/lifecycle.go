@@ -270,6 +270,7 @@ func (r *Runner) Plan(ctx context.Context, p Provider, s spec.Spec) ([]engine.Pl
 func sameShape(a, b spec.Spec) bool {
 	a.SSHJump, a.SSHJumpKey, b.SSHJump, b.SSHJumpKey = "", "", "", ""
 	a.SSHTimeout, b.SSHTimeout = 0, 0
+	a.SSHSessions, b.SSHSessions = 0, 0
 	return reflect.DeepEqual(a, b)
 }
 

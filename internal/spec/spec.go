@@ -96,6 +96,10 @@ type Spec struct {
 	// SSHTimeout bounds the wait for a VM to answer SSH (--ssh-timeout;
 	// zero: 10 minutes).
 	SSHTimeout time.Duration `json:"sshTimeout,omitempty"`
+	// SSHSessions bounds the scripts kforge runs at once on the VMs, over
+	// its one connection to each VM or to the jump host (--ssh-sessions;
+	// zero: 32).
+	SSHSessions int `json:"sshSessions,omitempty"`
 	// Artifacts is where the VMs get what they install: "" for the public
 	// upstreams, a directory kforge uploads from, or a mirror URL (see
 	// package artifacts). ImageRepository, if set, is the registry the
@@ -226,6 +230,11 @@ func (s Spec) Validate() error {
 		if err := CheckSSHTimeout(s.SSHTimeout); err != nil {
 			return err
 		}
+		if s.SSHSessions != 0 {
+			if err := CheckSSHSessions(s.SSHSessions); err != nil {
+				return err
+			}
+		}
 		if s.SSHJump != "" && !jumpRE.MatchString(s.SSHJump) {
 			return Usagef("invalid --ssh-jump %q: use user@host or user@host:port", s.SSHJump)
 		}
@@ -247,6 +256,17 @@ func CheckSSHTimeout(d time.Duration) error {
 	}
 	return nil
 }
+
+// CheckSSHSessions refuses an --ssh-sessions out of range.
+func CheckSSHSessions(n int) error {
+	if n < 1 || n > MaxSSHSessions {
+		return Usagef("invalid --ssh-sessions %d: use a number from 1 to %d", n, MaxSSHSessions)
+	}
+	return nil
+}
+
+// MaxSSHSessions is the largest --ssh-sessions.
+const MaxSSHSessions = 256
 
 func count(flag string, n, min, max int) error {
 	if n < min || n > max {

@@ -35,9 +35,11 @@ const (
 	DefaultUser          = "ubuntu"
 	DefaultPort          = 22
 	DefaultMaxHandshakes = 16
-	DefaultDialTimeout   = 30 * time.Second
-	DefaultReachTimeout  = 10 * time.Minute
-	DefaultAuthGrace     = time.Minute
+	// DefaultMaxSessions bounds the scripts running at once on all VMs.
+	DefaultMaxSessions  = 32
+	DefaultDialTimeout  = 30 * time.Second
+	DefaultReachTimeout = 10 * time.Minute
+	DefaultAuthGrace    = time.Minute
 )
 
 // DefaultBackoff paces WaitReachable: first retry after 1s, growing by half
@@ -79,6 +81,11 @@ type Config struct {
 	// channel open, then SSH handshake), so that a hundred VMs do not use a
 	// hundred sockets at once; DefaultMaxHandshakes if zero.
 	MaxHandshakes int
+	// MaxSessions bounds the sessions (scripts) open at once on all VMs
+	// together, whatever the number of VMs: a bootstrap of a hundred VMs
+	// runs as many scripts as this at a time over the one jump host
+	// connection; DefaultMaxSessions if zero.
+	MaxSessions int
 	// DialTimeout bounds one connection set-up; DefaultDialTimeout if zero.
 	DialTimeout time.Duration
 	// ReachTimeout bounds WaitReachable when ctx allows longer;
@@ -100,6 +107,7 @@ type Client struct {
 	jump       *Jump
 	dialer     net.Dialer
 	handshakes chan struct{} // semaphore over connection set-ups
+	sessions   chan struct{} // semaphore over open sessions, all VMs
 	jumpLock   chan struct{} // held while connecting to the jump host
 
 	mu         sync.Mutex
@@ -129,6 +137,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
@@ -144,6 +155,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:        cfg,
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		sessions:   make(chan struct{}, cfg.MaxSessions),
 		jumpLock:   make(chan struct{}, 1),
 		vms:        map[string]*vmConn{},
 	}
@@ -356,8 +368,22 @@ func (c *Client) probe(ctx context.Context, t Target) error {
 }
 
 // session opens a session on the VM, replacing a cached connection that
-// turns out dead. done releases the session's slot.
+// turns out dead, within one of MaxSessions slots. done releases the
+// session's slots.
 func (c *Client) session(ctx context.Context, t Target) (*ssh.Session, func(), error) {
+	if err := acquire(ctx, c.sessions); err != nil {
+		return nil, nil, err
+	}
+	sess, done, err := c.vmSession(ctx, t)
+	if err != nil {
+		release(c.sessions)
+		return nil, nil, err
+	}
+	return sess, func() { done(); release(c.sessions) }, nil
+}
+
+// vmSession opens a session on the VM within its connection's slots.
+func (c *Client) vmSession(ctx context.Context, t Target) (*ssh.Session, func(), error) {
 	for attempt := 0; ; attempt++ {
 		v, cl, err := c.vmClient(ctx, t)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -197,6 +198,38 @@ func TestHASSHTimeout(t *testing.T) {
 		t.Error("a script ran on a VM that never answered")
 	}
 	h.fleet.SetFault("", sshfleet.Fault{})
+	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+	awscheck.Empty(t, h.cfg, "ha-aws", name)
+}
+
+// TestHASSHSessionsBound: the bootstrap of many VMs goes through one
+// connection to the jump host, with at most --ssh-sessions scripts running
+// at once on all VMs; without the bound more run at once.
+func TestHASSHSessionsBound(t *testing.T) {
+	t.Parallel()
+	const name, region = "fanout", "ap-south-1"
+	h := newHAEnv(t, region)
+	// Scripts that take a moment, so that they overlap.
+	h.fleet.Handle("wait-ready", func(sshfleet.VM, string, []byte) ([]byte, []byte, int) {
+		time.Sleep(300 * time.Millisecond)
+		return []byte("ready\n"), nil, 0
+	})
+	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm", "--ssh-sessions", "2",
+		"--control-planes", "1", "--workers", "4", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
+	if n := h.fleet.MaxRunning(); n != 2 {
+		t.Errorf("at most %d scripts ran at once with --ssh-sessions 2, want 2", n)
+	}
+	if n := h.fleet.JumpLogins(); n != 1 {
+		t.Errorf("%d connections to the jump host, want 1 (every VM's session over it)", n)
+	}
+	// The default bound lets the 7 VMs' readiness checks overlap.
+	h.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "8", "--ssh-sessions", "32")
+	if n := h.fleet.MaxRunning(); n <= 2 {
+		t.Errorf("at most %d scripts ran at once with --ssh-sessions 32", n)
+	}
+	if r := h.Run(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "4", "--ssh-sessions", "0"); r.Code != 2 {
+		t.Errorf("--ssh-sessions 0: exit %d, want 2", r.Code)
+	}
 	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
 	awscheck.Empty(t, h.cfg, "ha-aws", name)
 }

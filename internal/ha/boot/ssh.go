@@ -66,7 +66,7 @@ func (ss *Session) sshClient(r infra.SecretGetter, s spec.Spec) (*sshx.Client, e
 	if err != nil {
 		return nil, err
 	}
-	cfg := sshx.Config{Signer: signer, ReachTimeout: s.SSHTimeout}
+	cfg := sshx.Config{Signer: signer, ReachTimeout: s.SSHTimeout, MaxSessions: s.SSHSessions}
 	if s.SSHJump != "" {
 		j, err := sshx.ParseJump(s.SSHJump)
 		if err != nil {

@@ -164,7 +164,9 @@ type Fleet struct {
 	logins     map[string]int
 	authTries  map[string]int
 	jumpLogins int
-	logged     map[string]bool
+	// running counts the commands running now; maxRunning the most at once.
+	running, maxRunning int
+	logged              map[string]bool
 }
 
 // identity is what the fleet needs to serve one VM.
@@ -345,6 +347,13 @@ func (f *Fleet) Logins(instanceID string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.logins[instanceID]
+}
+
+// MaxRunning is the most commands that ran at once, on all VMs.
+func (f *Fleet) MaxRunning() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maxRunning
 }
 
 // JumpLogins is how many connections logged in to the jump host.

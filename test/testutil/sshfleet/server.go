@@ -211,6 +211,8 @@ func (f *Fleet) exec(ch ssh.Channel, id *identity, command string, at time.Time)
 	}
 	recipe := sshx.RecipeName(string(stdin))
 	f.mu.Lock()
+	f.running++
+	f.maxRunning = max(f.maxRunning, f.running)
 	r := f.handlers[recipe]
 	if r == nil || recipe == "" {
 		r = f.responder
@@ -223,6 +225,7 @@ func (f *Fleet) exec(ch ssh.Channel, id *identity, command string, at time.Time)
 	}
 	f.mu.Lock()
 	f.calls = append(f.calls, Call{VM: id.vm, Command: command, Stdin: stdin, Recipe: recipe, Stdout: stdout, Exit: exit, Time: at})
+	f.running--
 	f.mu.Unlock()
 	if _, err := ch.Write(stdout); err != nil {
 		return
