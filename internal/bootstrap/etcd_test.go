@@ -270,34 +270,7 @@ func TestEtcdRealCluster(t *testing.T) {
 	for i, ip := range ips {
 		cluster.Members = append(cluster.Members, Node{Name: fmt.Sprintf("etcd-%d", i), PrivateIP: ip})
 	}
-	root := t.TempDir()
-	procs := make([]*exec.Cmd, len(ips))
-	var pkiDirs []string
-	for i, m := range cluster.Members {
-		dir := filepath.Join(root, m.Name)
-		pkiDir := filepath.Join(dir, "pki")
-		if err := os.MkdirAll(pkiDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		pkiDirs = append(pkiDirs, pkiDir)
-		certs, err := IssueEtcdCerts(ca, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for name, data := range map[string][]byte{
-			etcdCAFile: certs.CA, etcdServerCertFile: certs.Server.Cert, etcdServerKeyFile: certs.Server.Key,
-			etcdPeerCertFile: certs.Peer.Cert, etcdPeerKeyFile: certs.Peer.Key,
-			etcdClientCertFile: certs.Client.Cert, etcdClientKeyFile: certs.Client.Key,
-		} {
-			writeTemp(t, pkiDir, name, data, 0o600)
-		}
-		cfg, err := EtcdConfig(EtcdConfigParams{Cluster: cluster, Member: m, DataDir: filepath.Join(dir, "data"), PKIDir: pkiDir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfgPath := writeTemp(t, dir, "etcd.yaml", cfg, 0o644)
-		procs[i] = startProcess(t, etcd, "--config-file", cfgPath)
-	}
+	pkiDirs, procs := startEtcdCluster(t, etcd, ca, cluster, t.TempDir())
 
 	health := func(wait time.Duration) (string, string, error) {
 		t.Helper()
@@ -406,6 +379,42 @@ func TestEtcdRealCluster(t *testing.T) {
 	if !strings.Contains(stderr, "not healthy") {
 		t.Errorf("etcd-health does not say what is wrong:\n%s", stderr)
 	}
+}
+
+// startEtcdCluster starts a real etcd per member of cluster under root
+// (<root>/<member>/{pki,data,etcd.yaml}), with certificates issued from ca
+// and the configuration EtcdConfig renders, and returns each member's PKI
+// directory and process.
+func startEtcdCluster(t *testing.T, etcd string, ca *pki.KeyPair, cluster EtcdCluster, root string) ([]string, []*exec.Cmd) {
+	t.Helper()
+	procs := make([]*exec.Cmd, len(cluster.Members))
+	var pkiDirs []string
+	for i, m := range cluster.Members {
+		dir := filepath.Join(root, m.Name)
+		pkiDir := filepath.Join(dir, "pki")
+		if err := os.MkdirAll(pkiDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		pkiDirs = append(pkiDirs, pkiDir)
+		certs, err := IssueEtcdCerts(ca, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range map[string][]byte{
+			etcdCAFile: certs.CA, etcdServerCertFile: certs.Server.Cert, etcdServerKeyFile: certs.Server.Key,
+			etcdPeerCertFile: certs.Peer.Cert, etcdPeerKeyFile: certs.Peer.Key,
+			etcdClientCertFile: certs.Client.Cert, etcdClientKeyFile: certs.Client.Key,
+		} {
+			writeTemp(t, pkiDir, name, data, 0o600)
+		}
+		cfg, err := EtcdConfig(EtcdConfigParams{Cluster: cluster, Member: m, DataDir: filepath.Join(dir, "data"), PKIDir: pkiDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgPath := writeTemp(t, dir, "etcd.yaml", cfg, 0o644)
+		procs[i] = startProcess(t, etcd, "--config-file", cfgPath)
+	}
+	return pkiDirs, procs
 }
 
 func mustRead(t *testing.T, path string) []byte {

@@ -153,6 +153,14 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	add("etcd/existing", RecipeEtcd, s, err, keys(c.etcdCerts[1].Server, c.etcdCerts[1].Peer, c.etcdCerts[1].Client)...)
 	s, err = RenderEtcdHealth(EtcdHealthParams{Cluster: c.etcd})
 	add("etcd-health", RecipeEtcdHealth, s, err)
+	s, err = RenderEtcdSnapshot(EtcdSnapshotParams{Cluster: c.etcd, Member: c.etcd.Members[0]})
+	add("etcd-snapshot", RecipeEtcdSnapshot, s, err)
+	s, err = RenderEtcdSnapshotRead(DefaultEtcdBackupDir + "/snapshot.db")
+	add("etcd-snapshot-read", RecipeEtcdSnapshotRead, s, err)
+	for _, unmanaged := range []bool{false, true} {
+		s, err = RenderEtcdRestore(EtcdRestoreParams{Cluster: c.etcd, Member: c.etcd.Members[2], SHA256: strings.Repeat("ab", 32), Unmanaged: unmanaged})
+		add("etcd-restore", RecipeEtcdRestore, s, err)
+	}
 	s, err = RenderHAProxy(HAProxyParams{ControlPlanes: c.cps})
 	add("haproxy", RecipeHAProxy, s, err)
 

@@ -47,10 +47,10 @@ func TestScriptConventions(t *testing.T) {
 				}
 			}
 			switch {
-			case s.recipe == RecipeReceive:
-				// The one recipe that reads what follows it on stdin.
+			case s.recipe == RecipeReceive || s.recipe == RecipeEtcdRestore:
+				// The recipes that read what follows them on stdin.
 				if !strings.HasSuffix(s.script, "\nmain\n") {
-					t.Errorf("receive does not end by calling main")
+					t.Errorf("%s does not end by calling main", s.recipe)
 				}
 			case !strings.HasSuffix(s.script, "\nmain </dev/null\n"):
 				t.Errorf("script does not end by calling main with stdin from /dev/null")

@@ -1,0 +1,287 @@
+package bootstrap
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Recipes of etcd backups and restores.
+const (
+	RecipeEtcdSnapshot     = "etcd-snapshot"
+	RecipeEtcdSnapshotRead = "etcd-snapshot-read"
+	RecipeEtcdRestore      = "etcd-restore"
+)
+
+// Where the backup recipes keep snapshots on an etcd member (root only).
+const (
+	DefaultEtcdBackupDir = "/var/lib/kforge/backup"
+	DefaultEtcdutl       = "/usr/local/bin/etcdutl"
+)
+
+// EtcdSnapshotParams configures etcd-snapshot.
+type EtcdSnapshotParams struct {
+	// Cluster is the etcd cluster; Member the member that takes the
+	// snapshot (of its own data, through its own client URL).
+	Cluster EtcdCluster
+	Member  Node
+	// PKIDir holds the client certificate (default DefaultEtcdPKIDir);
+	// Etcdctl and Etcdutl are the binaries (defaults DefaultEtcdctl and
+	// DefaultEtcdutl; without etcdutl, etcdctl checks the snapshot).
+	PKIDir, Etcdctl, Etcdutl string
+	// Dir is where the snapshot is written (default DefaultEtcdBackupDir).
+	Dir string
+}
+
+func (p EtcdSnapshotParams) withDefaults() EtcdSnapshotParams {
+	p.Cluster = p.Cluster.withDefaults()
+	p.PKIDir = strings.TrimSuffix(orDefault(p.PKIDir, DefaultEtcdPKIDir), "/")
+	p.Etcdctl = orDefault(p.Etcdctl, DefaultEtcdctl)
+	p.Etcdutl = orDefault(p.Etcdutl, DefaultEtcdutl)
+	p.Dir = strings.TrimSuffix(orDefault(p.Dir, DefaultEtcdBackupDir), "/")
+	return p
+}
+
+// SnapshotPath is where etcd-snapshot leaves the snapshot.
+func (p EtcdSnapshotParams) SnapshotPath() string { return p.withDefaults().Dir + "/snapshot.db" }
+
+type etcdSnapshotScript struct {
+	EtcdSnapshotParams
+	Endpoint, Path string
+}
+
+const etcdSnapshotBody = `
+main() {
+	local pki={{q .PKIDir}} dir={{q .Dir}} endpoint={{q .Endpoint}} out={{q .Path}}
+	local tmp="$out.part" status sum
+	umask 077
+	mkdir -p "$dir"
+	rm -f "$tmp"
+	if ! ETCDCTL_API=3 {{q .Etcdctl}} --endpoints="$endpoint" \
+		--cacert="$pki/ca.crt" --cert="$pki/client.crt" --key="$pki/client.key" \
+		--dial-timeout=5s --command-timeout=300s snapshot save "$tmp" >&2; then
+		rm -f "$tmp"
+		kforge_fail "etcdctl snapshot save from $endpoint failed"
+	fi
+	mv -f "$tmp" "$out"
+	if [[ -x {{q .Etcdutl}} ]]; then
+		status=$({{q .Etcdutl}} snapshot status "$out" --write-out=json) || kforge_fail "the snapshot fails etcdutl snapshot status"
+	else
+		status=$(ETCDCTL_API=3 {{q .Etcdctl}} snapshot status "$out" --write-out=json) || kforge_fail "the snapshot fails etcdctl snapshot status"
+	fi
+	sum=$(sha256sum "$out" | cut -d ' ' -f 1)
+	printf 'status %s\n' "$status"
+	printf 'sha256 %s\n' "$sum"
+	printf 'size %s\n' "$(stat -c %s "$out")"
+}
+`
+
+// RenderEtcdSnapshot renders etcd-snapshot: on one member, a snapshot of
+// its data (etcdctl snapshot save with the member's client certificate)
+// into a root-only file, checked with snapshot status. It prints three
+// lines: "status <JSON of snapshot status>", "sha256 <hex>", "size <bytes>"
+// (see ParseEtcdSnapshot).
+func RenderEtcdSnapshot(p EtcdSnapshotParams) (string, error) {
+	p = p.withDefaults()
+	if err := p.Cluster.validate(); err != nil {
+		return "", fmt.Errorf("etcd-snapshot: %w", err)
+	}
+	if err := p.Member.validate("etcd member", true); err != nil {
+		return "", fmt.Errorf("etcd-snapshot: %w", err)
+	}
+	for _, path := range []string{p.PKIDir, p.Etcdctl, p.Etcdutl, p.Dir} {
+		if !absPathRE.MatchString(path) {
+			return "", fmt.Errorf("etcd-snapshot: %q is not an absolute path", path)
+		}
+	}
+	endpoint := httpsURL(p.Member.privateAddr(), p.Cluster.ClientPort)
+	return renderScript(RecipeEtcdSnapshot, etcdSnapshotBody, etcdSnapshotScript{EtcdSnapshotParams: p, Endpoint: endpoint, Path: p.SnapshotPath()})
+}
+
+// absPathRE is an absolute path of safe characters.
+var absPathRE = regexp.MustCompile(`^/[A-Za-z0-9._/-]*$`)
+
+const etcdSnapshotReadBody = `
+main() {
+	local path={{q .}}
+	[[ -f $path ]] || kforge_fail "no snapshot at $path: take one first"
+	cat "$path"
+}
+`
+
+// RenderEtcdSnapshotRead renders etcd-snapshot-read: it writes the
+// snapshot at path to standard output, for kforge to store.
+func RenderEtcdSnapshotRead(path string) (string, error) {
+	if !absPathRE.MatchString(path) {
+		return "", fmt.Errorf("etcd-snapshot-read: %q is not an absolute path", path)
+	}
+	return renderScript(RecipeEtcdSnapshotRead, etcdSnapshotReadBody, path)
+}
+
+// EtcdRestoreParams configures etcd-restore on one member.
+type EtcdRestoreParams struct {
+	// Cluster is the etcd cluster to make from the snapshot: its members
+	// (names and peer URLs) and its new token, which must differ from
+	// the old cluster's so that old and new members never join up.
+	Cluster EtcdCluster
+	Member  Node
+	// SHA256 is the snapshot's checksum; the snapshot follows the script
+	// on standard input.
+	SHA256 string
+	// DataDir is etcd's data directory (default DefaultEtcdDataDir);
+	// Etcdctl and Etcdutl the binaries; Dir where the snapshot is kept.
+	DataDir, Etcdctl, Etcdutl, Dir string
+	// Unmanaged leaves out what only a VM has: stopping and starting
+	// etcd.service and giving the data to the etcd user (for tests that
+	// run etcd themselves).
+	Unmanaged bool
+}
+
+func (p EtcdRestoreParams) withDefaults() EtcdRestoreParams {
+	p.Cluster = p.Cluster.withDefaults()
+	p.DataDir = strings.TrimSuffix(orDefault(p.DataDir, DefaultEtcdDataDir), "/")
+	p.Etcdctl = orDefault(p.Etcdctl, DefaultEtcdctl)
+	p.Etcdutl = orDefault(p.Etcdutl, DefaultEtcdutl)
+	p.Dir = strings.TrimSuffix(orDefault(p.Dir, DefaultEtcdBackupDir), "/")
+	return p
+}
+
+type etcdRestoreScript struct {
+	EtcdRestoreParams
+	InitialCluster, PeerURL string
+}
+
+const etcdRestoreBody = `
+main() {
+	local dir={{q .Dir}} data={{q .DataDir}} sum={{q .SHA256}} token={{q .Cluster.Token}}
+	local snap tmp marker="{{.DataDir}}.kforge-restored" stamp
+	umask 077
+	mkdir -p "$dir"
+	snap="$dir/restore-$sum.db"
+	if [[ -f $snap ]] && printf '%s  %s\n' "$sum" "$snap" | sha256sum --check --status; then
+		cat >/dev/null
+	else
+		tmp=$(mktemp "$snap.XXXXXX")
+		if ! cat >"$tmp"; then
+			rm -f "$tmp"
+			kforge_fail "the upload of the snapshot broke off"
+		fi
+		if ! printf '%s  %s\n' "$sum" "$tmp" | sha256sum --check --status; then
+			rm -f "$tmp"
+			kforge_fail "the uploaded snapshot does not match its SHA-256"
+		fi
+		mv -f "$tmp" "$snap"
+	fi
+{{- if not .Unmanaged}}
+	systemctl stop etcd.service
+{{- end}}
+	if [[ -f $marker ]] && [[ $(cat "$marker") == "$sum $token" ]]; then
+		kforge_log "the data directory was already restored from this snapshot"
+	else
+		stamp=$(date -u +%Y%m%dT%H%M%SZ)
+		rm -rf "$data.restoring"
+		if [[ -x {{q .Etcdutl}} ]]; then
+			{{q .Etcdutl}} snapshot restore "$snap" --name={{q .Member.Name}} \
+				--initial-cluster={{q .InitialCluster}} --initial-cluster-token="$token" \
+				--initial-advertise-peer-urls={{q .PeerURL}} --data-dir="$data.restoring" >&2 ||
+				kforge_fail "etcdutl snapshot restore failed"
+		else
+			ETCDCTL_API=3 {{q .Etcdctl}} snapshot restore "$snap" --name={{q .Member.Name}} \
+				--initial-cluster={{q .InitialCluster}} --initial-cluster-token="$token" \
+				--initial-advertise-peer-urls={{q .PeerURL}} --data-dir="$data.restoring" >&2 ||
+				kforge_fail "etcdctl snapshot restore failed"
+		fi
+		if [[ -d $data ]]; then
+			mv "$data" "$data.before-restore-$stamp"
+			kforge_log "the old data directory is kept at $data.before-restore-$stamp"
+		fi
+		mv "$data.restoring" "$data"
+{{- if not .Unmanaged}}
+		chown -R etcd:etcd "$data"
+{{- end}}
+		printf '%s %s\n' "$sum" "$token" >"$marker"
+	fi
+{{- if not .Unmanaged}}
+	systemctl start --no-block etcd.service
+{{- end}}
+	echo "restored"
+}
+`
+
+// RenderEtcdRestore renders etcd-restore: the snapshot arrives on
+// standard input after the script (sshx.Client.RunInput) and is kept,
+// root only, once its SHA-256 matches; etcd is stopped; the snapshot is
+// restored (etcdutl snapshot restore, else etcdctl) into a new data
+// directory as this member of a new cluster (every member's peer URL and
+// the new token); the old data directory is kept beside it; etcd starts
+// again. A marker beside the data directory names the snapshot and token
+// restored, so a restore run again (after a crash) restores nothing twice.
+func RenderEtcdRestore(p EtcdRestoreParams) (string, error) {
+	p = p.withDefaults()
+	if err := p.Cluster.validate(); err != nil {
+		return "", fmt.Errorf("etcd-restore: %w", err)
+	}
+	if err := p.Member.validate("etcd member", true); err != nil {
+		return "", fmt.Errorf("etcd-restore: %w", err)
+	}
+	if !sha256RE.MatchString(p.SHA256) {
+		return "", errors.New("etcd-restore: the snapshot's SHA-256 must be 64 lowercase hex digits")
+	}
+	for _, path := range []string{p.DataDir, p.Etcdctl, p.Etcdutl, p.Dir} {
+		if !absPathRE.MatchString(path) || path == "/" {
+			return "", fmt.Errorf("etcd-restore: %q is not an absolute path", path)
+		}
+	}
+	var initial []string
+	member := false
+	for _, m := range p.Cluster.Members {
+		initial = append(initial, m.Name+"="+httpsURL(m.privateAddr(), p.Cluster.PeerPort))
+		member = member || m.Name == p.Member.Name
+	}
+	if !member {
+		return "", fmt.Errorf("etcd-restore: %s is not a member of the cluster", p.Member.Name)
+	}
+	s, err := renderScript(RecipeEtcdRestore, etcdRestoreBody, etcdRestoreScript{EtcdRestoreParams: p,
+		InitialCluster: strings.Join(initial, ","), PeerURL: httpsURL(p.Member.privateAddr(), p.Cluster.PeerPort)})
+	if err != nil {
+		return "", err
+	}
+	// Standard input is the snapshot: main must read it.
+	return strings.TrimSuffix(s, "\nmain </dev/null\n") + "\nmain\n", nil
+}
+
+// EtcdSnapshot is what etcd-snapshot reports of a snapshot.
+type EtcdSnapshot struct {
+	Hash      uint64 `json:"hash"`
+	Revision  int64  `json:"revision"`
+	TotalKey  int64  `json:"totalKey"`
+	TotalSize int64  `json:"totalSize"`
+	SHA256    string `json:"sha256"`
+	Size      int64  `json:"size"`
+}
+
+// ParseEtcdSnapshot reads the output of etcd-snapshot.
+func ParseEtcdSnapshot(out []byte) (EtcdSnapshot, error) {
+	var s EtcdSnapshot
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		var err error
+		switch k {
+		case "status":
+			err = json.Unmarshal([]byte(v), &s)
+		case "sha256":
+			s.SHA256 = v
+		case "size":
+			_, err = fmt.Sscan(v, &s.Size)
+		}
+		if err != nil {
+			return s, fmt.Errorf("etcd-snapshot printed %q: %w", line, err)
+		}
+	}
+	if !sha256RE.MatchString(s.SHA256) || s.Revision <= 0 {
+		return s, fmt.Errorf("etcd-snapshot printed no checksum or revision: %q", out)
+	}
+	return s, nil
+}
