@@ -78,7 +78,7 @@ func Recipes() []string {
 		RecipeKubeadmJoinControlPlane, RecipeKubeadmJoinWorker,
 		RecipeNodesReady, RecipeDrainNode, RecipeFetchKubeconfig,
 		RecipeArtifactsMissing, RecipeReceive, RecipeEtcdReplaceMember, RecipeKubeadmEtcdServers, RecipeCloudIntegration,
-		RecipeEtcdSnapshot, RecipeEtcdSnapshotRead, RecipeEtcdRestore,
+		RecipeEtcdSnapshot, RecipeEtcdSnapshotRead, RecipeEtcdRestore, RecipeAPIServerStop, RecipeAPIServerStart,
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Recipes of etcd backups and restores.
@@ -284,4 +286,91 @@ func ParseEtcdSnapshot(out []byte) (EtcdSnapshot, error) {
 		return s, fmt.Errorf("etcd-snapshot printed no checksum or revision: %q", out)
 	}
 	return s, nil
+}
+
+// Recipes that stop and start a control plane's API server around a
+// restore of etcd.
+const (
+	RecipeAPIServerStop  = "apiserver-stop"
+	RecipeAPIServerStart = "apiserver-start"
+)
+
+// kubeadmHeldDir is where apiserver-stop keeps the API server's static pod
+// manifest while it is stopped (the kubelet stops the pod when its
+// manifest leaves the manifests directory).
+const kubeadmHeldDir = "/etc/kubernetes/kforge-held"
+
+// APIServerParams configures apiserver-stop and apiserver-start.
+type APIServerParams struct {
+	// Kubeadm is true on a kubeadm control plane (a static pod), false on
+	// a k3s server (the k3s service).
+	Kubeadm bool
+	// Timeout bounds the wait for the API port to close or open (default
+	// 5 minutes: a kubelet may back off before it starts the pod again).
+	Timeout time.Duration
+}
+
+type apiServerScript struct {
+	APIServerParams
+	Manifest, HeldDir, Held string
+}
+
+const apiServerStopBody = `
+main() {
+	local deadline=$((SECONDS + {{seconds .Timeout}}))
+{{- if .Kubeadm}}
+	if [[ -f {{q .Manifest}} ]]; then
+		install -d -m 0700 {{q .HeldDir}}
+		mv -f {{q .Manifest}} {{q .Held}}
+	fi
+{{- else}}
+	systemctl stop k3s.service
+{{- end}}
+	while ss -Hltn 'sport = :` + "6443" + `' | grep -q .; do
+		((SECONDS < deadline)) || kforge_fail "the API server still listens on 6443 after {{seconds .Timeout}}s"
+		sleep 2
+	done
+	echo "stopped"
+}
+`
+
+const apiServerStartBody = `
+main() {
+	local deadline=$((SECONDS + {{seconds .Timeout}}))
+{{- if .Kubeadm}}
+	if [[ -f {{q .Held}} ]]; then
+		mv -f {{q .Held}} {{q .Manifest}}
+	fi
+{{- else}}
+	systemctl start --no-block k3s.service
+{{- end}}
+	until ss -Hltn 'sport = :` + "6443" + `' | grep -q .; do
+		((SECONDS < deadline)) || kforge_fail "the API server does not listen on 6443 after {{seconds .Timeout}}s"
+		sleep 2
+	done
+	echo "started"
+}
+`
+
+// RenderAPIServerStop renders apiserver-stop: a kubeadm control plane's
+// API server manifest is moved aside (kept for apiserver-start), a k3s
+// server's service is stopped; then it waits for port 6443 to close.
+// Run again, it finds the API server stopped.
+func RenderAPIServerStop(p APIServerParams) (string, error) {
+	return renderAPIServer(RecipeAPIServerStop, apiServerStopBody, p)
+}
+
+// RenderAPIServerStart renders apiserver-start, the undo of
+// apiserver-stop; it waits for port 6443 to open.
+func RenderAPIServerStart(p APIServerParams) (string, error) {
+	return renderAPIServer(RecipeAPIServerStart, apiServerStartBody, p)
+}
+
+func renderAPIServer(recipe, body string, p APIServerParams) (string, error) {
+	if p.Timeout < 0 {
+		return "", fmt.Errorf("%s: the timeout must not be negative", recipe)
+	}
+	p.Timeout = orDefault(p.Timeout, 5*time.Minute)
+	return renderScript(recipe, body, apiServerScript{APIServerParams: p, Manifest: KubeadmAPIServerManifest,
+		HeldDir: kubeadmHeldDir, Held: kubeadmHeldDir + "/" + path.Base(KubeadmAPIServerManifest)})
 }

@@ -157,6 +157,12 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	add("etcd-snapshot", RecipeEtcdSnapshot, s, err)
 	s, err = RenderEtcdSnapshotRead(DefaultEtcdBackupDir + "/snapshot.db")
 	add("etcd-snapshot-read", RecipeEtcdSnapshotRead, s, err)
+	for _, kubeadm := range []bool{false, true} {
+		s, err = RenderAPIServerStop(APIServerParams{Kubeadm: kubeadm})
+		add("apiserver-stop", RecipeAPIServerStop, s, err)
+		s, err = RenderAPIServerStart(APIServerParams{Kubeadm: kubeadm})
+		add("apiserver-start", RecipeAPIServerStart, s, err)
+	}
 	for _, unmanaged := range []bool{false, true} {
 		s, err = RenderEtcdRestore(EtcdRestoreParams{Cluster: c.etcd, Member: c.etcd.Members[2], SHA256: strings.Repeat("ab", 32), Unmanaged: unmanaged})
 		add("etcd-restore", RecipeEtcdRestore, s, err)

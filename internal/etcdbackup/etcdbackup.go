@@ -45,6 +45,18 @@ const timeLayout = "20060102T150405Z"
 
 var keyRE = regexp.MustCompile(`(?:^|/)([a-z][a-z0-9-]*)/(\d{8}T\d{6}Z)-rev(\d+)\.db$`)
 
+// NewClient returns the S3 client of a location: in its region when the
+// URL names one (else cfg's).
+func NewClient(cfg aws.Config, loc s3store.Location) *s3.Client {
+	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if loc.Region != "" {
+			o.Region = loc.Region
+		}
+		// The SHA-256 in each snapshot's metadata is what Get checks.
+		o.DisableLogOutputChecksumValidationSkipped = true
+	})
+}
+
 // ParseLocation parses where snapshots go: s3://bucket[/prefix] with the
 // parameters of a state URL (region, sse, kms-key).
 func ParseLocation(raw string) (s3store.Location, error) { return s3store.ParseURL(raw) }
@@ -151,10 +163,7 @@ func ParseSnapshotURL(raw string) (Snapshot, error) {
 func Get(ctx context.Context, c *s3.Client, s Snapshot, file string) (Snapshot, error) {
 	rest := strings.TrimPrefix(s.URL, "s3://")
 	bucket, key, _ := strings.Cut(rest, "/")
-	// The SHA-256 in the metadata is checked below, whatever checksum S3
-	// returns or not.
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)},
-		func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
 		return s, fmt.Errorf("download %s: %w", s.URL, err)
 	}

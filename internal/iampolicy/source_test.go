@@ -34,6 +34,9 @@ var excludedFromScan = map[string]string{
 	// the user names with --state; its permissions are the user's to grant
 	// on those resources, not part of the cluster policy.
 	"internal/state": "state store backends",
+	// Likewise the bucket etcd snapshots go to (kforge backup --to): the
+	// user grants s3:PutObject, s3:GetObject and s3:ListBucket on it.
+	"internal/etcdbackup": "etcd snapshots in the user's bucket",
 }
 
 // sourceActions finds every AWS operation kforge's code can call: each

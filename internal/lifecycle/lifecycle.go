@@ -245,6 +245,31 @@ func lockLost(ctx context.Context) error {
 	return nil
 }
 
+// Locked runs op with the cluster's lock held and its state read, for
+// operations that work on a cluster without a reconcile (backups and
+// restores): no create, scale or delete runs meanwhile.
+func (r *Runner) Locked(ctx context.Context, ref spec.Ref, op func(context.Context, *state.Cluster) error) error {
+	ctx, unlock, err := r.lock(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c, err := r.Store.Get(ctx, ref)
+	if errors.Is(err, state.ErrNotFound) {
+		return fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
+	}
+	if err != nil {
+		return err
+	}
+	if err := op(ctx, c); err != nil {
+		if lerr := lockLost(ctx); lerr != nil {
+			return lerr
+		}
+		return err
+	}
+	return nil
+}
+
 // ErrNoCluster is returned for an operation on a cluster with no state.
 var ErrNoCluster = errors.New("no such cluster")
 

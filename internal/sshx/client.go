@@ -184,24 +184,40 @@ func (c *Client) Run(ctx context.Context, t Target, script string) ([]byte, erro
 // uploads). The script must end by calling its function, which consumes
 // the rest of stdin.
 func (c *Client) RunInput(ctx context.Context, t Target, script string, input io.Reader) ([]byte, error) {
+	var stdout bytes.Buffer
+	if err := c.RunStream(ctx, t, script, input, &stdout); err != nil {
+		var ee *ExitError
+		if !errors.As(err, &ee) {
+			// Cancelled or broken off: the session may still write to the
+			// buffer, which stays with it.
+			return nil, err
+		}
+		return stdout.Bytes(), err
+	}
+	return stdout.Bytes(), nil
+}
+
+// RunStream is RunInput with the script's stdout written to stdout as it
+// comes, for output too large to hold (an etcd snapshot). When ctx ends
+// first, the closing session may still write to stdout for a moment.
+func (c *Client) RunStream(ctx context.Context, t Target, script string, input io.Reader, stdout io.Writer) error {
 	label := recipeLabel(RecipeName(script))
 	sess, done, err := c.session(ctx, t)
 	if err != nil {
-		return nil, fmt.Errorf("vm %s: %s: %w", t.Name, label, err)
+		return fmt.Errorf("vm %s: %s: %w", t.Name, label, err)
 	}
 	defer done()
 	defer sess.Close()
 
-	var stdout bytes.Buffer
 	stderr := &tail{max: 16 << 10}
 	sess.Stdin = strings.NewReader(script)
 	if input != nil {
 		sess.Stdin = io.MultiReader(strings.NewReader(script), input)
 	}
-	sess.Stdout = &stdout
+	sess.Stdout = stdout
 	sess.Stderr = stderr
 	if err := sess.Start(RemoteCommand); err != nil {
-		return nil, fmt.Errorf("vm %s: %s: start %q: %w", t.Name, label, RemoteCommand, err)
+		return fmt.Errorf("vm %s: %s: start %q: %w", t.Name, label, RemoteCommand, err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- sess.Wait() }()
@@ -213,14 +229,14 @@ func (c *Client) RunInput(ctx context.Context, t Target, script string, input io
 		// buffers stay with the waiting goroutine.
 		_ = sess.Signal(ssh.SIGTERM)
 		_ = sess.Close()
-		return nil, fmt.Errorf("vm %s: %s: %w", t.Name, label, ctx.Err())
+		return fmt.Errorf("vm %s: %s: %w", t.Name, label, ctx.Err())
 	}
 	if werr == nil {
-		return stdout.Bytes(), nil
+		return nil
 	}
 	var ee *ssh.ExitError
 	if errors.As(werr, &ee) {
-		return stdout.Bytes(), &ExitError{
+		return &ExitError{
 			VM:     t.Name,
 			Recipe: RecipeName(script),
 			Code:   ee.ExitStatus(),
@@ -230,9 +246,9 @@ func (c *Client) RunInput(ctx context.Context, t Target, script string, input io
 	}
 	var em *ssh.ExitMissingError
 	if errors.As(werr, &em) {
-		return stdout.Bytes(), fmt.Errorf("vm %s: %s: the connection ended before the script reported an exit status (did the VM reboot?): %w", t.Name, label, werr)
+		return fmt.Errorf("vm %s: %s: the connection ended before the script reported an exit status (did the VM reboot?): %w", t.Name, label, werr)
 	}
-	return stdout.Bytes(), fmt.Errorf("vm %s: %s: %w", t.Name, label, werr)
+	return fmt.Errorf("vm %s: %s: %w", t.Name, label, werr)
 }
 
 // WaitReachable connects to the VM, retrying with backoff while it boots
