@@ -202,6 +202,12 @@ main() {
 	if [[ ! -f ` + kubeadmDoneMarker + ` ]]; then
 		kforge_fail "kubeadm init has not finished on this node; run kubeadm-init first"
 	fi
+	# The API server may be restarting (a new etcd member list, a reboot).
+	local deadline=$((SECONDS + 300))
+	until [[ $(kubectl --kubeconfig "$kubeconfig" --request-timeout=10s get --raw /readyz 2>/dev/null) == ok ]]; do
+		((SECONDS < deadline)) || kforge_fail "the API server is not ready after 300s"
+		sleep 2
+	done
 	base64 -d <<'` + heredocEnd + `' | kubectl --kubeconfig "$kubeconfig" --request-timeout=30s apply -f - >&2
 {{b64 .Secret}}
 ` + heredocEnd + `

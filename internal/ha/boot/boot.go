@@ -723,7 +723,10 @@ func (b *builder) addKubeadm() []engine.Dep {
 	// certificates after two hours, so a join long after the create (a
 	// scale, a replaced VM) still works. It runs again whenever a node
 	// changes (it needs every node's VM).
-	refreshNeeds := append(append(engine.Needs(engine.ID(StepKubeadmInit)), b.nodeVMs()...), b.cluster()...)
+	// It runs after the first control plane's API server has moved to
+	// the current etcd members (which restarts it): found by the lab, a
+	// refresh beside that restart failed on an API server that was down.
+	refreshNeeds := append(append(engine.Needs(engine.ID(StepKubeadmInit), engine.ID(EtcdServersStepID(0))), b.nodeVMs()...), b.cluster()...)
 	b.script(StepKubeadmRefresh, "refresh the join token and the uploaded control-plane certificates",
 		infra.RoleCP, 0, refreshNeeds, nil,
 		func(ctx context.Context, r *engine.Run) (string, error) {
