@@ -27,7 +27,7 @@ import (
 // themselves run against a real etcd in internal/bootstrap.)
 func TestHABackupRestore(t *testing.T) {
 	t.Parallel()
-	const name, region = "saved", "eu-west-3"
+	const name, region = "saved", "ap-northeast-1"
 	h := newHAEnv(t, region)
 	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm",
 		"--control-planes", "2", "--workers", "1", "--etcd", "3", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())

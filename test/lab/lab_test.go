@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kforge/kforge/internal/artifacts"
@@ -380,6 +381,11 @@ spec:
 		t.Errorf("kforge diff after the repair: exit %d\n%s%s", d.Code, d.Stdout, d.Stderr)
 	}
 
+	// 5b. Backup and restore on the real cluster: a snapshot stored in the
+	// emulator's S3, then a restore from it; what was written after the
+	// snapshot is gone, what was before is there, and the cluster works.
+	backupAndRestore(ctx, t, env, k, l, cfg)
+
 	// 6. Scale: a real worker joins, then is drained and removed.
 	scaled := time.Now()
 	env.MustRun(t, "scale", "ha-aws", "--name", name, "--region", region, "--workers", "2")
@@ -405,6 +411,56 @@ spec:
 		}
 		return len(left) == 0, fmt.Errorf("hosts %v", left)
 	})
+}
+
+// backupAndRestore takes a backup with kforge backup into the emulator's
+// S3, writes a ConfigMap after it, restores with kforge restore, and
+// checks that the cluster is back as it was at the snapshot: the
+// ConfigMap from before is there, the one from after is not, the API
+// answers through the load balancer, every node is Ready and etcd has
+// three started members.
+func backupAndRestore(ctx context.Context, t *testing.T, env *kforgebin.Env, k kubectl, l *lab.Lab, cfg aws.Config) {
+	t.Helper()
+	if _, err := s3.NewFromConfig(cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("lab-backups")}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := k.run(ctx, "create", "configmap", "lab-before", "--from-literal=when=before"); err != nil {
+		t.Fatalf("create configmap: %v\n%s", err, out)
+	}
+	start := time.Now()
+	r := env.MustRun(t, "backup", "ha-aws", "--name", name, "--region", region, "--to", "s3://lab-backups/etcd", "-o", "json")
+	var snap struct {
+		URL      string
+		Revision int64
+		Size     int64
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &snap); err != nil || snap.URL == "" {
+		t.Fatalf("backup -o json: %v\n%s", err, r.Stdout)
+	}
+	t.Logf("backup: revision %d, %d bytes, in %s", snap.Revision, snap.Size, time.Since(start).Round(time.Second))
+	if out, err := k.run(ctx, "create", "configmap", "lab-after", "--from-literal=when=after"); err != nil {
+		t.Fatalf("create configmap: %v\n%s", err, out)
+	}
+	start = time.Now()
+	env.MustRun(t, "restore", "ha-aws", "--name", name, "--region", region, "--from", snap.URL, "--yes")
+	t.Logf("restore: %s", time.Since(start).Round(time.Second))
+	waitFor(t, "the API answers through the load balancer after the restore", 5*time.Minute, func() (bool, error) {
+		out, err := k.run(ctx, "get", "--raw", "/readyz")
+		return err == nil && strings.TrimSpace(out) == "ok", fmt.Errorf("readyz %q: %v", out, err)
+	})
+	if out, err := k.run(ctx, "get", "configmap", "lab-before", "-o", "jsonpath={.data.when}"); err != nil || out != "before" {
+		t.Errorf("the ConfigMap written before the snapshot: %q, %v", out, err)
+	}
+	if out, err := k.run(ctx, "get", "configmap", "lab-after"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("the ConfigMap written after the snapshot: %v\n%s; want NotFound", err, out)
+	}
+	waitFor(t, "every node Ready after the restore", 3*time.Minute, allReady(ctx, k, 3))
+	etcd0 := hostOf(t, l, name+"-etcd-0")
+	members, err := l.Exec(ctx, etcd0.InstanceID, "etcdctl", "--endpoints=https://"+etcd0.PrivateIP+":2379",
+		"--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/client.crt", "--key=/etc/etcd/pki/client.key", "member", "list")
+	if err != nil || strings.Count(string(members), ", started, ") != 3 {
+		t.Errorf("etcdctl member list after the restore: %v\n%s", err, members)
+	}
 }
 
 // nodeNames maps the cluster's live VMs (by Name tag) to their expected
