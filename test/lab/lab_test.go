@@ -337,6 +337,11 @@ spec:
 			ok = err == nil && strings.TrimSpace(string(out)) == "ok"
 		}
 		t.Logf("the API server of %s answers itself %s after the restarts", cp, time.Since(restarted).Round(time.Second))
+		if ok && time.Since(restarted) > time.Minute && cp == name+"-cp-0" {
+			// Slow: say where the time went, for the record.
+			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "journalctl -b -u kubelet -u containerd --no-pager -o short-monotonic | grep -E 'apiserver|Started|Starting|back-off|Back-off|failed|Failed' | grep -v status_manager | head -n 60 | cut -c1-300")
+			t.Logf("the kubelet of %s since its boot:\n%s", cp, diag)
+		}
 		if !ok {
 			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests; journalctl -u kubelet --no-pager | grep -E 'kube-apiserver|volume' | grep -v status_manager | tail -n 25 | cut -c1-400")
 			t.Fatalf("the API server of %s did not come back after the restarts:\n%s", cp, diag)

@@ -172,6 +172,27 @@ func removeCgroup(ctx context.Context, name string) error {
 	return errors.Join(errs...)
 }
 
+// clearCgroupChildren removes every cgroup below each of dirs, keeping
+// dirs themselves (what is in them must have been killed).
+func clearCgroupChildren(ctx context.Context, dirs []string) error {
+	var errs []error
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				if err := rmdirTree(ctx, filepath.Join(dir, e.Name())); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // rmdirTree removes a cgroup directory and its children, deepest first
 // (a cgroup is removed with rmdir, never by deleting its files). A cgroup
 // whose last process just died can be busy for a moment.

@@ -446,6 +446,14 @@ func (h *host) powerOff(ctx context.Context, timeout time.Duration) {
 	if err := killCgroup(ctx, h.name); err != nil {
 		h.logf("kill: %v", err)
 	}
+	// A VM boots with no cgroups: remove those the host's systemd and
+	// kubelet made. Found by the lab: left in place, the kubelet's
+	// cAdvisor spent ~3 s on each old container's cgroup after a reboot
+	// ("Failed to create existing container"), some 3 minutes in all,
+	// before it started the API server again.
+	if err := clearCgroupChildren(ctx, h.cgroups); err != nil {
+		h.logf("clear cgroups: %v", err)
+	}
 	<-h.exited
 	h.launcher, h.exited = nil, nil
 	h.l.mu.Lock()
