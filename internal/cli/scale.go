@@ -56,8 +56,10 @@ func (a *App) scaleCommand() *cobra.Command {
 				if err := spec.CheckSSHTimeout(sshTimeout); err != nil {
 					return err
 				}
-				if err := spec.CheckSSHSessions(sshSessions); err != nil {
-					return err
+				if cmd.Flags().Changed("ssh-sessions") {
+					if err := spec.CheckSSHSessions(sshSessions); err != nil {
+						return err
+					}
 				}
 				var c *state.Cluster
 				var p lifecycle.Provider
