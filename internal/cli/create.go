@@ -100,6 +100,11 @@ host's own key must be in ~/.ssh/known_hosts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s.Ref = spec.Ref{Type: spec.TypeHA, Name: f.name, Region: f.region}
+			if cmd.Flags().Changed("ssh-sessions") {
+				if err := spec.CheckSSHSessions(s.SSHSessions); err != nil {
+					return err
+				}
+			}
 			if !cmd.Flags().Changed("ssh-cidr") && !f.dryRun {
 				fprintf(a.Stderr, "Warning: --ssh-cidr not given: port 22 of the VMs is open to 0.0.0.0/0. Pass --ssh-cidr <your address>/32 to restrict it.\n")
 			}

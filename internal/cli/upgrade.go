@@ -23,8 +23,21 @@ skipping a minor or going down is refused (exit 2) and nothing is changed.
 An upgrade is resumable like every other operation: if it stops, run the
 same command again and it continues where it stopped.`,
 	}
-	c.AddCommand(a.upgradeEKSCommand())
+	c.AddCommand(a.upgradeEKSCommand(), upgradeHACommand())
 	return c
+}
+
+// upgradeHACommand says that ha-aws clusters cannot be upgraded by kforge
+// yet, and what to do instead (rather than that ha-aws is no type).
+func upgradeHACommand() *cobra.Command {
+	return &cobra.Command{
+		Use:                "ha-aws",
+		Short:              "Not available yet: upgrades of ha-aws clusters",
+		DisableFlagParsing: true,
+		RunE: func(*cobra.Command, []string) error {
+			return spec.Usagef("kforge cannot upgrade ha-aws clusters yet: take a backup first (`kforge backup ha-aws ... --to s3://...`), then upgrade each control plane with `kubeadm upgrade` (k3s: install the new release) and each drained worker, or create a cluster at the new version and move the workloads")
+		},
+	}
 }
 
 // upgradeStep is one step of an upgrade's plan.

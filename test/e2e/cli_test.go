@@ -94,6 +94,13 @@ func TestBadInputExits2BeforeAnyAWSCall(t *testing.T) {
 		{[]string{"info", "gcp", "--name", "demo", "--region", "us-east-1"}, "unknown cluster type"},
 		{[]string{"get", "-o", "yaml"}, "--output"},
 		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"create", "ha-aws", "--name", "demo", "--region", "us-east-1", "--ssh-sessions", "0"}, "--ssh-sessions"},
+		{[]string{"upgrade", "aws", "--name", "demo", "--region", "us-east-1", "--k8s-version", "1.34.2"}, "minor version"},
+		{[]string{"upgrade", "ha-aws", "--name", "demo", "--region", "us-east-1", "--k8s-version", "1.35"}, "cannot upgrade ha-aws clusters yet"},
+		{[]string{"backup", "ha-aws", "--name", "demo", "--region", "us-east-1"}, "--to is required"},
+		{[]string{"backup", "ha-aws", "--name", "demo", "--region", "us-east-1", "--to", "gs://bucket"}, "s3://bucket/prefix"},
+		{[]string{"restore", "ha-aws", "--name", "demo", "--region", "us-east-1", "--from", "s3://b/etcd/demo/20261204T101500Z-rev4.db"}, "--yes"},
+		{[]string{"restore", "ha-aws", "--name", "demo", "--region", "us-east-1", "--from", "s3://b/etcd/other/20261204T101500Z-rev4.db", "--yes"}, "not \"demo\""},
 	}
 	for _, c := range cases {
 		r := env.Run(t, c.args...)
