@@ -188,6 +188,17 @@ func (p *Provider) addCluster(g *engine.Graph, s spec.Spec, net engine.Ref[netwo
 				},
 				del: func(ctx context.Context) error {
 					_, err := p.eks.DeleteCluster(ctx, &eks.DeleteClusterInput{Name: aws.String(s.Name)})
+					if !awsx.HasCode(err, "ResourceInUseException") {
+						return err
+					}
+					// A node group whose create was still on its way to EKS
+					// when a kforge stopped can appear after the node group
+					// step found none (the crash matrix found it): delete
+					// it, then the cluster.
+					if derr := p.deleteLateNodegroup(ctx, r, s); derr != nil {
+						return fmt.Errorf("%w; %w", err, derr)
+					}
+					_, err = p.eks.DeleteCluster(ctx, &eks.DeleteClusterInput{Name: aws.String(s.Name)})
 					return err
 				},
 				foreign: func() error {
@@ -368,6 +379,31 @@ func (p *Provider) addNodegroup(g *engine.Graph, s spec.Spec, cluster engine.Ref
 			})
 		},
 	})
+}
+
+// deleteLateNodegroup deletes the cluster's node group, if it exists,
+// and waits until it is gone (nil if there is none).
+func (p *Provider) deleteLateNodegroup(ctx context.Context, r *engine.Run, s spec.Spec) error {
+	name := NodegroupName(s.Name)
+	in := &eks.DescribeNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}
+	got, err := p.eks.DescribeNodegroup(ctx, in)
+	switch {
+	case awsx.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("look up node group %s: %w", name, err)
+	case !ownedBy(got.Nodegroup.Tags, s.Ref):
+		return fmt.Errorf("node group %s was not made by kforge for this cluster: delete it, then run the command again", name)
+	}
+	if got.Nodegroup.Status != ekstypes.NodegroupStatusDeleting {
+		if _, err := p.eks.DeleteNodegroup(ctx, &eks.DeleteNodegroupInput{ClusterName: aws.String(s.Name), NodegroupName: aws.String(name)}); err != nil && !awsx.IsNotFound(err) {
+			return fmt.Errorf("delete node group %s: %w", name, err)
+		}
+	}
+	r.Waiting("node group %s appeared after its step found none (a create that was on its way): waiting for it to be deleted", name)
+	return eks.NewNodegroupDeletedWaiter(p.eks, func(o *eks.NodegroupDeletedWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 5*time.Second, 30*time.Second
+	}).Wait(ctx, in, nodegroupWait)
 }
 
 // eksDelete is how to delete one EKS resource (a cluster, a node group,

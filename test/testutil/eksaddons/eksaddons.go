@@ -101,11 +101,9 @@ var (
 	scopeRE    = regexp.MustCompile(`Credential=[^/]+/[0-9]+/([^/]+)/([^/]+)/aws4_request`)
 	clustersRE = regexp.MustCompile(`^/clusters$`)
 	clusterRE  = regexp.MustCompile(`^/clusters/([^/]+)$`)
-	// nodegroupsRE is CreateNodegroup's path.
-	nodegroupsRE = regexp.MustCompile(`^/clusters/([^/]+)/node-groups$`)
-	addonsRE     = regexp.MustCompile(`^/clusters/([^/]+)/addons$`)
-	addonRE      = regexp.MustCompile(`^/clusters/([^/]+)/addons/([^/]+)$`)
-	versionsRE   = regexp.MustCompile(`^/addons/supported-versions$`)
+	addonsRE   = regexp.MustCompile(`^/clusters/([^/]+)/addons$`)
+	addonRE    = regexp.MustCompile(`^/clusters/([^/]+)/addons/([^/]+)$`)
+	versionsRE = regexp.MustCompile(`^/addons/supported-versions$`)
 )
 
 func key(region, cluster, name string) string { return region + "/" + cluster + "/" + name }
@@ -177,18 +175,6 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sm := addonRE.FindStringSubmatch(path)
 		d.record("DeleteAddon", region, sm[1])
 		d.delete(w, region, sm[1], sm[2])
-	case r.Method == http.MethodPost && nodegroupsRE.MatchString(path):
-		body := readBody(r)
-		if rec := d.pass(w, r); rec.Code == http.StatusOK {
-			var out struct {
-				Nodegroup struct {
-					Name string `json:"nodegroupName"`
-				} `json:"nodegroup"`
-			}
-			if json.Unmarshal(rec.Body.Bytes(), &out) == nil {
-				d.rememberCreate(region, nodegroupsRE.FindStringSubmatch(path)[1], out.Nodegroup.Name, body)
-			}
-		}
 	case r.Method == http.MethodPost && clustersRE.MatchString(path):
 		// CreateCluster: the emulator's answer names the cluster.
 		body := readBody(r)
@@ -202,7 +188,7 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d.mu.Lock()
 			d.clusters[region+"/"+out.Cluster.Name] = true
 			d.mu.Unlock()
-			d.rememberCreate(region, out.Cluster.Name, "", body)
+			d.rememberCreate(region, out.Cluster.Name, body)
 		}
 	case r.Method == http.MethodDelete && clusterRE.MatchString(path):
 		d.record("DeleteCluster", region, clusterRE.FindStringSubmatch(path)[1])

@@ -78,19 +78,16 @@ func (d *Double) updates(w http.ResponseWriter, r *http.Request, region, path st
 	return true
 }
 
-// rememberCreate records the version a CreateCluster or CreateNodegroup
-// asked for (the emulator's answers are patched with later versions).
-func (d *Double) rememberCreate(region, cluster, nodegroup string, body []byte) {
+// rememberCreate records the version a CreateCluster asked for (the
+// emulator's answers are patched with later versions). A node group's
+// version is the emulator's until an update changes it.
+func (d *Double) rememberCreate(region, cluster string, body []byte) {
 	m := createVersionQ.FindSubmatch(body)
 	if m == nil {
 		return
 	}
-	k := key(region, cluster, "")
-	if nodegroup != "" {
-		k = key(region, cluster, "ng:"+nodegroup)
-	}
 	d.mu.Lock()
-	d.versionsOf[k] = string(m[1])
+	d.versionsOf[key(region, cluster, "")] = string(m[1])
 	d.mu.Unlock()
 }
 
