@@ -62,18 +62,28 @@ func TestKubeadmConfigValidate(t *testing.T) {
 	t.Parallel()
 	kubeadm := findKubeadm(t)
 	c := newCluster(t)
-	for _, version := range []string{"v1.33.5", "v1.34.2"} {
+	for _, variant := range []string{"v1.33.5", "v1.34.2", "v1.34.2+cloud"} {
+		version, cloud := strings.CutSuffix(variant, "+cloud")
 		kc := c.kubeadm
 		kc.KubernetesVersion = version
-		initScript, err := RenderKubeadmInit(KubeadmInitParams{Cluster: kc, Node: c.cps[0], CA: c.kubeCAPEM})
+		// With the cloud integration: an external cloud provider and
+		// provider IDs in the kubelet arguments.
+		kc.ExternalCloudProvider = cloud
+		nodeOf := func(n Node) Node {
+			if cloud {
+				return withProviderID(n)
+			}
+			return n
+		}
+		initScript, err := RenderKubeadmInit(KubeadmInitParams{Cluster: kc, Node: nodeOf(c.cps[0]), CA: c.kubeCAPEM})
 		if err != nil {
 			t.Fatal(err)
 		}
-		joinCP, err := RenderKubeadmJoinControlPlane(KubeadmJoinParams{Cluster: kc, Node: c.cps[1], CACertHash: c.caHash})
+		joinCP, err := RenderKubeadmJoinControlPlane(KubeadmJoinParams{Cluster: kc, Node: nodeOf(c.cps[1]), CACertHash: c.caHash})
 		if err != nil {
 			t.Fatal(err)
 		}
-		joinWorker, err := RenderKubeadmJoinWorker(KubeadmJoinParams{Cluster: kc, Node: c.workers[0], CACertHash: c.caHash})
+		joinWorker, err := RenderKubeadmJoinWorker(KubeadmJoinParams{Cluster: kc, Node: nodeOf(c.workers[0]), CACertHash: c.caHash})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +93,10 @@ func TestKubeadmConfigValidate(t *testing.T) {
 			"join-worker": filesOf(t, joinWorker)[KubeadmJoinConfigPath].content,
 		}
 		for name, cfg := range configs {
-			t.Run(version+"/"+name, func(t *testing.T) {
+			t.Run(variant+"/"+name, func(t *testing.T) {
+				if cloud && !bytes.Contains(cfg, []byte("value: external")) {
+					t.Fatal("the configuration names no external cloud provider")
+				}
 				if len(cfg) == 0 {
 					t.Fatal("the script writes no kubeadm configuration")
 				}
