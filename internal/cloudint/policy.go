@@ -4,26 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+
+	"github.com/kforge/kforge/internal/iampolicy"
 )
 
 // policyVersion is the IAM policy language version.
 const policyVersion = "2012-10-17"
-
-// policyDocument is an IAM policy document.
-type policyDocument struct {
-	Version   string      `json:"Version"`
-	Statement []statement `json:"Statement"`
-}
-
-// statement is one statement of a policy document. Condition maps an
-// operator ("StringEquals") to its keys and values.
-type statement struct {
-	Sid       string                    `json:"Sid"`
-	Effect    string                    `json:"Effect"`
-	Action    []string                  `json:"Action"`
-	Resource  []string                  `json:"Resource"`
-	Condition map[string]map[string]any `json:"Condition,omitempty"`
-}
 
 // partitions are the AWS partitions ARNs may name.
 var partitions = map[string]bool{"aws": true, "aws-cn": true, "aws-us-gov": true}
@@ -114,8 +100,8 @@ var ccmNodeActions = []string{
 // granted on security groups only: on "*" it would void the EBS CSI
 // statement that allows tagging volumes and snapshots only as they are
 // created.
-func ccmStatements(partition string) []statement {
-	return []statement{
+func ccmStatements(partition string) []iampolicy.Statement {
+	return []iampolicy.Statement{
 		{Sid: "CloudControllerManager", Effect: "Allow", Action: ccmControlPlaneActions, Resource: []string{"*"}},
 		{
 			Sid: "CloudControllerManagerTagSecurityGroups", Effect: "Allow",
@@ -133,13 +119,13 @@ func ccmStatements(partition string) []statement {
 // volumes and snapshots that carry it (or, for volumes migrated from the
 // in-tree plugin, kubernetes.io/created-for/pvc/name), tags only as it
 // creates, and may not change its own marker tags afterwards.
-func ebsStatements(partition string) []statement {
+func ebsStatements(partition string) []iampolicy.Statement {
 	arn := func(resource string) string { return "arn:" + partition + ":ec2:*:*:" + resource }
 	volume, volumeID, snapshot, instance := arn("volume/*"), arn("volume/vol-*"), arn("snapshot/*"), arn("instance/*")
-	managed := map[string]map[string]any{"StringEquals": {"ec2:ResourceTag/ebs.csi.aws.com/cluster": "true"}}
-	requestManaged := map[string]map[string]any{"StringEquals": {"aws:RequestTag/ebs.csi.aws.com/cluster": "true"}}
-	migrated := map[string]map[string]any{"StringLike": {"ec2:ResourceTag/kubernetes.io/created-for/pvc/name": "*"}}
-	return []statement{
+	managed := map[string]map[string][]string{"StringEquals": {"ec2:ResourceTag/ebs.csi.aws.com/cluster": {"true"}}}
+	requestManaged := map[string]map[string][]string{"StringEquals": {"aws:RequestTag/ebs.csi.aws.com/cluster": {"true"}}}
+	migrated := map[string]map[string][]string{"StringLike": {"ec2:ResourceTag/kubernetes.io/created-for/pvc/name": {"*"}}}
+	return []iampolicy.Statement{
 		{
 			Sid: "EBSCSIReadOnlyDescribeOperations", Effect: "Allow",
 			Action: []string{
@@ -179,18 +165,18 @@ func ebsStatements(partition string) []statement {
 			Sid: "EBSCSITagResourcesOnCreation", Effect: "Allow",
 			Action:   []string{"ec2:CreateTags"},
 			Resource: []string{volume, snapshot},
-			Condition: map[string]map[string]any{"StringEquals": {
-				"ec2:CreateAction": []string{"CreateVolume", "CreateSnapshot", "CopyVolumes"},
+			Condition: map[string]map[string][]string{"StringEquals": {
+				"ec2:CreateAction": {"CreateVolume", "CreateSnapshot", "CopyVolumes"},
 			}},
 		},
 		{
 			Sid: "EBSCSIModifyTagsOnManagedVolumes", Effect: "Allow",
 			Action:   []string{"ec2:CreateTags", "ec2:DeleteTags"},
 			Resource: []string{volume},
-			Condition: map[string]map[string]any{
-				"StringEquals": {"ec2:ResourceTag/ebs.csi.aws.com/cluster": "true"},
-				"Null":         {"aws:TagKeys": "false"},
-				"ForAllValues:StringNotEquals": {"aws:TagKeys": []string{
+			Condition: map[string]map[string][]string{
+				"StringEquals": {"ec2:ResourceTag/ebs.csi.aws.com/cluster": {"true"}},
+				"Null":         {"aws:TagKeys": {"false"}},
+				"ForAllValues:StringNotEquals": {"aws:TagKeys": {
 					"ebs.csi.aws.com/cluster",
 					"ebs.csi.aws.com/cluster-name",
 					"kubernetes.io/created-for/pvc/name",
@@ -204,20 +190,20 @@ func ebsStatements(partition string) []statement {
 // manager's node policy. The EBS CSI node service needs nothing from AWS
 // (it reads instance metadata from IMDS, or the Node object), so it adds
 // none.
-func nodeStatements() []statement {
-	return []statement{{Sid: "CloudControllerManagerNode", Effect: "Allow", Action: ccmNodeActions, Resource: []string{"*"}}}
+func nodeStatements() []iampolicy.Statement {
+	return []iampolicy.Statement{{Sid: "CloudControllerManagerNode", Effect: "Allow", Action: ccmNodeActions, Resource: []string{"*"}}}
 }
 
 // controlPlaneStatements are the control-plane role's statements: the
 // cloud controller manager's and the EBS CSI driver's, whose controller
 // runs on the control planes only.
-func controlPlaneStatements(partition string) []statement {
+func controlPlaneStatements(partition string) []iampolicy.Statement {
 	return append(ccmStatements(partition), ebsStatements(partition)...)
 }
 
 // render renders statements as a policy document.
-func render(statements []statement) (string, error) {
-	b, err := json.Marshal(policyDocument{Version: policyVersion, Statement: statements})
+func render(statements []iampolicy.Statement) (string, error) {
+	b, err := json.Marshal(iampolicy.Document{Version: policyVersion, Statement: statements})
 	if err != nil {
 		return "", err
 	}
@@ -264,7 +250,7 @@ func ControlPlaneActions() []string { return actionsOf(controlPlaneStatements("a
 func NodeActions() []string { return actionsOf(nodeStatements()) }
 
 // actionsOf returns the sorted, de-duplicated actions of statements.
-func actionsOf(statements []statement) []string {
+func actionsOf(statements []iampolicy.Statement) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, s := range statements {

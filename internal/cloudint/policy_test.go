@@ -189,11 +189,11 @@ func TestPolicyConditions(t *testing.T) {
 	}
 	for _, c := range []struct{ action, fragment string }{
 		{"ec2:CreateTags", `"ec2:CreateAction":["CreateVolume","CreateSnapshot","CopyVolumes"]`},
-		{"ec2:CreateVolume", `"aws:RequestTag/ebs.csi.aws.com/cluster":"true"`},
-		{"ec2:DeleteVolume", `"ec2:ResourceTag/ebs.csi.aws.com/cluster":"true"`},
-		{"ec2:DeleteVolume", `"ec2:ResourceTag/kubernetes.io/created-for/pvc/name":"*"`},
+		{"ec2:CreateVolume", `"aws:RequestTag/ebs.csi.aws.com/cluster":["true"]`},
+		{"ec2:DeleteVolume", `"ec2:ResourceTag/ebs.csi.aws.com/cluster":["true"]`},
+		{"ec2:DeleteVolume", `"ec2:ResourceTag/kubernetes.io/created-for/pvc/name":["*"]`},
 		{"ec2:DeleteTags", `"ForAllValues:StringNotEquals":{"aws:TagKeys":["ebs.csi.aws.com/cluster","ebs.csi.aws.com/cluster-name","kubernetes.io/created-for/pvc/name"]}`},
-		{"ec2:DeleteSnapshot", `"ec2:ResourceTag/ebs.csi.aws.com/cluster":"true"`},
+		{"ec2:DeleteSnapshot", `"ec2:ResourceTag/ebs.csi.aws.com/cluster":["true"]`},
 	} {
 		if !has(c.action, c.fragment) {
 			t.Errorf("%s is not granted under %s (granted under %v)", c.action, c.fragment, conditionOf[c.action])

@@ -162,11 +162,8 @@ func Restore(ctx context.Context, d Deps, c *state.Cluster, s spec.Spec, snap et
 	if err != nil {
 		return err
 	}
-	for _, vm := range cps {
-		d.say("stopping the API server on %s", vm.Name)
-		if _, err := r.Run(ctx, vm, stop); err != nil {
-			return err
-		}
+	if err := onEach(ctx, d, r, cps, stop, "stopping the API server on %s"); err != nil {
+		return err
 	}
 	cluster := boot.EtcdCluster(etcds, fmt.Sprintf("kforge-%s-r%s", s.Name, snap.SHA256[:12]))
 	for _, vm := range etcds {
@@ -198,9 +195,14 @@ func Restore(ctx context.Context, d Deps, c *state.Cluster, s spec.Spec, snap et
 	if err != nil {
 		return err
 	}
-	for _, vm := range cps {
-		d.say("starting the API server on %s", vm.Name)
-		if _, err := r.Run(ctx, vm, start); err != nil {
+	return onEach(ctx, d, r, cps, start, "starting the API server on %s")
+}
+
+// onEach runs script on each VM in turn, saying what for each.
+func onEach(ctx context.Context, d Deps, r *boot.Remote, vms []infra.VM, script, what string) error {
+	for _, vm := range vms {
+		d.say(what, vm.Name)
+		if _, err := r.Run(ctx, vm, script); err != nil {
 			return err
 		}
 	}
