@@ -112,19 +112,9 @@ func RenderArtifactsMissing(p ArtifactsMissingParams) (string, error) {
 
 const receiveBody = `
 main() {
-	local path={{q .Path}} sum={{q .SHA256}} tmp
+	local path={{q .Path}}
 	install -d -m 0755 "$(dirname "$path")"
-	tmp=$(mktemp "$path.XXXXXX")
-	if ! cat >"$tmp"; then
-		rm -f "$tmp"
-		kforge_fail "the upload of $path broke off"
-	fi
-	if ! printf '%s  %s\n' "$sum" "$tmp" | sha256sum --check --status; then
-		rm -f "$tmp"
-		kforge_fail "the upload of $path does not match its SHA-256"
-	fi
-	chmod 0644 "$tmp"
-	mv -f "$tmp" "$path"
+	kforge_receive "$path" {{q .SHA256}} 0644
 	echo "received $path"
 }
 `

@@ -23,26 +23,41 @@ const (
 	DefaultEtcdutl       = "/usr/local/bin/etcdutl"
 )
 
+// EtcdBackupTools are where the backup recipes find etcd's tools and
+// keep snapshots on a member.
+type EtcdBackupTools struct {
+	// Etcdctl and Etcdutl are the binaries (defaults DefaultEtcdctl and
+	// DefaultEtcdutl; without etcdutl, etcdctl checks and restores).
+	Etcdctl, Etcdutl string
+	// Dir is where snapshots are kept (default DefaultEtcdBackupDir).
+	Dir string
+}
+
+func (t EtcdBackupTools) withDefaults() EtcdBackupTools {
+	t.Etcdctl = orDefault(t.Etcdctl, DefaultEtcdctl)
+	t.Etcdutl = orDefault(t.Etcdutl, DefaultEtcdutl)
+	t.Dir = strings.TrimSuffix(orDefault(t.Dir, DefaultEtcdBackupDir), "/")
+	return t
+}
+
+// paths are the tools' paths, each to be absolute.
+func (t EtcdBackupTools) paths() []string { return []string{t.Etcdctl, t.Etcdutl, t.Dir} }
+
 // EtcdSnapshotParams configures etcd-snapshot.
 type EtcdSnapshotParams struct {
 	// Cluster is the etcd cluster; Member the member that takes the
 	// snapshot (of its own data, through its own client URL).
 	Cluster EtcdCluster
 	Member  Node
-	// PKIDir holds the client certificate (default DefaultEtcdPKIDir);
-	// Etcdctl and Etcdutl are the binaries (defaults DefaultEtcdctl and
-	// DefaultEtcdutl; without etcdutl, etcdctl checks the snapshot).
-	PKIDir, Etcdctl, Etcdutl string
-	// Dir is where the snapshot is written (default DefaultEtcdBackupDir).
-	Dir string
+	// PKIDir holds the client certificate (default DefaultEtcdPKIDir).
+	PKIDir string
+	EtcdBackupTools
 }
 
 func (p EtcdSnapshotParams) withDefaults() EtcdSnapshotParams {
 	p.Cluster = p.Cluster.withDefaults()
 	p.PKIDir = strings.TrimSuffix(orDefault(p.PKIDir, DefaultEtcdPKIDir), "/")
-	p.Etcdctl = orDefault(p.Etcdctl, DefaultEtcdctl)
-	p.Etcdutl = orDefault(p.Etcdutl, DefaultEtcdutl)
-	p.Dir = strings.TrimSuffix(orDefault(p.Dir, DefaultEtcdBackupDir), "/")
+	p.EtcdBackupTools = p.EtcdBackupTools.withDefaults()
 	return p
 }
 
@@ -93,7 +108,7 @@ func RenderEtcdSnapshot(p EtcdSnapshotParams) (string, error) {
 	if err := p.Member.validate("etcd member", true); err != nil {
 		return "", fmt.Errorf("etcd-snapshot: %w", err)
 	}
-	for _, path := range []string{p.PKIDir, p.Etcdctl, p.Etcdutl, p.Dir} {
+	for _, path := range append(p.paths(), p.PKIDir) {
 		if !absPathRE.MatchString(path) {
 			return "", fmt.Errorf("etcd-snapshot: %q is not an absolute path", path)
 		}
@@ -132,9 +147,9 @@ type EtcdRestoreParams struct {
 	// SHA256 is the snapshot's checksum; the snapshot follows the script
 	// on standard input.
 	SHA256 string
-	// DataDir is etcd's data directory (default DefaultEtcdDataDir);
-	// Etcdctl and Etcdutl the binaries; Dir where the snapshot is kept.
-	DataDir, Etcdctl, Etcdutl, Dir string
+	// DataDir is etcd's data directory (default DefaultEtcdDataDir).
+	DataDir string
+	EtcdBackupTools
 	// Unmanaged leaves out what only a VM has: stopping and starting
 	// etcd.service and giving the data to the etcd user (for tests that
 	// run etcd themselves).
@@ -144,9 +159,7 @@ type EtcdRestoreParams struct {
 func (p EtcdRestoreParams) withDefaults() EtcdRestoreParams {
 	p.Cluster = p.Cluster.withDefaults()
 	p.DataDir = strings.TrimSuffix(orDefault(p.DataDir, DefaultEtcdDataDir), "/")
-	p.Etcdctl = orDefault(p.Etcdctl, DefaultEtcdctl)
-	p.Etcdutl = orDefault(p.Etcdutl, DefaultEtcdutl)
-	p.Dir = strings.TrimSuffix(orDefault(p.Dir, DefaultEtcdBackupDir), "/")
+	p.EtcdBackupTools = p.EtcdBackupTools.withDefaults()
 	return p
 }
 
@@ -158,23 +171,14 @@ type etcdRestoreScript struct {
 const etcdRestoreBody = `
 main() {
 	local dir={{q .Dir}} data={{q .DataDir}} sum={{q .SHA256}} token={{q .Cluster.Token}}
-	local snap tmp marker="{{.DataDir}}.kforge-restored" stamp
+	local snap marker="{{.DataDir}}.kforge-restored" stamp
 	umask 077
 	mkdir -p "$dir"
 	snap="$dir/restore-$sum.db"
 	if [[ -f $snap ]] && printf '%s  %s\n' "$sum" "$snap" | sha256sum --check --status; then
 		cat >/dev/null
 	else
-		tmp=$(mktemp "$snap.XXXXXX")
-		if ! cat >"$tmp"; then
-			rm -f "$tmp"
-			kforge_fail "the upload of the snapshot broke off"
-		fi
-		if ! printf '%s  %s\n' "$sum" "$tmp" | sha256sum --check --status; then
-			rm -f "$tmp"
-			kforge_fail "the uploaded snapshot does not match its SHA-256"
-		fi
-		mv -f "$tmp" "$snap"
+		kforge_receive "$snap" "$sum" 0600
 	fi
 {{- if not .Unmanaged}}
 	systemctl stop etcd.service
@@ -231,7 +235,7 @@ func RenderEtcdRestore(p EtcdRestoreParams) (string, error) {
 	if !sha256RE.MatchString(p.SHA256) {
 		return "", errors.New("etcd-restore: the snapshot's SHA-256 must be 64 lowercase hex digits")
 	}
-	for _, path := range []string{p.DataDir, p.Etcdctl, p.Etcdutl, p.Dir} {
+	for _, path := range append(p.paths(), p.DataDir) {
 		if !absPathRE.MatchString(path) || path == "/" {
 			return "", fmt.Errorf("etcd-restore: %q is not an absolute path", path)
 		}

@@ -74,8 +74,8 @@ func TestEtcdBackupRestoreReal(t *testing.T) {
 
 	// Backup: the recipe on member 1, stored in S3.
 	backupDir := t.TempDir()
-	snap, err := RenderEtcdSnapshot(EtcdSnapshotParams{Cluster: old, Member: old.Members[1], PKIDir: oldPKI[1], Etcdctl: etcdctl,
-		Etcdutl: "/nonexistent/etcdutl", Dir: backupDir})
+	snap, err := RenderEtcdSnapshot(EtcdSnapshotParams{Cluster: old, Member: old.Members[1], PKIDir: oldPKI[1],
+		EtcdBackupTools: EtcdBackupTools{Etcdctl: etcdctl, Etcdutl: "/nonexistent/etcdutl", Dir: backupDir}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,8 @@ func TestEtcdBackupRestoreReal(t *testing.T) {
 	restore := func(m Node) string {
 		t.Helper()
 		s, err := RenderEtcdRestore(EtcdRestoreParams{Cluster: restored, Member: m, SHA256: got.SHA256, Unmanaged: true,
-			DataDir: filepath.Join(root, m.Name, "data"), Dir: filepath.Join(root, m.Name, "backup"), Etcdctl: etcdctl, Etcdutl: "/nonexistent/etcdutl"})
+			DataDir:         filepath.Join(root, m.Name, "data"),
+			EtcdBackupTools: EtcdBackupTools{Etcdctl: etcdctl, Etcdutl: "/nonexistent/etcdutl", Dir: filepath.Join(root, m.Name, "backup")}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,6 +40,25 @@ kforge_fail() {
 	exit 1
 }
 `},
+		{name: "kforge_receive", deps: []string{"kforge_fail"}, code: `
+# kforge_receive PATH SHA256 MODE writes standard input to PATH (through a
+# temporary file beside it, checked against SHA256, then renamed), with
+# MODE; what does not match is deleted.
+kforge_receive() {
+	local path=$1 sum=$2 mode=$3 tmp
+	tmp=$(mktemp "$path.XXXXXX")
+	if ! cat >"$tmp"; then
+		rm -f "$tmp"
+		kforge_fail "the upload of $path broke off"
+	fi
+	if ! printf '%s  %s\n' "$sum" "$tmp" | sha256sum --check --status; then
+		rm -f "$tmp"
+		kforge_fail "the upload of $path does not match its SHA-256"
+	fi
+	chmod "$mode" "$tmp"
+	mv -f "$tmp" "$path"
+}
+`},
 		{name: "kforge_dir", code: `
 # kforge_dir PATH MODE OWNER:GROUP creates a directory, or sets the mode and
 # owner of an existing one.
