@@ -304,6 +304,20 @@ func (d *Double) clusterExists(region, cluster string) bool {
 	return d.clusters[region+"/"+cluster]
 }
 
+// decodeFor decodes a request body into in and checks that its cluster
+// exists, answering the EKS error itself (false) when not.
+func (d *Double) decodeFor(w http.ResponseWriter, body []byte, in any, region, cluster string) bool {
+	if err := json.Unmarshal(body, in); err != nil {
+		fail(w, 400, "InvalidParameterException", "body: %v", err)
+		return false
+	}
+	if !d.clusterExists(region, cluster) {
+		fail(w, 404, "ResourceNotFoundException", "No cluster found for name: %s.", cluster)
+		return false
+	}
+	return true
+}
+
 func (d *Double) create(w http.ResponseWriter, r *http.Request, region, cluster string) {
 	body, _ := io.ReadAll(r.Body)
 	var in struct {
@@ -312,12 +326,7 @@ func (d *Double) create(w http.ResponseWriter, r *http.Request, region, cluster 
 		ClientRequestToken string            `json:"clientRequestToken"`
 		Tags               map[string]string `json:"tags"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		fail(w, 400, "InvalidParameterException", "body: %v", err)
-		return
-	}
-	if !d.clusterExists(region, cluster) {
-		fail(w, 404, "ResourceNotFoundException", "No cluster found for name: %s.", cluster)
+	if !d.decodeFor(w, body, &in, region, cluster) {
 		return
 	}
 	vs, ok := catalogue[in.AddonName]

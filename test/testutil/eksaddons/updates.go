@@ -108,12 +108,7 @@ func (d *Double) startUpdate(w http.ResponseWriter, r *http.Request, region, clu
 		AddonVersion       string `json:"addonVersion"`
 		ClientRequestToken string `json:"clientRequestToken"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		fail(w, 400, "InvalidParameterException", "body: %v", err)
-		return
-	}
-	if !d.clusterExists(region, cluster) {
-		fail(w, 404, "ResourceNotFoundException", "No cluster found for name: %s.", cluster)
+	if !d.decodeFor(w, body, &in, region, cluster) {
 		return
 	}
 	d.mu.Lock()
