@@ -157,6 +157,14 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	add("etcd-snapshot", RecipeEtcdSnapshot, s, err)
 	s, err = RenderEtcdSnapshotRead(DefaultEtcdBackupDir + "/snapshot.db")
 	add("etcd-snapshot-read", RecipeEtcdSnapshotRead, s, err)
+	for _, bucket := range []string{"backups", "backups.example.com"} {
+		sp := EtcdBackupScheduleParams{Cluster: c.etcd, Member: c.etcd.Members[1], ClusterName: "demo",
+			Bucket: bucket, Prefix: "etcd/prod", Region: "eu-west-1", Every: 6 * time.Hour, Keep: 28}
+		s, err = RenderEtcdBackupAgent(sp)
+		add("etcd-backup-agent/"+bucket, RecipeEtcdBackupAgent, s, err)
+		s, err = RenderEtcdBackupSchedule(sp)
+		add("etcd-backup-schedule/"+bucket, RecipeEtcdBackupSchedule, s, err)
+	}
 	for _, kubeadm := range []bool{false, true} {
 		s, err = RenderAPIServerStop(APIServerParams{Kubeadm: kubeadm})
 		add("apiserver-stop", RecipeAPIServerStop, s, err)
