@@ -113,3 +113,12 @@ func Partition(region string) string {
 	}
 	return "aws"
 }
+
+// DNSSuffix is the domain of a region's service endpoints
+// (amazonaws.com, or amazonaws.com.cn in China).
+func DNSSuffix(region string) string {
+	if Partition(region) == "aws-cn" {
+		return "amazonaws.com.cn"
+	}
+	return "amazonaws.com"
+}

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/kforge/kforge/internal/spec"
 )
 
 // RecipeEtcdBackupSchedule installs scheduled etcd snapshots on a member.
@@ -19,15 +21,6 @@ const (
 	EtcdBackupUnit        = "kforge-etcd-backup"
 	etcdBackupServicePath = "/etc/systemd/system/" + EtcdBackupUnit + ".service"
 	etcdBackupTimerPath   = "/etc/systemd/system/" + EtcdBackupUnit + ".timer"
-)
-
-// Bounds of a schedule.
-const (
-	MinBackupEvery = 15 * time.Minute
-	MaxBackupEvery = 31 * 24 * time.Hour
-	// MaxBackupKeep keeps a retention within one page of ListObjectsV2
-	// with room to spare (see the agent's prune).
-	MaxBackupKeep = 900
 )
 
 // EtcdBackupScheduleParams configures scheduled snapshots on one member.
@@ -88,10 +81,10 @@ func (p EtcdBackupScheduleParams) validate() error {
 		return fmt.Errorf("the key prefix %q may hold only letters, digits and . _ - /", p.Prefix)
 	case !regionRE.MatchString(p.Region):
 		return fmt.Errorf("invalid region %q", p.Region)
-	case p.Every < MinBackupEvery || p.Every > MaxBackupEvery:
-		return fmt.Errorf("the interval %s is not between %s and %s", p.Every, MinBackupEvery, MaxBackupEvery)
-	case p.Keep < 1 || p.Keep > MaxBackupKeep:
-		return fmt.Errorf("the retention %d is not between 1 and %d", p.Keep, MaxBackupKeep)
+	case p.Every < spec.MinBackupEvery || p.Every > spec.MaxBackupEvery:
+		return fmt.Errorf("the interval %s is not between %s and %s", p.Every, spec.MinBackupEvery, spec.MaxBackupEvery)
+	case p.Keep < 1 || p.Keep > spec.MaxBackupKeep:
+		return fmt.Errorf("the retention %d is not between 1 and %d", p.Keep, spec.MaxBackupKeep)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kforge/kforge/internal/etcdbackup"
 	"github.com/kforge/kforge/internal/pki"
+	"github.com/kforge/kforge/internal/spec"
 	"github.com/kforge/kforge/test/testutil/moto"
 )
 
@@ -225,7 +226,7 @@ func TestEtcdBackupScheduleRefuses(t *testing.T) {
 	for name, mod := range map[string]func(*EtcdBackupScheduleParams){
 		"too often":      func(p *EtcdBackupScheduleParams) { p.Every = time.Minute },
 		"keep none":      func(p *EtcdBackupScheduleParams) { p.Keep = 0 },
-		"keep too many":  func(p *EtcdBackupScheduleParams) { p.Keep = MaxBackupKeep + 1 },
+		"keep too many":  func(p *EtcdBackupScheduleParams) { p.Keep = spec.MaxBackupKeep + 1 },
 		"bad bucket":     func(p *EtcdBackupScheduleParams) { p.Bucket = "Bad_Bucket" },
 		"quote in key":   func(p *EtcdBackupScheduleParams) { p.Prefix = "a'b" },
 		"space in key":   func(p *EtcdBackupScheduleParams) { p.Prefix = "a b" },

@@ -41,7 +41,7 @@ func (a *App) backupHACommand() *cobra.Command {
 	var f backupFlags
 	var to string
 	c := &cobra.Command{
-		Use:   "ha-aws --name NAME --region REGION --to s3://BUCKET/PREFIX",
+		Use:   "ha-aws --name NAME --region REGION [--to s3://BUCKET/PREFIX]",
 		Short: "Take an etcd snapshot of an ha-aws cluster and store it in S3",
 		Long: `Take a snapshot of the cluster's etcd on one healthy member (etcdctl snapshot
 save with kforge's client certificate), check it (snapshot status), copy it
@@ -49,17 +49,21 @@ over SSH and store it in S3, encrypted (SSE: AES256, or ?sse=aws:kms), as
 <prefix>/<cluster>/<time>-rev<revision>.db with its SHA-256 in the object's
 metadata. The bucket must exist; ?region= names its region when it is not
 the cluster's. --to takes the parameters of a state URL (region, sse,
-kms-key).`,
+kms-key). Without --to, the snapshot goes where the cluster's scheduled
+snapshots go (create --etcd-backups), and counts toward their retention.`,
 		Example: `  kforge backup ha-aws --name prod --region eu-west-1 --to s3://acme-backups/etcd
   kforge backup list ha-aws --name prod --region eu-west-1 --to s3://acme-backups/etcd`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			loc, err := f.location(to, "--to")
-			if err != nil {
+			if err := f.checkTo(to); err != nil {
 				return err
 			}
 			var snap etcdbackup.Snapshot
-			err = a.backupOp(cmd.Context(), f, "backup", func(ctx context.Context, d backupDeps, c *state.Cluster, s spec.Spec) (err error) {
+			err := a.backupOp(cmd.Context(), f, "backup", func(ctx context.Context, d backupDeps, c *state.Cluster, s spec.Spec) (err error) {
+				loc, err := f.location(to, s.EtcdBackups)
+				if err != nil {
+					return err
+				}
 				d.S3 = etcdbackup.NewClient(d.cfg, loc)
 				snap, err = backup.Take(ctx, d.Deps, c, s, loc)
 				return err
@@ -76,7 +80,7 @@ kms-key).`,
 		},
 	}
 	f.register(c)
-	c.Flags().StringVar(&to, "to", "", "where to store the snapshot: s3://bucket/prefix (required)")
+	c.Flags().StringVar(&to, "to", "", "where to store the snapshot: s3://bucket/prefix (default: the cluster's --etcd-backups; required without)")
 	return c
 }
 
@@ -88,16 +92,27 @@ func (a *App) backupListCommand() *cobra.Command {
 	var f backupFlags
 	var to string
 	sub := &cobra.Command{
-		Use:     "ha-aws --name NAME --region REGION --to s3://BUCKET/PREFIX",
+		Use:     "ha-aws --name NAME --region REGION [--to s3://BUCKET/PREFIX]",
 		Short:   "List the etcd snapshots of an ha-aws cluster, oldest first",
 		Example: `  kforge backup list ha-aws --name prod --region eu-west-1 --to s3://acme-backups/etcd -o json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			loc, err := f.location(to, "--to")
-			if err != nil {
+			if err := f.checkTo(to); err != nil {
 				return err
 			}
 			ref, err := f.ref(spec.TypeHA)
+			if err != nil {
+				return err
+			}
+			scheduled := ""
+			if to == "" {
+				c, err := a.loadCluster(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				scheduled = c.Spec.EtcdBackups
+			}
+			loc, err := f.location(to, scheduled)
 			if err != nil {
 				return err
 			}
@@ -126,7 +141,7 @@ func (a *App) backupListCommand() *cobra.Command {
 		},
 	}
 	f.register(sub)
-	sub.Flags().StringVar(&to, "to", "", "where the snapshots are: s3://bucket/prefix, as given to kforge backup (required)")
+	sub.Flags().StringVar(&to, "to", "", "where the snapshots are: s3://bucket/prefix, as given to kforge backup (default: the cluster's --etcd-backups)")
 	c.AddCommand(sub)
 	return c
 }
@@ -199,15 +214,29 @@ it continues the same restore.`,
 	return c
 }
 
-// location parses an s3:// flag value.
-func (f *backupFlags) location(raw, flag string) (s3store.Location, error) {
+// checkTo checks the output flag and --to if given, before the state is
+// read.
+func (f *backupFlags) checkTo(to string) error {
 	if err := checkOutput(f.output); err != nil {
-		return s3store.Location{}, err
+		return err
 	}
-	if raw == "" {
-		return s3store.Location{}, spec.Usagef("%s is required: an s3://bucket/prefix", flag)
+	if to == "" {
+		return nil
 	}
-	return etcdbackup.ParseLocation(raw)
+	_, err := etcdbackup.ParseLocation(to)
+	return err
+}
+
+// location parses --to, which defaults to the cluster's scheduled
+// snapshots' location (scheduled).
+func (f *backupFlags) location(to, scheduled string) (s3store.Location, error) {
+	switch {
+	case to != "":
+		return etcdbackup.ParseLocation(to)
+	case scheduled != "":
+		return etcdbackup.ParseLocation(scheduled)
+	}
+	return s3store.Location{}, spec.Usagef("--to is required: an s3://bucket/prefix (the cluster has no --etcd-backups to default to)")
 }
 
 func (f *backupFlags) refString() string {

@@ -127,7 +127,8 @@ func (a *App) create(ctx context.Context, s spec.Spec, f createFlags) error {
 		return err
 	}
 	s.Artifacts = absArtifacts(s.Artifacts)
-	if err := s.Validate(); err != nil {
+	s = s.WithBackupDefaults()
+	if err := validate(s); err != nil {
 		return err
 	}
 	if f.dryRun {

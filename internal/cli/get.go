@@ -147,6 +147,10 @@ func writeInfo(w io.Writer, i lifecycle.Info) {
 	if i.Error != "" {
 		fmt.Fprintf(t, "Last error:\t%s\n", i.Error)
 	}
+	if i.Spec.EtcdBackups != "" {
+		fmt.Fprintf(t, "etcd backups:\tevery %s to %s, the last %d kept (kforge backup list %s)\n",
+			i.Spec.BackupEvery, i.Spec.EtcdBackups, i.Spec.BackupKeep, i.Spec.Ref.Args())
+	}
 	keys := make([]string, 0, len(i.Versions))
 	for k := range i.Versions {
 		keys = append(keys, k)

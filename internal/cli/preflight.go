@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kforge/kforge/internal/etcdbackup"
 	"github.com/kforge/kforge/internal/preflight"
 	"github.com/kforge/kforge/internal/spec"
 )
@@ -115,6 +116,9 @@ func haSpecFlags(fl *pflag.FlagSet, s *spec.Spec) {
 	fl.StringVar(&s.VPCID, "vpc-id", "", "use this existing VPC (must have DNS hostnames and DNS support enabled; kforge adds its own subnets and never modifies the VPC)")
 	fl.StringVar(&s.AMI, "ami", "", "AMI for every VM (default: the newest Canonical Ubuntu 24.04 LTS image for the instance type's architecture)")
 	artifactFlags(fl, &s.Artifacts, &s.ImageRepository)
+	fl.StringVar(&s.EtcdBackups, "etcd-backups", "", "scheduled etcd snapshots: each etcd VM gets a systemd timer, and the etcd leader stores a snapshot in this s3://bucket/prefix (SSE-S3) with its own instance profile, allowed only that prefix; the bucket must exist")
+	fl.DurationVar(&s.BackupEvery, "backup-every", 0, "with --etcd-backups: the interval between two snapshots (default 6h; 15m to 744h)")
+	fl.IntVar(&s.BackupKeep, "backup-keep", 0, "with --etcd-backups: how many snapshots to keep; older ones are deleted (default 28)")
 	fl.BoolVar(&s.NoCloudIntegration, "no-cloud-integration", false, "leave out the AWS cloud controller manager and the EBS CSI driver: no LoadBalancer Services, no EBS volumes, nodes named after their VMs, and no cloud permissions on the VMs' roles (for clusters that run their own)")
 	s.SSHCIDR = spec.DefaultSSHCIDR
 }
@@ -131,7 +135,8 @@ func (a *App) preflight(ctx context.Context, s spec.Spec, output string) error {
 	if err := checkOutput(output); err != nil {
 		return err
 	}
-	if err := s.Validate(); err != nil {
+	s = s.WithBackupDefaults()
+	if err := validate(s); err != nil {
 		return err
 	}
 	rep, err := a.runPreflight(ctx, s)
@@ -215,4 +220,18 @@ func firstLine(s string) string {
 		}
 	}
 	return s
+}
+
+// validate checks a spec before anything is done: its own checks, and the
+// location of scheduled etcd snapshots as the etcd VMs will use it.
+func validate(s spec.Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if s.EtcdBackups != "" {
+		if _, err := etcdbackup.ScheduleLocation(s.EtcdBackups); err != nil {
+			return err
+		}
+	}
+	return nil
 }

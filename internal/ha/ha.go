@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing"
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
@@ -24,6 +25,7 @@ import (
 	"github.com/kforge/kforge/internal/bootstrap"
 	"github.com/kforge/kforge/internal/cost"
 	"github.com/kforge/kforge/internal/engine"
+	"github.com/kforge/kforge/internal/etcdbackup"
 	"github.com/kforge/kforge/internal/ha/boot"
 	"github.com/kforge/kforge/internal/ha/infra"
 	"github.com/kforge/kforge/internal/iamrole"
@@ -50,6 +52,8 @@ type Provider struct {
 	elb2  *elasticloadbalancingv2.Client
 	home  string
 	log   io.Writer
+	// aws is for the S3 client of a bucket in another region.
+	aws aws.Config
 }
 
 // New returns the ha-aws provider. It makes no AWS call.
@@ -60,6 +64,7 @@ func New(env lifecycle.Env) lifecycle.Provider {
 		elb2:  elasticloadbalancingv2.NewFromConfig(env.AWS),
 		home:  env.Home,
 		log:   env.Log,
+		aws:   env.AWS,
 	}
 }
 
@@ -147,7 +152,7 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 		checks = append(checks, func(ctx context.Context) error { return network.CheckVPC(ctx, net, s.VPCID, nil) })
 	}
 	checks = append(checks, func(ctx context.Context) error { return network.CheckNameFree(ctx, net, s.Ref) })
-	for _, suffix := range []string{infra.CPRoleSuffix, infra.WPRoleSuffix} {
+	for _, suffix := range infra.RoleSuffixes(s) {
 		checks = append(checks, func(ctx context.Context) error {
 			err := iamrole.CheckOwner(ctx, p.infra.IAM, s.Ref, suffix)
 			if _, ok := err.(*iamrole.OwnerError); ok {
@@ -157,6 +162,15 @@ func (p *Provider) Check(ctx context.Context, s spec.Spec) error {
 		})
 	}
 	checks = append(checks, func(ctx context.Context) error { return infra.CheckKeyPair(ctx, p.infra, s.Ref) })
+	if s.EtcdBackups != "" {
+		checks = append(checks, func(ctx context.Context) error {
+			loc, err := etcdbackup.ScheduleLocation(s.EtcdBackups)
+			if err != nil {
+				return err
+			}
+			return etcdbackup.CheckBucket(ctx, etcdbackup.NewClient(p.aws, loc), loc)
+		})
+	}
 	if s.Artifacts != "" {
 		checks = append(checks, func(ctx context.Context) error { return boot.CheckSource(ctx, p.infra.EC2, s) })
 	}
@@ -192,7 +206,7 @@ func (p *Provider) Info(c *state.Cluster) lifecycle.Info {
 		info.Resources["keyPair"] = kp.Name
 	}
 	var roles, profiles []string
-	for _, id := range []string{infra.StepCPRole, infra.StepWPRole} {
+	for _, id := range []string{infra.StepCPRole, infra.StepWPRole, infra.StepEtcdRole} {
 		var r iamrole.Out
 		if decode(c, id, &r) {
 			roles = append(roles, r.Name)

@@ -29,7 +29,7 @@ func PreflightFacts(s spec.Spec) preflight.Facts {
 		Zones:    3,
 		FewZones: "the 3 etcd members share 2 zones, so losing the zone with 2 of them loses the quorum",
 		Sizes:    sizes,
-		Roles:    []string{awsx.IAMName(s.Name, infra.CPRoleSuffix), awsx.IAMName(s.Name, infra.WPRoleSuffix)},
+		Roles:    roleNames(s),
 		Image: func(arch string) (in *ec2.DescribeImagesInput, owner string) {
 			return infra.ImageQuery(s, arch)
 		},
@@ -50,3 +50,12 @@ func PreflightFacts(s spec.Spec) preflight.Facts {
 
 // Preflight implements lifecycle.Provider.
 func (p *Provider) Preflight(s spec.Spec) preflight.Facts { return PreflightFacts(s) }
+
+// roleNames are the names of the cluster's IAM roles and instance profiles.
+func roleNames(s spec.Spec) []string {
+	var out []string
+	for _, suffix := range infra.RoleSuffixes(s) {
+		out = append(out, awsx.IAMName(s.Name, suffix))
+	}
+	return out
+}

@@ -57,6 +57,14 @@ var settings = []setting{
 	{"--artifacts", func(s spec.Spec) string { return s.Artifacts }, nil},
 	{"--image-repository", func(s spec.Spec) string { return s.ImageRepository }, nil},
 	{"--no-cloud-integration", func(s spec.Spec) string { return strconv.FormatBool(s.NoCloudIntegration) }, nil},
+	{"--etcd-backups", func(s spec.Spec) string { return s.EtcdBackups }, nil},
+	{"--backup-every", func(s spec.Spec) string {
+		if s.BackupEvery == 0 {
+			return ""
+		}
+		return s.BackupEvery.String()
+	}, nil},
+	{"--backup-keep", func(s spec.Spec) string { return itoa(s.BackupKeep) }, nil},
 }
 
 // SettingChanges lists the settings of an existing cluster (old) that a

@@ -111,6 +111,12 @@ type Spec struct {
 	// names, kubelets run without a cloud provider, and the VMs' roles get
 	// no cloud permissions.
 	NoCloudIntegration bool `json:"noCloudIntegration,omitempty"`
+	// EtcdBackups is where the etcd VMs store scheduled snapshots
+	// themselves (--etcd-backups s3://bucket/prefix), one every
+	// BackupEvery, the last BackupKeep kept; empty: no schedule.
+	EtcdBackups string        `json:"etcdBackups,omitempty"`
+	BackupEvery time.Duration `json:"backupEvery,omitempty"`
+	BackupKeep  int           `json:"backupKeep,omitempty"`
 }
 
 // CloudIntegration reports whether an ha-aws cluster runs the AWS cloud
@@ -243,6 +249,9 @@ func (s Spec) Validate() error {
 		}
 		if s.ImageRepository != "" && !imageRepoRE.MatchString(s.ImageRepository) {
 			return Usagef("invalid --image-repository %q: give a registry host and path such as registry.example.com/k8s", s.ImageRepository)
+		}
+		if err := s.checkBackups(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -114,6 +114,7 @@ func Add(g *engine.Graph, s spec.Spec, refs infra.Refs) {
 		}
 	}
 	b.addEtcd()
+	b.addBackupSchedule()
 	b.addHAProxy()
 	var joins []engine.Dep
 	first := engine.ID(JoinStepID(s, infra.RoleCP, 0))

@@ -2,7 +2,8 @@
 // resources: the network (package network), the cluster's secrets (kept in
 // state), its EC2 key pair, the images its VMs boot, a security group per
 // role with its ingress rules, the control planes' and workers' IAM roles
-// and instance profiles, and one VM per slot (role and index).
+// and instance profiles (and the etcd VMs', for scheduled snapshots), and
+// one VM per slot (role and index).
 //
 // Every resource is found again on every run, from batched look-ups held
 // in the run's Session (one DescribeInstances for every VM, one
@@ -45,16 +46,30 @@ const (
 	StepImages  = "images"
 	StepCPRole  = "role/cp"
 	StepWPRole  = "role/wp"
-	StepVMs     = "vms" // teardown only: every VM of the cluster
+	// StepEtcdRole makes the etcd VMs' role, for scheduled snapshots.
+	StepEtcdRole = "role/etcd"
+	StepVMs      = "vms" // teardown only: every VM of the cluster
 	// StepInventory looks up the cluster's instances once per run.
 	StepInventory = "instances"
 )
 
-// IAM suffixes: kforge-<name>-ha-cp and kforge-<name>-ha-wp.
+// IAM suffixes: kforge-<name>-ha-cp and kforge-<name>-ha-wp, and
+// kforge-<name>-ha-etcd for a cluster with scheduled etcd snapshots.
 const (
-	CPRoleSuffix = "ha-cp"
-	WPRoleSuffix = "ha-wp"
+	CPRoleSuffix   = "ha-cp"
+	WPRoleSuffix   = "ha-wp"
+	EtcdRoleSuffix = "ha-etcd"
 )
+
+// RoleSuffixes are the suffixes of the IAM roles (and instance profiles)
+// of a cluster.
+func RoleSuffixes(s spec.Spec) []string {
+	out := []string{CPRoleSuffix, WPRoleSuffix}
+	if s.EtcdBackups != "" {
+		out = append(out, EtcdRoleSuffix)
+	}
+	return out
+}
 
 // SGStepID is the step that makes the security group of a role.
 func SGStepID(role string) string { return "sg/" + role }
@@ -105,7 +120,7 @@ type Refs struct {
 	Secrets engine.Ref[Secrets]
 	KeyPair engine.Ref[KeyPair]
 	Images  engine.Ref[Images]
-	Roles   map[string]engine.Ref[iamrole.Out] // RoleCP, RoleWP
+	Roles   map[string]engine.Ref[iamrole.Out] // RoleCP, RoleWP, RoleEtcd (with scheduled snapshots)
 	Groups  map[string]engine.Ref[Group]       // by role
 	Rules   map[string]engine.Ref[Rules]       // by role
 	vms     map[string]engine.Ref[VM]          // by slot
@@ -152,6 +167,9 @@ func Add(g *engine.Graph, c *Clients, s spec.Spec, leftovers engine.Dep, vms boo
 	cpPolicy, wpPolicy, _ := rolePolicies(s)
 	refs.Roles[RoleCP] = addRole(g, c, s, StepCPRole, iamrole.Role{Suffix: CPRoleSuffix, Service: "ec2.amazonaws.com", Inline: cpPolicy, Profile: true})
 	refs.Roles[RoleWP] = addRole(g, c, s, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: "ec2.amazonaws.com", Inline: wpPolicy, Profile: true})
+	if s.EtcdBackups != "" {
+		refs.Roles[RoleEtcd] = addRole(g, c, s, StepEtcdRole, iamrole.Role{Suffix: EtcdRoleSuffix, Service: "ec2.amazonaws.com", Inline: etcdRolePolicy(s), Profile: true})
+	}
 	for _, role := range Roles {
 		refs.Groups[role] = addGroup(g, c, s, role, refs.Network.VPC)
 	}

@@ -3,6 +3,7 @@ package infra
 import (
 	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/internal/cloudint"
+	"github.com/kforge/kforge/internal/etcdbackup"
 	"github.com/kforge/kforge/internal/spec"
 )
 
@@ -22,4 +23,15 @@ func rolePolicies(s spec.Spec) (cp, wp string, err error) {
 		return "", "", err
 	}
 	return cp, wp, nil
+}
+
+// etcdRolePolicy is the inline policy of the etcd VMs' role: to store,
+// list and delete the cluster's snapshots at --etcd-backups, nothing else
+// (package etcdbackup). The location was checked with the spec.
+func etcdRolePolicy(s spec.Spec) string {
+	loc, err := etcdbackup.ScheduleLocation(s.EtcdBackups)
+	if err != nil {
+		return ""
+	}
+	return string(etcdbackup.RolePolicy(awsx.Partition(s.Region), loc, s.Name).JSON())
 }
