@@ -79,7 +79,7 @@ func Recipes() []string {
 		RecipeNodesReady, RecipeDrainNode, RecipeFetchKubeconfig,
 		RecipeArtifactsMissing, RecipeReceive, RecipeEtcdReplaceMember, RecipeKubeadmEtcdServers, RecipeCloudIntegration,
 		RecipeEtcdSnapshot, RecipeEtcdSnapshotRead, RecipeEtcdRestore, RecipeAPIServerStop, RecipeAPIServerStart,
-		RecipeEtcdBackupSchedule, RecipeEtcdBackupAgent,
+		RecipeEtcdBackupSchedule, RecipeEtcdBackupAgent, RecipeKubeadmUpgrade, RecipeUncordonNode,
 	}
 }
 

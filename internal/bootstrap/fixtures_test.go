@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -229,6 +230,18 @@ func (c *cluster) allScripts(t *testing.T) []renderedScript {
 	add("kubeadm-prereqs", RecipeKubeadmPrereqs, s, err)
 	s, err = RenderKubeadmPrereqs(KubeadmPrereqsParams{KubernetesVersion: c.kubeadm.KubernetesVersion, PauseImage: testPause, Offline: testOffline()})
 	add("kubeadm-prereqs/offline", RecipeKubeadmPrereqs, s, err)
+	for _, first := range []bool{true, false} {
+		s, err = RenderKubeadmUpgrade(KubeadmUpgradeParams{KubernetesVersion: "v1.34.2", First: first})
+		add("kubeadm-upgrade/first="+strconv.FormatBool(first), RecipeKubeadmUpgrade, s, err)
+		s, err = RenderKubeadmUpgrade(KubeadmUpgradeParams{KubernetesVersion: "v1.34.2", First: first, Offline: testOffline()})
+		add("kubeadm-upgrade/offline/first="+strconv.FormatBool(first), RecipeKubeadmUpgrade, s, err)
+	}
+	s, err = RenderUncordonNode(UncordonNodeParams{Kubeconfig: KubeadmKubeconfig, Node: "wp-1"})
+	add("uncordon-node", RecipeUncordonNode, s, err)
+	s, err = RenderDrainNode(DrainNodeParams{Kubeconfig: KubeadmKubeconfig, Node: "wp-1", Keep: true})
+	add("drain-node/keep", RecipeDrainNode, s, err)
+	s, err = RenderNodesReady(NodesReadyParams{Kubeconfig: KubeadmKubeconfig, Count: 5, KubeletVersion: "v1.34.2"})
+	add("nodes-ready/kubelet-version", RecipeNodesReady, s, err)
 	kubeadmSecrets := append(keys(c.etcdClient.Client, c.kubeCAPEM), c.kubeadm.Token, c.kubeadm.CertificateKey)
 	s, err = RenderKubeadmInit(KubeadmInitParams{Cluster: c.kubeadm, Node: c.cps[0], CA: c.kubeCAPEM})
 	add("kubeadm-init", RecipeKubeadmInit, s, err, kubeadmSecrets...)

@@ -71,6 +71,9 @@ type NodesReadyParams struct {
 	// has initialised (no UninitializedTaint left), for clusters whose
 	// cloud provider is external.
 	Initialized bool
+	// KubeletVersion, if set, counts only the nodes whose kubelet runs
+	// that release (after an upgrade: v1.34.2, v1.34.2+k3s1).
+	KubeletVersion string
 }
 
 // UninitializedTaint is the taint a kubelet with an external cloud
@@ -84,7 +87,10 @@ main() {
 	local deadline=$((SECONDS + {{seconds .Timeout}}))
 	while :; do
 		ready=$(kubectl --kubeconfig "$kubeconfig" --request-timeout=15s get nodes \
-			-o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints[*].key}{"\n"}{end}' 2>/dev/null |
+			-o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.status.nodeInfo.kubeletVersion}{" "}{.spec.taints[*].key}{"\n"}{end}' 2>/dev/null |
+{{- if .KubeletVersion}}
+			awk -v v={{q .KubeletVersion}} '$2 == v' |
+{{- end}}
 {{- if .Initialized}}
 			grep -v ' .*` + UninitializedTaint + `' |
 {{- end}}
@@ -97,6 +103,8 @@ main() {
 {{- if .Initialized}}
 			kubectl --kubeconfig "$kubeconfig" --request-timeout=15s -n kube-system logs --tail=20 daemonset/` + CloudControllerDaemonSet + ` >&2 || true
 			kforge_fail "only $ready of $want nodes are Ready and initialised by the AWS cloud controller manager after {{seconds .Timeout}}s (a node tainted ` + UninitializedTaint + ` is not initialised: see the cloud controller's log above, and its role's permissions)"
+{{- else if .KubeletVersion}}
+			kforge_fail "only $ready of $want nodes are Ready with kubelet {{.KubeletVersion}} after {{seconds .Timeout}}s"
 {{- else}}
 			kforge_fail "only $ready of $want nodes are Ready after {{seconds .Timeout}}s"
 {{- end}}
@@ -119,6 +127,9 @@ func RenderNodesReady(p NodesReadyParams) (string, error) {
 	if p.Timeout < 0 {
 		return "", errors.New("nodes-ready: the timeout must not be negative")
 	}
+	if p.KubeletVersion != "" && !kubeletVersionRE.MatchString(p.KubeletVersion) {
+		return "", fmt.Errorf("nodes-ready: kubelet version %q: want a release such as v1.34.2", p.KubeletVersion)
+	}
 	p.Timeout = orDefault(p.Timeout, DefaultNodesReadyTimeout)
 	return renderScript(RecipeNodesReady, nodesReadyBody, p)
 }
@@ -135,6 +146,9 @@ type DrainNodeParams struct {
 	// deleted without a drain (its pods went with the VM), so that the
 	// new VM can join under the same name.
 	Gone bool
+	// Keep drains the node (cordoned) without deleting it: before an
+	// upgrade; uncordon-node puts it back in service.
+	Keep bool
 }
 
 const drainNodeBody = `
@@ -163,8 +177,12 @@ main() {
 		fi
 		kforge_fail "cannot drain node $node within {{seconds .Timeout}}s (a PodDisruptionBudget may block eviction)"
 	fi
+{{- if .Keep}}
+	echo "node $node drained"
+{{- else}}
 	kubectl --kubeconfig "$kubeconfig" --request-timeout=30s delete node "$node" --ignore-not-found >&2
 	echo "node $node drained and deleted"
+{{- end}}
 {{- end}}
 }
 `
@@ -182,6 +200,9 @@ func RenderDrainNode(p DrainNodeParams) (string, error) {
 	}
 	if p.Timeout < 0 {
 		return "", errors.New("drain-node: the timeout must not be negative")
+	}
+	if p.Gone && p.Keep {
+		return "", errors.New("drain-node: a node whose VM is gone cannot be kept")
 	}
 	p.Timeout = orDefault(p.Timeout, DefaultDrainTimeout)
 	return renderScript(RecipeDrainNode, drainNodeBody, p)

@@ -312,8 +312,9 @@ func TestKubeadmPrereqs(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := filesOf(t, s)
-	if got := string(files["/etc/apt/sources.list.d/kubernetes.list"].content); !strings.Contains(got, "https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /") {
-		t.Errorf("apt source = %q", got)
+	// The apt source of the release's minor (kforge_kube_repo writes it).
+	if !strings.Contains(s, "kforge_kube_repo 'v1.34'") || !strings.Contains(s, "https://pkgs.k8s.io/core:/stable:/%s/deb/ /") {
+		t.Errorf("the script does not use the apt repository of v1.34")
 	}
 	if got := string(files["/etc/modules-load.d/kforge-kubernetes.conf"].content); got != "overlay\nbr_netfilter\n" {
 		t.Errorf("modules = %q", got)
@@ -321,7 +322,7 @@ func TestKubeadmPrereqs(t *testing.T) {
 	if got := string(files["/etc/sysctl.d/99-kforge-kubernetes.conf"].content); !strings.Contains(got, "net.ipv4.ip_forward = 1") || !strings.Contains(got, "net.bridge.bridge-nf-call-iptables = 1") {
 		t.Errorf("sysctl = %q", got)
 	}
-	for _, want := range []string{"version='1.34.2'", "apt-mark hold kubelet kubeadm kubectl", "SystemdCgroup = true",
+	for _, want := range []string{"version='1.34.2'", `kforge_kube_packages "$version" kubelet kubeadm kubectl`, `apt-mark hold "$@"`, "SystemdCgroup = true",
 		"pause='" + testPause + "'", "sandbox_image = ", "restrict_oom_score_adj", "sysctl -q -p /etc/sysctl.d/99-kforge-kubernetes.conf"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q", want)
@@ -480,6 +481,53 @@ func TestTokens(t *testing.T) {
 				t.Errorf("a random secret repeated")
 			}
 			seen[s] = true
+		}
+	}
+}
+
+// TestKubeadmUpgradeDryRun has the real kubeadm dry-run `kubeadm upgrade
+// apply` and `kubeadm upgrade node` with the UpgradeConfiguration that
+// kubeadm-upgrade writes (online and offline), in a root of its own
+// (--rootfs: nothing is written outside it), and refuse a broken variant:
+// kubeadm config validate does not check this kind.
+func TestKubeadmUpgradeDryRun(t *testing.T) {
+	kubeadm := findKubeadm(t)
+	out, err := exec.Command(kubeadm, "version", "-o", "short").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := strings.TrimSpace(string(out))
+	run := func(cfg []byte, sub string) (string, error) {
+		t.Helper()
+		root := t.TempDir()
+		writeTemp(t, root, "upgrade.yaml", cfg, 0o600)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		args := []string{"upgrade", sub, "--rootfs", root, "--config", "/upgrade.yaml", "--dry-run", "--ignore-preflight-errors=all"}
+		if sub == "apply" {
+			args = append(args, "--yes")
+		}
+		b, err := exec.CommandContext(ctx, kubeadm, args...).CombinedOutput()
+		return string(b), err
+	}
+	for _, offline := range []*KubeadmOffline{nil, testOffline()} {
+		cfg, err := KubeadmUpgradeConfig(KubeadmUpgradeParams{KubernetesVersion: version, Offline: offline})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if offline != nil && !strings.Contains(string(cfg), "imagePullPolicy: Never") {
+			t.Errorf("offline, the images are pulled:\n%s", cfg)
+		}
+		for _, sub := range []string{"apply", "node"} {
+			out, err := run(cfg, sub)
+			t.Logf("%s: %d bytes of output", sub, len(out))
+			if err != nil || !strings.Contains(out, "Finished dryrunning successfully") {
+				t.Errorf("kubeadm upgrade %s --dry-run (offline %v): %v\n%s\n%s", sub, offline != nil, err, out, cfg)
+			}
+		}
+		broken := strings.Replace(string(cfg), "etcdUpgrade: false", "etcdUpgrade: nope", 1)
+		if out, err := run([]byte(broken), "apply"); err == nil {
+			t.Errorf("kubeadm accepted a broken UpgradeConfiguration:\n%s\n%s", broken, out)
 		}
 	}
 }

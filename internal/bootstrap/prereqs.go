@@ -50,7 +50,7 @@ type prereqsScript struct {
 	Version, Minor             string
 	Pause                      string
 	Offline                    *KubeadmOffline
-	Modules, Sysctl, AptList   []byte
+	Modules, Sysctl            []byte
 	KubeletUnit, KubeletDropIn []byte
 }
 
@@ -167,43 +167,8 @@ main() {
 {{- end}}
 {{- end}}
 {{- else}}
-	local minor={{q .Minor}}
-	kforge_dir /etc/apt/keyrings 0755 root:root
-	kforge_changed=0
-	{{write "/etc/apt/sources.list.d/kubernetes.list" "0644" "root:root" .AptList}}
-	if ((kforge_changed)) || [[ ! -s /etc/apt/keyrings/kubernetes-apt-keyring.gpg ]]; then
-		local key_tmp
-		key_tmp=$(mktemp -d)
-		# shellcheck disable=SC2064 # expand now: key_tmp is local to main
-		trap "rm -rf '$key_tmp'" EXIT
-		kforge_download "https://pkgs.k8s.io/core:/stable:/$minor/deb/Release.key" "$key_tmp/Release.key"
-		gpg --batch --dearmor <"$key_tmp/Release.key" >"$key_tmp/keyring.gpg"
-		install -m 0644 "$key_tmp/keyring.gpg" /etc/apt/keyrings/kubernetes-apt-keyring.gpg
-		kforge_apt update -q
-	fi
-
-	local pkg have want need=0
-	local -a wanted=()
-	for pkg in kubelet kubeadm kubectl; do
-		have=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)
-		if [[ $have != "$version"-* ]]; then
-			need=1
-		fi
-	done
-	if ((need)); then
-		kforge_apt update -q
-		for pkg in kubelet kubeadm kubectl; do
-			want=$(apt-cache madison "$pkg" | awk -v v="$version-" 'index($3, v) == 1 { print $3; exit }')
-			if [[ -z $want ]]; then
-				kforge_fail "$pkg $version is not in the Kubernetes $minor apt repository"
-			fi
-			wanted+=("$pkg=$want")
-		done
-		kforge_log "installing ${wanted[*]}"
-		apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1 || true
-		kforge_apt install -y -q --allow-downgrades --allow-change-held-packages "${wanted[@]}"
-	fi
-	apt-mark hold kubelet kubeadm kubectl >/dev/null
+	kforge_kube_repo {{q .Minor}}
+	kforge_kube_packages "$version" kubelet kubeadm kubectl
 {{- end}}
 	systemctl enable kubelet.service
 	echo "kubeadm prerequisites ready (Kubernetes $version)"
@@ -251,7 +216,6 @@ func RenderKubeadmPrereqs(p KubeadmPrereqsParams) (string, error) {
 		Sysctl: []byte("net.bridge.bridge-nf-call-iptables = 1\n" +
 			"net.bridge.bridge-nf-call-ip6tables = 1\n" +
 			"net.ipv4.ip_forward = 1\n"),
-		AptList:       []byte("deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/" + minor + "/deb/ /\n"),
 		KubeletUnit:   []byte(kubeletUnit),
 		KubeletDropIn: []byte(kubeletDropIn),
 	})

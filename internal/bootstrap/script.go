@@ -139,6 +139,57 @@ kforge_download() {
 }
 `},
 		{name: "kforge_artifact", deps: []string{"kforge_download", "kforge_fail", "kforge_log"}, code: kforgeArtifactHelper},
+		{name: "kforge_kube_repo", deps: []string{"kforge_dir", "kforge_install", "kforge_download", "kforge_apt"}, code: `
+# kforge_kube_repo MINOR points apt at the Kubernetes package repository of
+# MINOR (v1.34) on pkgs.k8s.io, with its signing key.
+kforge_kube_repo() {
+	local minor=$1 list=/etc/apt/sources.list.d/kubernetes.list tmp
+	kforge_dir /etc/apt/keyrings 0755 root:root
+	tmp=$(mktemp /etc/apt/sources.list.d/.kforge.XXXXXX)
+	printf 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/%s/deb/ /\n' "$minor" >"$tmp"
+	kforge_changed=0
+	kforge_install "$tmp" "$list" 0644 root:root
+	if ((kforge_changed)) || [[ ! -s /etc/apt/keyrings/kubernetes-apt-keyring.gpg ]]; then
+		local key_tmp
+		key_tmp=$(mktemp -d)
+		kforge_download "https://pkgs.k8s.io/core:/stable:/$minor/deb/Release.key" "$key_tmp/Release.key"
+		gpg --batch --dearmor <"$key_tmp/Release.key" >"$key_tmp/keyring.gpg"
+		install -m 0644 "$key_tmp/keyring.gpg" /etc/apt/keyrings/kubernetes-apt-keyring.gpg
+		rm -rf "$key_tmp"
+		kforge_apt update -q
+	fi
+}
+`},
+		{name: "kforge_kube_packages", deps: []string{"kforge_apt", "kforge_fail", "kforge_log"}, code: `
+# kforge_kube_packages VERSION PACKAGE... installs exactly release VERSION
+# (1.34.2) of the Kubernetes packages from the repository kforge_kube_repo
+# set, held against unattended upgrades.
+kforge_kube_packages() {
+	local version=$1 pkg have want need=0
+	shift
+	local -a wanted=()
+	for pkg in "$@"; do
+		have=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)
+		if [[ $have != "$version"-* ]]; then
+			need=1
+		fi
+	done
+	if ((need)); then
+		kforge_apt update -q
+		for pkg in "$@"; do
+			want=$(apt-cache madison "$pkg" | awk -v v="$version-" 'index($3, v) == 1 { print $3; exit }')
+			if [[ -z $want ]]; then
+				kforge_fail "$pkg $version is not in the Kubernetes apt repository"
+			fi
+			wanted+=("$pkg=$want")
+		done
+		kforge_log "installing ${wanted[*]}"
+		apt-mark unhold "$@" >/dev/null 2>&1 || true
+		kforge_apt install -y -q --allow-downgrades --allow-change-held-packages "${wanted[@]}"
+	fi
+	apt-mark hold "$@" >/dev/null
+}
+`},
 	}
 }
 

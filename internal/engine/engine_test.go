@@ -442,3 +442,31 @@ func TestStopInterruptsWaitingSteps(t *testing.T) {
 		t.Error("the stop did not interrupt the wait")
 	}
 }
+
+// TestOnlyRunsPartAndReadsTheRest: a graph of part of the steps runs only
+// those; they still read the journaled outputs of the steps left out, and
+// a step left out is neither run again nor needed to have run in this
+// Apply.
+func TestOnlyRunsPartAndReadsTheRest(t *testing.T) {
+	w := newWorld()
+	g := NewGraph()
+	g.Add(w.step("a", nil, nil, 0), w.step("b", []string{"a"}, nil, 0), w.step("c", []string{"b"}, nil, 0))
+	j, _ := newJournal(t)
+	if err := Apply(context.Background(), g, j, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	g2 := NewGraph()
+	g2.Add(w.step("a", nil, nil, 0), w.step("b", []string{"a"}, nil, 0), w.step("c", []string{"b"}, nil, 0), w.step("d", []string{"b", "c"}, nil, 0))
+	part := g2.Only(func(s *Step) bool { return s.ID == "c" || s.ID == "d" })
+	if part.Len() != 2 || len(part.Step("d").Needs) != 1 || part.Step("d").Needs[0] != "c" {
+		t.Fatalf("Only kept %v, d needs %v", part.IDs(), part.Step("d").Needs)
+	}
+	if err := Apply(context.Background(), part, j, Options{}); err != nil {
+		t.Fatalf("d could not read b's journaled output: %v", err)
+	}
+	for id, want := range map[string]int{"a": 1, "b": 1, "c": 2, "d": 1} {
+		if w.made[id] != want {
+			t.Errorf("%s made %d times, want %d", id, w.made[id], want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -150,15 +151,25 @@ func (g *Graph) Order() ([]*Step, error) {
 // Without returns a graph of the steps of g whose IDs are not in other,
 // with needs pointing outside it dropped. It is what a scale removes.
 func (g *Graph) Without(other *Graph) *Graph {
+	return g.Only(func(s *Step) bool { return other.byID[s.ID] == nil })
+}
+
+// Only returns a graph of the steps of g that keep selects. A need on a
+// step left out is dropped from Needs (it neither orders nor re-runs the
+// step), but the step may still read its journaled output: an operation
+// that runs part of a cluster's steps (an upgrade) reads what the others
+// made.
+func (g *Graph) Only(keep func(*Step) bool) *Graph {
 	r := NewGraph()
 	for _, s := range g.steps {
-		if other.byID[s.ID] != nil {
+		if !keep(s) {
 			continue
 		}
 		c := *s
 		c.Needs = nil
+		c.reads = slices.Clone(s.reads)
 		for _, n := range s.Needs {
-			if other.byID[n] == nil {
+			if st := g.byID[n]; st != nil && keep(st) {
 				c.Needs = append(c.Needs, n)
 			} else {
 				c.reads = append(c.reads, n)
