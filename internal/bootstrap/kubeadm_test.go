@@ -333,7 +333,7 @@ func TestKubeadmPrereqs(t *testing.T) {
 	if strings.Contains(s, "sysctl --system") {
 		t.Errorf("script applies every sysctl file")
 	}
-	if strings.Contains(s, "/usr/local/bin/kubelet") || strings.Contains(s, "ctr -n k8s.io images import") {
+	if strings.Contains(s, "/usr/local/bin/kubelet") || strings.Contains(s, "kforge_image ") {
 		t.Errorf("an online install uses artifacts")
 	}
 	for _, bad := range []string{"1.34", "v1.34", "latest", ""} {
@@ -369,7 +369,7 @@ func TestKubeadmPrereqsOffline(t *testing.T) {
 		}
 	}
 	for _, img := range o.Images {
-		if !strings.Contains(s, "kforge_artifact '"+img.Path+"'") || !strings.Contains(s, "name=='"+img.Ref+"'") {
+		if !strings.Contains(s, "kforge_image '"+img.Path+"' '"+img.URL+"' '"+img.SHA256+"' '"+img.Ref+"'") {
 			t.Errorf("script does not import %s", img.Ref)
 		}
 	}

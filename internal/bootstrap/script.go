@@ -139,6 +139,17 @@ kforge_download() {
 }
 `},
 		{name: "kforge_artifact", deps: []string{"kforge_download", "kforge_fail", "kforge_log"}, code: kforgeArtifactHelper},
+		{name: "kforge_image", deps: []string{"kforge_artifact", "kforge_log"}, code: `
+# kforge_image TARBALL URL SHA256 REF imports an image tarball (an
+# artifact) into containerd's k8s.io namespace, unless REF is there.
+kforge_image() {
+	kforge_artifact "$1" "$2" "$3"
+	if [[ -z $(ctr -n k8s.io images ls -q name=="$4") ]]; then
+		ctr -n k8s.io images import "$1" >&2
+		kforge_log "imported $4"
+	fi
+}
+`},
 		{name: "kforge_kube_repo", deps: []string{"kforge_dir", "kforge_install", "kforge_download", "kforge_apt"}, code: `
 # kforge_kube_repo MINOR points apt at the Kubernetes package repository of
 # MINOR (v1.34) on pkgs.k8s.io, with its signing key.

@@ -98,11 +98,7 @@ main() {
 		kforge_log "installed /usr/local/bin/kubeadm ($version)"
 	fi
 {{- range .Images}}
-	kforge_artifact {{q .Path}} {{q .URL}} {{q .SHA256}}
-	if [[ -z $(ctr -n k8s.io images ls -q name=={{q .Ref}}) ]]; then
-		ctr -n k8s.io images import {{q .Path}} >&2
-		kforge_log "imported {{.Ref}}"
-	fi
+	kforge_image {{q .Path}} {{q .URL}} {{q .SHA256}} {{q .Ref}}
 {{- end}}
 {{- end}}
 {{- else}}

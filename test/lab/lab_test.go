@@ -222,8 +222,13 @@ func TestKubeadmCluster(t *testing.T) {
 	if err := l.WriteKnownHosts(filepath.Join(env.Home, ".ssh", "known_hosts")); err != nil {
 		t.Fatal(err)
 	}
+	// The bucket of the scheduled snapshots and of kforge backup.
+	if _, err := s3.NewFromConfig(cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("lab-backups")}); err != nil {
+		t.Fatal(err)
+	}
 	create := []string{"create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm",
 		"--etcd", "3", "--control-planes", "2", "--workers", "1", "--ssh-cidr", "10.0.0.0/8",
+		"--etcd-backups", "s3://lab-backups/scheduled", "--backup-every", "1h", "--backup-keep", "3",
 		"--artifacts", artifactsDir, "--ssh-jump", l.JumpSpec()}
 
 	// 1. A create killed (SIGKILL) during the kubeadm join of the second
@@ -294,6 +299,9 @@ spec:
 	if err != nil || strings.Count(string(members), ", started, ") != 3 {
 		t.Errorf("etcdctl member list: %v\n%s", err, members)
 	}
+
+	// 3b. Scheduled snapshots under the real systemd of the etcd VMs.
+	checkBackupSchedule(ctx, t, l)
 
 	// 4. High availability: the API answers through HAProxy with an etcd
 	// member down, then also with the first control plane down.
@@ -426,9 +434,6 @@ spec:
 // three started members.
 func backupAndRestore(ctx context.Context, t *testing.T, env *kforgebin.Env, k kubectl, l *lab.Lab, cfg aws.Config) {
 	t.Helper()
-	if _, err := s3.NewFromConfig(cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("lab-backups")}); err != nil {
-		t.Fatal(err)
-	}
 	if out, err := k.run(ctx, "create", "configmap", "lab-before", "--from-literal=when=before"); err != nil {
 		t.Fatalf("create configmap: %v\n%s", err, out)
 	}
@@ -466,6 +471,52 @@ func backupAndRestore(ctx context.Context, t *testing.T, env *kforgebin.Env, k k
 	if err != nil || strings.Count(string(members), ", started, ") != 3 {
 		t.Errorf("etcdctl member list after the restore: %v\n%s", err, members)
 	}
+}
+
+// checkBackupSchedule checks the scheduled snapshots on the real etcd VMs:
+// systemd accepted the timer, it is enabled and waiting; run once, the
+// agent on the etcd leader takes and checks a real snapshot and then asks
+// for the instance profile's credentials (at a loopback address of the
+// VM, where nothing answers: the lab has no instance metadata and no S3),
+// while the other members only say that they do not lead.
+func checkBackupSchedule(ctx context.Context, t *testing.T, l *lab.Lab) {
+	t.Helper()
+	const unit = "kforge-etcd-backup"
+	var leaders, followers []string
+	for i := 0; i < 3; i++ {
+		vm := fmt.Sprintf("%s-etcd-%d", name, i)
+		h := hostOf(t, l, vm)
+		run := func(args ...string) string {
+			out, _ := l.Exec(ctx, h.InstanceID, args...)
+			return strings.TrimSpace(string(out))
+		}
+		if en, act := run("systemctl", "is-enabled", unit+".timer"), run("systemctl", "is-active", unit+".timer"); en != "enabled" || act != "active" {
+			t.Errorf("%s: the timer is %q and %q, want enabled and active", vm, en, act)
+		}
+		if next := run("systemctl", "show", unit+".timer", "-p", "NextElapseUSecMonotonic", "--value"); next == "" || next == "infinity" || next == "0" {
+			t.Errorf("%s: the timer has no next run (%q)", vm, next)
+		}
+		if out := run("bash", "-c", "systemctl set-environment AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9 && "+
+			"{ systemctl start "+unit+".service; systemctl unset-environment AWS_EC2_METADATA_SERVICE_ENDPOINT; }"); out != "" {
+			t.Logf("%s: systemctl start %s: %s", vm, unit, out)
+		}
+		journal := run("journalctl", "-u", unit+".service", "--no-pager", "-o", "cat")
+		switch {
+		case strings.Contains(journal, "does not lead the etcd cluster"):
+			followers = append(followers, vm)
+		case strings.Contains(journal, "no instance metadata token (IMDSv2) from http://127.0.0.1:9"):
+			leaders = append(leaders, vm)
+			if st := run("etcdutl", "snapshot", "status", "/var/lib/kforge/backup/scheduled.db", "--write-out=json"); !strings.Contains(st, `"revision":`) {
+				t.Errorf("%s: the leader's snapshot fails etcdutl snapshot status: %s", vm, st)
+			}
+		default:
+			t.Errorf("%s: the agent neither deferred to the leader nor reached the credentials:\n%s", vm, journal)
+		}
+	}
+	if len(leaders) != 1 || len(followers) != 2 {
+		t.Errorf("scheduled snapshots: leaders %v, followers %v; want exactly one leader", leaders, followers)
+	}
+	t.Logf("scheduled snapshots: timers active on 3 members; %v took a snapshot, %v deferred to it", leaders, followers)
 }
 
 // nodeNames maps the cluster's live VMs (by Name tag) to their expected
