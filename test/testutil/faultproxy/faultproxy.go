@@ -11,7 +11,8 @@
 // call after forwarding it (the connection is reset: AWS did the work, the
 // client never hears of it). Hooks run right after the answer of the Nth
 // matching call has been delivered; SignalAfter uses one to SIGKILL or
-// SIGINT a kforge process at an exact point of its work.
+// SIGINT a kforge process at an exact point of its work. It can also
+// enforce EC2's documented request-rate model (RateModel, Proxy.Limit).
 //
 // Error answers are sent a few milliseconds late: the Go SDK occasionally
 // reports "use of closed network connection" instead of an error answered
@@ -51,9 +52,12 @@ const (
 	// Drop forwards the call, reads the emulator's whole answer, then
 	// resets the client's connection instead of answering.
 	Drop
+	// Limited is not a rule's fault: it records a call that the EC2 rate
+	// model (Proxy.Limit) refused with RequestLimitExceeded.
+	Limited
 )
 
-var faultNames = map[Fault]string{Delay: "delay", Throttle: "throttle", ServerFault: "5xx", Respond: "error", Drop: "drop"}
+var faultNames = map[Fault]string{Delay: "delay", Throttle: "throttle", ServerFault: "5xx", Respond: "error", Drop: "drop", Limited: "rate-limit"}
 
 // String names the fault for logs.
 func (f Fault) String() string { return faultNames[f] }
@@ -114,6 +118,7 @@ type Proxy struct {
 	hooks   []*hook
 	records []Record
 	rng     *rand.Rand
+	limiter *Limiter
 
 	// inFlight counts the calls being handled; peak is its high mark
 	// since the last Clear.
@@ -365,11 +370,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := identify(r, body)
 	delay, rule := p.decide(c)
 	sleep(r.Context(), delay)
+	if (rule == nil || rule.Fault == Drop) && !p.admit(c) {
+		rule = &ruleState{Rule: Rule{Fault: Limited}}
+	}
 	if rule != nil {
 		switch rule.Fault {
-		case Throttle, ServerFault, Respond:
+		case Throttle, ServerFault, Respond, Limited:
 			e := rule.Error
-			if rule.Fault == Throttle {
+			if rule.Fault == Throttle || rule.Fault == Limited {
 				e = Throttled(c, r)
 			} else if rule.Fault == ServerFault {
 				e = ServerError(c, r)
