@@ -58,6 +58,17 @@ snapshots go (create --etcd-backups), and counts toward their retention.`,
 			if err := f.checkTo(to); err != nil {
 				return err
 			}
+			if to == "" {
+				// Before any AWS call: is there a schedule to default to?
+				ref, err := f.ref(spec.TypeHA)
+				if err != nil {
+					return err
+				}
+				if c, err := a.loadCluster(cmd.Context(), ref); err != nil || c.Spec.EtcdBackups == "" {
+					_, err := f.location("", "")
+					return err
+				}
+			}
 			var snap etcdbackup.Snapshot
 			err := a.backupOp(cmd.Context(), f, "backup", func(ctx context.Context, d backupDeps, c *state.Cluster, s spec.Spec) (err error) {
 				loc, err := f.location(to, s.EtcdBackups)

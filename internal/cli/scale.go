@@ -71,18 +71,12 @@ func (a *App) scaleCommand() *cobra.Command {
 						} else {
 							s.Workers = n
 						}
-						overrideJump(s, jump, jumpKey)
+						overrideVMAccess(s, jump, jumpKey, source, repo)
 						if cmd.Flags().Changed("ssh-timeout") {
 							s.SSHTimeout = sshTimeout
 						}
 						if cmd.Flags().Changed("ssh-sessions") {
 							s.SSHSessions = sshSessions
-						}
-						if source != "" {
-							s.Artifacts = absArtifacts(source)
-						}
-						if repo != "" {
-							s.ImageRepository = repo
 						}
 					})
 					return err
@@ -103,4 +97,17 @@ func (a *App) scaleCommand() *cobra.Command {
 		}
 		return c
 	})
+}
+
+// overrideVMAccess gives an operation on an existing ha-aws cluster the
+// jump host and the artifacts (source, image repository) its flags name,
+// where they name any.
+func overrideVMAccess(s *spec.Spec, jump, jumpKey, source, repo string) {
+	overrideJump(s, jump, jumpKey)
+	if source != "" {
+		s.Artifacts = absArtifacts(source)
+	}
+	if repo != "" {
+		s.ImageRepository = repo
+	}
 }

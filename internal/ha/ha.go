@@ -99,17 +99,38 @@ func (p *Provider) leftoversStep(s spec.Spec, g *engine.Graph) engine.Dep {
 // Graph implements lifecycle.Provider. A Kubernetes version the bootstrap
 // cannot install is refused here, before anything is made.
 func (p *Provider) Graph(s spec.Spec) (*engine.Graph, error) {
-	if err := checkVersion(s); err != nil {
+	g, _, err := p.graph(s)
+	return g, err
+}
+
+// UpgradeGraph implements lifecycle.Upgrader: every node to s.K8sVersion,
+// one at a time (boot.AddUpgrade), with the artifacts of the new release;
+// the cluster's other steps are only read.
+func (p *Provider) UpgradeGraph(s spec.Spec) (*engine.Graph, error) {
+	g, refs, err := p.graph(s)
+	if err != nil {
 		return nil, err
+	}
+	boot.AddUpgrade(g, s, refs)
+	return g.Only(boot.InUpgrade), nil
+}
+
+// graph is the cluster's graph: the infrastructure, what Kubernetes left
+// to remove on delete, and the bootstrap.
+func (p *Provider) graph(s spec.Spec) (*engine.Graph, infra.Refs, error) {
+	if err := CheckVersion(s); err != nil {
+		return nil, infra.Refs{}, err
 	}
 	g := engine.NewGraph()
 	refs := infra.Add(g, p.infra, s, engine.ID(leftovers.StepID), true)
 	p.leftoversStep(s, g)
 	boot.Add(g, s, refs)
-	return g, nil
+	return g, refs, nil
 }
 
-func checkVersion(s spec.Spec) error {
+// CheckVersion refuses (exit 2) a Kubernetes version the cluster's
+// bootstrap cannot install.
+func CheckVersion(s spec.Spec) error {
 	resolve := bootstrap.K3sVersion
 	if s.Bootstrap == spec.BootstrapKubeadm {
 		resolve = bootstrap.KubernetesVersion

@@ -455,6 +455,9 @@ func (r *Runner) Create(ctx context.Context, p Provider, s spec.Spec, ahead *Che
 		case !sameShape(c.Spec, s):
 			return nil, ChangedSettings(c, s)
 		}
+		if err := upgradeUnfinished(p, c); err != nil {
+			return nil, err
+		}
 		// Already there (or half made): the reconcile below finds every
 		// resource again and repairs what drifted.
 		c.Spec.SSHJump, c.Spec.SSHJumpKey, c.Spec.SSHTimeout = s.SSHJump, s.SSHJumpKey, s.SSHTimeout
@@ -491,27 +494,110 @@ func (r *Runner) finish(ctx context.Context, j *engine.Journal, runErr error, ok
 	return j.Cluster(), err
 }
 
-// Scale changes a running cluster's spec with change and reconciles it:
-// steps that only the old spec had are destroyed, new ones are made.
-func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change func(*spec.Spec)) (*state.Cluster, error) {
+// Upgrader is a Provider whose clusters kforge upgrades with a graph of
+// their own (ha-aws: node by node), rather than by reconciling the
+// cluster's graph at the new version (aws).
+type Upgrader interface {
+	// UpgradeGraph returns the steps that bring a cluster to spec s's
+	// Kubernetes version. It makes no AWS call.
+	UpgradeGraph(s spec.Spec) (*engine.Graph, error)
+}
+
+// running locks a running cluster (or one whose last change did not
+// finish) and returns its state and the spec change makes of it.
+func (r *Runner) running(ctx context.Context, ref spec.Ref, change func(*spec.Spec)) (context.Context, func(), *state.Cluster, spec.Spec, error) {
 	ctx, unlock, err := r.lock(ctx, ref)
+	if err != nil {
+		return ctx, nil, nil, spec.Spec{}, err
+	}
+	c, err := r.Store.Get(ctx, ref)
+	if errors.Is(err, state.ErrNotFound) {
+		err = fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
+	}
+	if err == nil && c.Status != state.StatusRunning && len(c.Pending) == 0 {
+		err = fmt.Errorf("%s is %s, not running: finish its create first (`kforge create %s`)", ref, c.Status, ref.Args())
+	}
+	next := spec.Spec{}
+	if err == nil {
+		next = c.Spec
+		change(&next)
+		err = next.Validate()
+	}
+	if err != nil {
+		unlock()
+		return ctx, nil, nil, next, err
+	}
+	return ctx, unlock, c, next, nil
+}
+
+// upgradeUnfinished refuses to reconcile the whole of a cluster that an
+// Upgrader's upgrade left half done: its nodes would all be brought to the
+// new version at once. The upgrade, run again, continues node by node.
+func upgradeUnfinished(p Provider, c *state.Cluster) error {
+	if _, ok := p.(Upgrader); !ok {
+		return nil
+	}
+	for _, old := range c.Pending {
+		if old.K8sVersion != c.Spec.K8sVersion {
+			return spec.Usagef("the upgrade of %s from Kubernetes %s to %s did not finish: run `kforge upgrade %s --k8s-version %s` again first",
+				c.Ref(), old.K8sVersion, c.Spec.K8sVersion, c.Ref().Args(), c.Spec.K8sVersion)
+		}
+	}
+	return nil
+}
+
+// Upgrade changes a running cluster's spec with change (its Kubernetes
+// version) and applies the provider's upgrade graph. Run again after a
+// stop, it continues: the steps that completed are journaled.
+func (r *Runner) Upgrade(ctx context.Context, p Provider, ref spec.Ref, change func(*spec.Spec)) (*state.Cluster, error) {
+	up, ok := p.(Upgrader)
+	if !ok {
+		return nil, fmt.Errorf("%s clusters are upgraded by reconciling them (Scale)", ref.Type)
+	}
+	ctx, unlock, c, next, err := r.running(ctx, ref, change)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	c, err := r.Store.Get(ctx, ref)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, fmt.Errorf("%w: kforge has no state for %s (see `kforge get`)", ErrNoCluster, ref)
-	}
+	g, err := up.UpgradeGraph(next)
 	if err != nil {
 		return nil, err
 	}
-	if c.Status != state.StatusRunning && len(c.Pending) == 0 {
-		return nil, fmt.Errorf("%s is %s, not running: finish its create first (`kforge create %s`)", ref, c.Status, ref.Args())
+	return r.change(ctx, p, c, next, func(j *engine.Journal, o engine.Options) error { return engine.Apply(ctx, g, j, o) })
+}
+
+// change records next as the spec of c (the old one pending until the
+// change finishes; a change run again after a stop keeps the first), runs
+// it, and records its outcome.
+func (r *Runner) change(ctx context.Context, p Provider, c *state.Cluster, next spec.Spec, run func(*engine.Journal, engine.Options) error) (*state.Cluster, error) {
+	j := engine.NewJournal(r.Store, c)
+	if err := j.Update(ctx, func(c *state.Cluster) {
+		if !reflect.DeepEqual(c.Spec, next) || len(c.Pending) == 0 {
+			c.Pending = append(c.Pending, c.Spec)
+			c.Spec = next
+		}
+		c.Status = state.StatusCreating
+	}); err != nil {
+		return nil, err
 	}
-	next := c.Spec
-	change(&next)
-	if err := next.Validate(); err != nil {
+	sess, done := session(p)
+	defer done()
+	runErr := run(j, r.options(r.Events, sess))
+	if err := lockLost(ctx); err != nil {
+		return j.Cluster(), err
+	}
+	return r.finish(ctx, j, runErr, state.StatusRunning)
+}
+
+// Scale changes a running cluster's spec with change and reconciles it:
+// steps that only the old spec had are destroyed, new ones are made.
+func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change func(*spec.Spec)) (*state.Cluster, error) {
+	ctx, unlock, c, next, err := r.running(ctx, ref, change)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := upgradeUnfinished(p, c); err != nil {
 		return nil, err
 	}
 	olds := append([]spec.Spec{c.Spec}, c.Pending...)
@@ -527,21 +613,9 @@ func (r *Runner) Scale(ctx context.Context, p Provider, ref spec.Ref, change fun
 	if err != nil {
 		return nil, err
 	}
-	j := engine.NewJournal(r.Store, c)
-	if err := j.Update(ctx, func(c *state.Cluster) {
-		c.Pending = append(c.Pending, c.Spec)
-		c.Spec = next
-		c.Status = state.StatusCreating
-	}); err != nil {
-		return nil, err
-	}
-	sess, done := session(p)
-	defer done()
-	runErr := engine.Reconcile(ctx, engine.Union(oldGraphs...), newGraph, j, r.options(r.Events, sess))
-	if err := lockLost(ctx); err != nil {
-		return j.Cluster(), err
-	}
-	return r.finish(ctx, j, runErr, state.StatusRunning)
+	return r.change(ctx, p, c, next, func(j *engine.Journal, o engine.Options) error {
+		return engine.Reconcile(ctx, engine.Union(oldGraphs...), newGraph, j, o)
+	})
 }
 
 // DeleteResult says what a delete did.

@@ -166,6 +166,15 @@ func nodes(s spec.Spec) int { return s.ControlPlanes + s.Workers }
 // controller manager, which initialises the nodes, the EBS CSI driver and
 // the default StorageClass.
 func (b *builder) addCloud(first engine.Dep) engine.Dep {
+	inputs, render := b.cloudScript()
+	return b.script(StepCloud, "the AWS cloud controller manager, the EBS CSI driver and the default StorageClass gp3", infra.RoleCP, 0,
+		engine.Needs(first), inputs, render)
+}
+
+// cloudScript is the cloud integration's step inputs (the manifest's
+// digest: a kforge that ships other objects, or another Kubernetes minor,
+// applies them again) and its script, on the first control plane.
+func (b *builder) cloudScript() (any, func(context.Context, *engine.Run) (string, error)) {
 	s := b.s
 	manifest := func() ([]byte, error) {
 		ver, err := bootstrap.KubernetesVersion(s.K8sVersion)
@@ -174,21 +183,18 @@ func (b *builder) addCloud(first engine.Dep) engine.Dep {
 		}
 		return cloudint.Manifest(cloudint.Params{ClusterName: s.Name, KubernetesVersion: ver, ImageRepository: s.ImageRepository})
 	}
-	// The manifest's digest is the step's input: a kforge that ships other
-	// objects applies them again on the next create.
 	var inputs any
 	if m, err := manifest(); err == nil {
 		sum := sha256.Sum256(m)
 		inputs = struct{ Manifest string }{hex.EncodeToString(sum[:8])}
 	}
-	return b.script(StepCloud, "the AWS cloud controller manager, the EBS CSI driver and the default StorageClass gp3", infra.RoleCP, 0,
-		engine.Needs(first), inputs, func(context.Context, *engine.Run) (string, error) {
-			m, err := manifest()
-			if err != nil {
-				return "", err
-			}
-			return bootstrap.RenderCloudIntegration(bootstrap.CloudIntegrationParams{Kubeconfig: KubeconfigPath(s), Manifest: m})
-		})
+	return inputs, func(context.Context, *engine.Run) (string, error) {
+		m, err := manifest()
+		if err != nil {
+			return "", err
+		}
+		return bootstrap.RenderCloudIntegration(bootstrap.CloudIntegrationParams{Kubeconfig: KubeconfigPath(s), Manifest: m})
+	}
 }
 
 // script adds an action that renders one script and runs it on VM i of a
@@ -556,6 +562,31 @@ func (b *builder) k3sNodeInputs(r *engine.Run, role string, i int) (k3sInputs, e
 	return k3sInputs{node: node(vm), lb: node(lb), token: string(tok), version: ver}, nil
 }
 
+// k3sScript renders the k3s install of node i of a role (a server of the
+// control planes, an agent of the workers) at the spec's version: the
+// join, and the replacement of k3s in an upgrade.
+func (b *builder) k3sScript(r *engine.Run, role string, i int) (string, error) {
+	s := b.s
+	in, err := b.k3sNodeInputs(r, role, i)
+	if err != nil {
+		return "", err
+	}
+	off, err := b.k3sOffline(r, role)
+	if err != nil {
+		return "", err
+	}
+	if role == infra.RoleWP {
+		return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: in.node, LoadBalancer: in.lb, Token: in.token, Version: in.version,
+			Offline: off, SystemDefaultRegistry: s.ImageRepository, ExternalCloudProvider: s.CloudIntegration()})
+	}
+	etcd, err := b.etcdClient(r)
+	if err != nil {
+		return "", err
+	}
+	return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: in.node, LoadBalancer: in.lb, Join: i > 0, Token: in.token, Version: in.version, Etcd: etcd,
+		Offline: off, SystemDefaultRegistry: s.ImageRepository, ExternalCloudProvider: s.CloudIntegration()})
+}
+
 func (b *builder) addK3s() []engine.Dep {
 	s := b.s
 	var joins []engine.Dep
@@ -570,20 +601,7 @@ func (b *builder) addK3s() []engine.Dep {
 		}
 		joins = append(joins, b.addJoin(JoinStepID(s, infra.RoleCP, i), title, infra.RoleCP, i, needs,
 			func(ctx context.Context, r *engine.Run, _ infra.VM) (string, error) {
-				in, err := b.k3sNodeInputs(r, infra.RoleCP, i)
-				if err != nil {
-					return "", err
-				}
-				etcd, err := b.etcdClient(r)
-				if err != nil {
-					return "", err
-				}
-				off, err := b.k3sOffline(r, infra.RoleCP)
-				if err != nil {
-					return "", err
-				}
-				return bootstrap.RenderK3sServer(bootstrap.K3sServerParams{Node: in.node, LoadBalancer: in.lb, Join: i > 0, Token: in.token, Version: in.version, Etcd: etcd,
-					Offline: off, SystemDefaultRegistry: s.ImageRepository, ExternalCloudProvider: s.CloudIntegration()})
+				return b.k3sScript(r, infra.RoleCP, i)
 			}, nil))
 	}
 	for i := 0; i < s.Workers; i++ {
@@ -591,17 +609,9 @@ func (b *builder) addK3s() []engine.Dep {
 			b.infra.VM(infra.RoleLB, 0)), b.artifactNeeds(infra.RoleWP, i)...)
 		joins = append(joins, b.addJoin(JoinStepID(s, infra.RoleWP, i), fmt.Sprintf("k3s agent %s, joined through the load balancer", infra.VMName(s.Name, infra.RoleWP, i)),
 			infra.RoleWP, i, needs, func(ctx context.Context, r *engine.Run, _ infra.VM) (string, error) {
-				in, err := b.k3sNodeInputs(r, infra.RoleWP, i)
-				if err != nil {
-					return "", err
-				}
-				off, err := b.k3sOffline(r, infra.RoleWP)
-				if err != nil {
-					return "", err
-				}
-				return bootstrap.RenderK3sAgent(bootstrap.K3sAgentParams{Node: in.node, LoadBalancer: in.lb, Token: in.token, Version: in.version,
-					Offline: off, SystemDefaultRegistry: s.ImageRepository, ExternalCloudProvider: s.CloudIntegration()})
-			}, b.drain(infra.RoleWP, i)))
+				return b.k3sScript(r, infra.RoleWP, i)
+			},
+			b.drain(infra.RoleWP, i)))
 	}
 	return joins
 }

@@ -89,7 +89,9 @@ func TestLockRace(t *testing.T) {
 func TestLeaseRenewed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	o := Options{Lease: 600 * time.Millisecond, Renew: 150 * time.Millisecond}
+	// A lease several renewals long: a renewal slowed by a busy machine
+	// (the emulator answers one call at a time) must not let it lapse.
+	o := Options{Lease: 1500 * time.Millisecond, Renew: 200 * time.Millisecond}
 	a, loc := newStore(t, o)
 	b := openStore(t, loc, o)
 	lk, err := a.Lock(ctx, lockRef, state.CurrentHolder("a"))

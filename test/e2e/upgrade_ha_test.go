@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/kforge/kforge/internal/bootstrap"
+	"github.com/kforge/kforge/test/testutil/sshfleet"
+)
+
+// upgradeCall is one script of an upgrade as the fleet recorded it: which
+// recipe ran on which VM (drains and uncordons run on the first control
+// plane; the node they name is in the script).
+type upgradeCall struct{ Recipe, VM, Node string }
+
+var upgradeNodeRE = regexp.MustCompile(`(?:node=|uncordon )'([^']+)'`)
+
+// upgradeCalls lists the upgrade's scripts among calls, with the node a
+// drain or uncordon names by its VM's name (vmOf maps node names, such as
+// private DNS names, to VM names).
+func upgradeCalls(calls []sshfleet.Call, vmOf map[string]string) []upgradeCall {
+	var out []upgradeCall
+	for _, c := range calls {
+		switch c.Recipe {
+		case bootstrap.RecipeKubeadmUpgrade, bootstrap.RecipeK3sServer, bootstrap.RecipeK3sAgent:
+			out = append(out, upgradeCall{c.Recipe, c.VM.Name, ""})
+		case bootstrap.RecipeDrainNode, bootstrap.RecipeUncordonNode:
+			node := ""
+			if m := upgradeNodeRE.FindSubmatch(c.Stdin); m != nil {
+				node = string(m[1])
+			}
+			if vm, ok := vmOf[node]; ok {
+				node = vm
+			}
+			out = append(out, upgradeCall{c.Recipe, c.VM.Name, node})
+		}
+	}
+	return out
+}
+
+// nodeVMs maps the cluster's node names (private DNS names) to VM names.
+func nodeVMs(t *testing.T, h *haEnv, name string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, l := range instances(t, h.cfg, name) {
+		for _, in := range l {
+			out[aws.ToString(in.PrivateDnsName)] = tagMap(in.Tags)["Name"]
+		}
+	}
+	return out
+}
+
+// TestHAKubeadmUpgrade: `kforge upgrade ha-aws` refuses what Kubernetes
+// forbids (exit 2, nothing run), plans without changing anything, then
+// upgrades node by node in kubeadm's order: kubeadm upgrade apply on the
+// first control plane, kubeadm upgrade node on the second, then each
+// worker drained (on the first control plane), upgraded and uncordoned,
+// one after the other; then the cloud integration of the new minor and a
+// wait for every node at the new kubelet version. Killed after the second
+// control plane, the same command continues with the first worker and
+// upgrades no control plane again; a failed worker upgrade leaves the
+// cluster refusing create and scale until the upgrade, run again, ends.
+func TestHAKubeadmUpgrade(t *testing.T) {
+	t.Parallel()
+	const name, region = "upha", "us-west-1"
+	h := newHAEnv(t, region)
+	ref := []string{"--name", name, "--region", region}
+	h.MustRun(t, append([]string{"create", "ha-aws", "--bootstrap", "kubeadm", "--k8s-version", "1.33",
+		"--control-planes", "2", "--workers", "2", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump()}, ref...)...)
+	upgrade := func(args ...string) []string { return append(append([]string{"upgrade", "ha-aws"}, ref...), args...) }
+	mark := len(h.fleet.Calls())
+
+	for _, bad := range []struct{ version, says string }{
+		{"1.35", "one minor version at a time, to 1.34 first"},
+		{"1.32", "cannot go down"},
+		{"1.34.2", "minor version"},
+		{"1.99", "one minor version at a time"},
+	} {
+		if r := h.Run(t, upgrade("--k8s-version", bad.version)...); r.Code != 2 || !strings.Contains(r.Stderr, bad.says) {
+			t.Errorf("upgrade to %s: exit %d, want 2 saying %q\n%s", bad.version, r.Code, bad.says, r.Stderr)
+		}
+	}
+	r := h.MustRun(t, upgrade("--k8s-version", "1.34", "--dry-run", "-o", "json")...)
+	var plan struct {
+		From, To string
+		Steps    []struct{ What string }
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &plan); err != nil || plan.From != "1.33" || plan.To != "1.34" || len(plan.Steps) != 6 ||
+		!strings.HasPrefix(plan.Steps[0].What, name+"-cp-0: kubeadm upgrade apply") || !strings.HasPrefix(plan.Steps[2].What, name+"-wp-0: drained") {
+		t.Errorf("plan: %v %+v", err, plan)
+	}
+	if n := len(h.fleet.Calls()); n != mark {
+		t.Fatalf("refusals and the plan ran %d scripts", n-mark)
+	}
+
+	// Killed once the second control plane is done.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := h.Cmd(t, ctx, upgrade("--k8s-version", "1.34")...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	for sc := bufio.NewScanner(stderr); sc.Scan(); {
+		if strings.Contains(sc.Text(), "done     upgrade/cp/1") {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+	}
+	_ = cmd.Wait()
+	if !killed {
+		t.Fatal("the upgrade never reported upgrade/cp/1 done")
+	}
+	vmOf := nodeVMs(t, h, name)
+	first := upgradeCalls(h.fleet.Calls()[mark:], vmOf)
+	want := []upgradeCall{{"kubeadm-upgrade", name + "-cp-0", ""}, {"kubeadm-upgrade", name + "-cp-1", ""}}
+	if !slices.Equal(first, want) {
+		t.Fatalf("before the kill: %+v, want %+v", first, want)
+	}
+	for _, c := range h.fleet.CallsOf(bootstrap.RecipeKubeadmUpgrade) {
+		cfg := string(c.Files()[bootstrap.KubeadmUpgradeConfigPath])
+		text := string(c.Stdin)
+		apply := strings.Contains(text, "kubeadm upgrade apply --config")
+		if !strings.Contains(cfg, "kubernetesVersion: v1.34.") || !strings.Contains(cfg, "etcdUpgrade: false") || apply != (c.VM.Name == name+"-cp-0") {
+			t.Errorf("%s: apply %v, configuration\n%s", c.VM.Name, apply, cfg)
+		}
+	}
+
+	// A worker's upgrade fails: create and scale refuse, the upgrade
+	// continues with that worker.
+	fails := 1
+	h.fleet.Handle(bootstrap.RecipeKubeadmUpgrade, func(vm sshfleet.VM, _ string, _ []byte) ([]byte, []byte, int) {
+		if vm.Name == name+"-wp-0" && fails > 0 {
+			fails--
+			return nil, []byte("kubeadm upgrade node failed"), 1
+		}
+		return []byte("upgraded\n"), nil, 0
+	})
+	if r := h.Run(t, upgrade("--k8s-version", "1.34")...); r.Code != 1 {
+		t.Fatalf("an upgrade whose worker fails: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if r := h.Run(t, append([]string{"scale", "ha-aws", "--workers", "3"}, ref...)...); r.Code != 2 || !strings.Contains(r.Stderr, "did not finish") {
+		t.Errorf("scale during an unfinished upgrade: exit %d\n%s", r.Code, r.Stderr)
+	}
+	h.MustRun(t, upgrade("--k8s-version", "1.34")...)
+	all := upgradeCalls(h.fleet.Calls()[mark:], vmOf)
+	want = []upgradeCall{
+		{"kubeadm-upgrade", name + "-cp-0", ""}, {"kubeadm-upgrade", name + "-cp-1", ""},
+		{"drain-node", name + "-cp-0", name + "-wp-0"}, {"kubeadm-upgrade", name + "-wp-0", ""}, // failed
+		{"drain-node", name + "-cp-0", name + "-wp-0"}, {"kubeadm-upgrade", name + "-wp-0", ""}, {"uncordon-node", name + "-cp-0", name + "-wp-0"},
+		{"drain-node", name + "-cp-0", name + "-wp-1"}, {"kubeadm-upgrade", name + "-wp-1", ""}, {"uncordon-node", name + "-cp-0", name + "-wp-1"},
+	}
+	if !slices.Equal(all, want) {
+		t.Errorf("upgrade calls:\n%+v\nwant\n%+v", all, want)
+	}
+	var tail []string
+	for _, c := range h.fleet.Calls()[mark:] {
+		if c.Recipe == bootstrap.RecipeCloudIntegration || c.Recipe == bootstrap.RecipeNodesReady {
+			tail = append(tail, c.Recipe)
+			if c.Recipe == bootstrap.RecipeNodesReady && !strings.Contains(string(c.Stdin), "v='v1.34.") {
+				t.Errorf("the final wait does not count nodes at kubelet v1.34")
+			}
+		}
+	}
+	if !slices.Equal(tail, []string{"cloud-integration", "nodes-ready"}) {
+		t.Errorf("after the nodes: %v, want the cloud integration then the wait", tail)
+	}
+	var info struct{ Versions map[string]string }
+	if err := json.Unmarshal([]byte(h.MustRun(t, append([]string{"info", "ha-aws", "--offline", "-o", "json"}, ref...)...).Stdout), &info); err != nil || info.Versions["kubernetes"] != "1.34" {
+		t.Errorf("info after the upgrade: %v %v", err, info.Versions)
+	}
+
+	// Again: nothing to do. Then a scale installs the new release.
+	mark = len(h.fleet.Calls())
+	h.MustRun(t, upgrade("--k8s-version", "1.34")...)
+	if n := len(h.fleet.Calls()) - mark; n != 0 {
+		t.Errorf("the same upgrade again ran %d scripts", n)
+	}
+	h.MustRun(t, append([]string{"scale", "ha-aws", "--workers", "3"}, ref...)...)
+	for _, c := range h.fleet.Calls()[mark:] {
+		if c.Recipe == bootstrap.RecipeKubeadmPrereqs && (c.VM.Name != name+"-wp-2" || !strings.Contains(string(c.Stdin), "version='1.34.")) {
+			t.Errorf("after the upgrade, a scale installed the prerequisites on %s:\n%.200s", c.VM.Name, c.Stdin)
+		}
+	}
+	h.MustRun(t, append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
+}
+
+// TestHAK3sUpgrade: with k3s, each node's k3s is replaced at the new
+// release in the same order, workers drained and uncordoned.
+func TestHAK3sUpgrade(t *testing.T) {
+	t.Parallel()
+	const name, region = "upk3s", "af-south-1"
+	h := newHAEnv(t, region)
+	ref := []string{"--name", name, "--region", region}
+	h.MustRun(t, append([]string{"create", "ha-aws", "--k8s-version", "1.33", "--no-cloud-integration",
+		"--control-planes", "2", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump()}, ref...)...)
+	mark := len(h.fleet.Calls())
+	h.MustRun(t, append([]string{"upgrade", "ha-aws", "--k8s-version", "1.34"}, ref...)...)
+	got := upgradeCalls(h.fleet.Calls()[mark:], nil)
+	want := []upgradeCall{
+		{"k3s-server", name + "-cp-0", ""}, {"k3s-server", name + "-cp-1", ""},
+		{"drain-node", name + "-cp-0", name + "-wp-0"}, {"k3s-agent", name + "-wp-0", ""}, {"uncordon-node", name + "-cp-0", name + "-wp-0"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("upgrade calls:\n%+v\nwant\n%+v", got, want)
+	}
+	for _, c := range h.fleet.Calls()[mark:] {
+		if (c.Recipe == bootstrap.RecipeK3sServer || c.Recipe == bootstrap.RecipeK3sAgent) && !strings.Contains(string(c.Stdin), "version='v1.34.") {
+			t.Errorf("%s: k3s is not installed at v1.34", c.VM.Name)
+		}
+	}
+	h.MustRun(t, append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
+}
