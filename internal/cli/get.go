@@ -19,14 +19,16 @@ import (
 
 // listItem is one cluster in `kforge get -o json`.
 type listItem struct {
-	Name    string    `json:"name"`
-	Type    string    `json:"type"`
-	Region  string    `json:"region"`
-	Status  string    `json:"status"`
-	Nodes   int       `json:"nodes"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
-	Error   string    `json:"error,omitempty"`
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Region string `json:"region"`
+	Status string `json:"status"`
+	Nodes  int    `json:"nodes"`
+	// Kubernetes is the cluster's Kubernetes version (as asked: 1.34).
+	Kubernetes string    `json:"kubernetesVersion"`
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+	Error      string    `json:"error,omitempty"`
 }
 
 func (a *App) getCommand() *cobra.Command {
@@ -36,7 +38,8 @@ func (a *App) getCommand() *cobra.Command {
 		Aliases: []string{"list", "ls"},
 		Short:   "List every cluster in the state store",
 		Long: `List every cluster in the state store, one row each: name, type, region,
-status (creating, running, failed, deleting), worker nodes and creation time.
+status (creating, running, failed, deleting), worker nodes, Kubernetes
+version and creation time.
 It reads only the state store: no AWS call and no secret is read.`,
 		Example: `  kforge get
   kforge get -o json | jq -r '.[] | select(.status=="failed") | .name'`,
@@ -56,7 +59,7 @@ It reads only the state store: no AWS call and no secret is read.`,
 			items := make([]listItem, 0, len(list))
 			for _, c := range list {
 				items = append(items, listItem{Name: c.Spec.Name, Type: c.Spec.Type, Region: c.Spec.Region, Status: c.Status,
-					Nodes: c.Spec.WorkerCount(), Created: c.Created, Updated: c.Updated, Error: c.Error})
+					Nodes: c.Spec.WorkerCount(), Kubernetes: c.Spec.Version + c.Spec.K8sVersion, Created: c.Created, Updated: c.Updated, Error: c.Error})
 			}
 			if output == outputJSON {
 				return writeJSON(a.Stdout, items)
@@ -66,9 +69,9 @@ It reads only the state store: no AWS call and no secret is read.`,
 				return nil
 			}
 			t := newTable(a.Stdout)
-			fmt.Fprintln(t, "NAME\tTYPE\tREGION\tSTATUS\tNODES\tCREATED")
+			fmt.Fprintln(t, "NAME\tTYPE\tREGION\tSTATUS\tNODES\tKUBERNETES\tCREATED")
 			for _, i := range items {
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", i.Name, i.Type, i.Region, i.Status, i.Nodes, i.Created.Format(time.RFC3339))
+				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Name, i.Type, i.Region, i.Status, i.Nodes, i.Kubernetes, i.Created.Format(time.RFC3339))
 			}
 			return t.Flush()
 		},

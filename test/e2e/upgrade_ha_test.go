@@ -103,25 +103,7 @@ func TestHAKubeadmUpgrade(t *testing.T) {
 	}
 
 	// Killed once the second control plane is done.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := h.Cmd(t, ctx, upgrade("--k8s-version", "1.34")...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	for sc := bufio.NewScanner(stderr); sc.Scan(); {
-		if strings.Contains(sc.Text(), "done     upgrade/cp/1") {
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			killed = true
-			break
-		}
-	}
-	_ = cmd.Wait()
-	if !killed {
-		t.Fatal("the upgrade never reported upgrade/cp/1 done")
-	}
+	killAfterStep(t, h, "upgrade/cp/1", upgrade("--k8s-version", "1.34")...)
 	vmOf := nodeVMs(t, h, name)
 	first := upgradeCalls(h.fleet.Calls()[mark:], vmOf)
 	want := []upgradeCall{{"kubeadm-upgrade", name + "-cp-0", ""}, {"kubeadm-upgrade", name + "-cp-1", ""}}
@@ -176,6 +158,15 @@ func TestHAKubeadmUpgrade(t *testing.T) {
 	if !slices.Equal(tail, []string{"cloud-integration", "nodes-ready"}) {
 		t.Errorf("after the nodes: %v, want the cloud integration then the wait", tail)
 	}
+	var list []struct{ Name, KubernetesVersion string }
+	if err := json.Unmarshal([]byte(h.MustRun(t, "get", "-o", "json").Stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.Name == name && c.KubernetesVersion != "1.34" {
+			t.Errorf("get after the upgrade: Kubernetes %q", c.KubernetesVersion)
+		}
+	}
 	var info struct{ Versions map[string]string }
 	if err := json.Unmarshal([]byte(h.MustRun(t, append([]string{"info", "ha-aws", "--offline", "-o", "json"}, ref...)...).Stdout), &info); err != nil || info.Versions["kubernetes"] != "1.34" {
 		t.Errorf("info after the upgrade: %v %v", err, info.Versions)
@@ -196,8 +187,35 @@ func TestHAKubeadmUpgrade(t *testing.T) {
 	h.MustRun(t, append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
 }
 
+// killAfterStep runs kforge with args and kills it (SIGKILL) as soon as it
+// reports step done.
+func killAfterStep(t *testing.T, h *haEnv, step string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := h.Cmd(t, ctx, args...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	for sc := bufio.NewScanner(stderr); sc.Scan(); {
+		if strings.Contains(sc.Text(), "done     "+step+" ") {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+	}
+	_ = cmd.Wait()
+	if !killed {
+		t.Fatalf("kforge %s never reported %s done", strings.Join(args, " "), step)
+	}
+}
+
 // TestHAK3sUpgrade: with k3s, each node's k3s is replaced at the new
-// release in the same order, workers drained and uncordoned.
+// release in the same order, workers drained and uncordoned. The upgrade
+// is killed after each node in turn: each run again continues with the
+// next node, and no node is upgraded twice.
 func TestHAK3sUpgrade(t *testing.T) {
 	t.Parallel()
 	const name, region = "upk3s", "af-south-1"
@@ -206,7 +224,11 @@ func TestHAK3sUpgrade(t *testing.T) {
 	h.MustRun(t, append([]string{"create", "ha-aws", "--k8s-version", "1.33", "--no-cloud-integration",
 		"--control-planes", "2", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump()}, ref...)...)
 	mark := len(h.fleet.Calls())
-	h.MustRun(t, append([]string{"upgrade", "ha-aws", "--k8s-version", "1.34"}, ref...)...)
+	upgrade := append([]string{"upgrade", "ha-aws", "--k8s-version", "1.34"}, ref...)
+	for _, step := range []string{"upgrade/cp/0", "upgrade/cp/1", "upgrade/wp/0"} {
+		killAfterStep(t, h, step, upgrade...)
+	}
+	h.MustRun(t, upgrade...)
 	got := upgradeCalls(h.fleet.Calls()[mark:], nil)
 	want := []upgradeCall{
 		{"k3s-server", name + "-cp-0", ""}, {"k3s-server", name + "-cp-1", ""},
