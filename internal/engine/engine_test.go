@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -468,5 +469,28 @@ func TestOnlyRunsPartAndReadsTheRest(t *testing.T) {
 		if w.made[id] != want {
 			t.Errorf("%s made %d times, want %d", id, w.made[id], want)
 		}
+	}
+}
+
+// The plan lists the steps wave by wave: a step's wave is one more than
+// the latest of what it needs, and the text says where each wave starts.
+func TestPlanWaves(t *testing.T) {
+	g := diamond(newWorld(), nil, 0)
+	plan, err := g.Plan(func(id string) bool { return id == "a" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range plan {
+		got = append(got, fmt.Sprintf("%s:%d", e.Step, e.Wave))
+	}
+	if s := strings.Join(got, " "); s != "a:1 e:1 b:2 c:2 d:3" {
+		t.Errorf("plan %s, want a:1 e:1 b:2 c:2 d:3", s)
+	}
+	var b strings.Builder
+	WritePlan(&b, plan)
+	want := "wave 1 of 3:\n  1. a  make a (done)\n  2. e  make e\nwave 2 of 3:\n  3. b  make b\n        after a\n  4. c  make c\n        after a\nwave 3 of 3:\n  5. d  make d\n        after b, c\n"
+	if b.String() != want {
+		t.Errorf("written plan:\n%s\nwant:\n%s", b.String(), want)
 	}
 }

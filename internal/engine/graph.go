@@ -195,27 +195,35 @@ func Union(graphs ...*Graph) *Graph {
 }
 
 // CriticalPath returns the length, in steps, of the longest chain of
-// dependent steps.
+// dependent steps: the number of waves of the plan.
 func (g *Graph) CriticalPath() int {
 	order, err := g.Order()
 	if err != nil {
 		return 0
 	}
-	depth := map[string]int{}
 	max := 0
-	for _, s := range order {
-		d := 1
-		for _, n := range s.Needs {
-			if depth[n]+1 > d {
-				d = depth[n] + 1
-			}
-		}
-		depth[s.ID] = d
+	for _, d := range waves(order) {
 		if d > max {
 			max = d
 		}
 	}
 	return max
+}
+
+// waves returns each step's wave: 1 for a step that needs nothing, else
+// one more than the latest wave of the steps it needs (the longest chain
+// of dependencies before it, plus one). The steps of a wave can all run
+// at once. order is a dependency order.
+func waves(order []*Step) map[string]int {
+	wave := map[string]int{}
+	for _, s := range order {
+		w := 1
+		for _, n := range s.Needs {
+			w = max(w, wave[n]+1)
+		}
+		wave[s.ID] = w
+	}
+	return wave
 }
 
 // PlanEntry is one line of a plan.
@@ -224,32 +232,41 @@ type PlanEntry struct {
 	Title string   `json:"title"`
 	Needs []string `json:"needs,omitempty"`
 	Done  bool     `json:"done,omitempty"`
+	// Wave is when the step can run at the earliest: 1 for a step that
+	// needs nothing, else one more than the latest wave of its needs.
+	Wave int `json:"wave"`
 }
 
-// Plan lists the steps in order. done reports steps already journaled.
+// Plan lists the steps wave by wave (each after what it needs), in
+// dependency order within a wave. done reports steps already journaled.
 func (g *Graph) Plan(done func(id string) bool) ([]PlanEntry, error) {
 	order, err := g.Order()
 	if err != nil {
 		return nil, err
 	}
+	wave := waves(order)
 	out := make([]PlanEntry, len(order))
 	for i, s := range order {
 		needs := append([]string(nil), s.Needs...)
 		sort.Strings(needs)
-		out[i] = PlanEntry{Step: s.ID, Title: s.Title, Needs: needs, Done: done != nil && done(s.ID)}
+		out[i] = PlanEntry{Step: s.ID, Title: s.Title, Needs: needs, Done: done != nil && done(s.ID), Wave: wave[s.ID]}
 	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Wave < out[b].Wave })
 	return out, nil
 }
 
-// WritePlan prints a plan as a numbered list.
+// WritePlan prints a plan as a numbered list, wave by wave: the steps of
+// a wave can all run at once, after those of the waves before.
 func WritePlan(w io.Writer, plan []PlanEntry) {
-	width := 0
+	width, last := 0, 0
 	for _, e := range plan {
-		if len(e.Step) > width {
-			width = len(e.Step)
-		}
+		width = max(width, len(e.Step))
+		last = max(last, e.Wave)
 	}
 	for i, e := range plan {
+		if i == 0 || e.Wave != plan[i-1].Wave {
+			fmt.Fprintf(w, "wave %d of %d:\n", e.Wave, last)
+		}
 		mark := ""
 		if e.Done {
 			mark = " (done)"
