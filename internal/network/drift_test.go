@@ -189,7 +189,7 @@ func TestRepairDrift(t *testing.T) {
 			name: "default route deleted",
 			drift: func(t *testing.T, c *ec2.Client, n network.Network) (string, string, string) {
 				must(t)(c.DeleteRoute(ctx, &ec2.DeleteRouteInput{RouteTableId: aws.String(n.RouteTableID), DestinationCidrBlock: aws.String("0.0.0.0/0")}))
-				return network.StepRouteTable, engine.ChangeUpdate, fmt.Sprintf("route 0.0.0.0/0 of %s to %s was deleted outside kforge", n.RouteTableID, n.InternetGatewayID)
+				return network.StepRoute, engine.ChangeRecreate, fmt.Sprintf("route 0.0.0.0/0 of %s to %s was deleted outside kforge", n.RouteTableID, n.InternetGatewayID)
 			},
 		},
 		{
@@ -205,7 +205,7 @@ func TestRepairDrift(t *testing.T) {
 				})
 				must(t)(c.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{RouteTableId: aws.String(n.RouteTableID),
 					DestinationCidrBlock: aws.String("0.0.0.0/0"), NetworkInterfaceId: aws.String(eniID)}))
-				return network.StepRouteTable, engine.ChangeUpdate, fmt.Sprintf("route 0.0.0.0/0 of %s points to %s instead of the internet gateway %s", n.RouteTableID, eniID, n.InternetGatewayID)
+				return network.StepRoute, engine.ChangeUpdate, fmt.Sprintf("route 0.0.0.0/0 of %s points to %s instead of the internet gateway %s", n.RouteTableID, eniID, n.InternetGatewayID)
 			},
 		},
 		{
@@ -213,14 +213,14 @@ func TestRepairDrift(t *testing.T) {
 			drift: func(t *testing.T, c *ec2.Client, n network.Network) (string, string, string) {
 				sn := n.Subnets[2].ID
 				disassociate(t, c, n.RouteTableID, sn)
-				return network.StepRouteTable, engine.ChangeUpdate, fmt.Sprintf("subnet %s is not associated with route table %s", sn, n.RouteTableID)
+				return network.AssociationStepID(2), engine.ChangeRecreate, fmt.Sprintf("subnet %s is not associated with route table %s", sn, n.RouteTableID)
 			},
 		},
 		{
 			name: "gateway detached",
 			drift: func(t *testing.T, c *ec2.Client, n network.Network) (string, string, string) {
 				must(t)(c.DetachInternetGateway(ctx, &ec2.DetachInternetGatewayInput{InternetGatewayId: aws.String(n.InternetGatewayID), VpcId: aws.String(n.VPCID)}))
-				return network.StepIGW, engine.ChangeUpdate, fmt.Sprintf("internet gateway %s was detached from VPC %s outside kforge", n.InternetGatewayID, n.VPCID)
+				return network.StepIGWAttach, engine.ChangeRecreate, fmt.Sprintf("internet gateway %s was detached from VPC %s outside kforge", n.InternetGatewayID, n.VPCID)
 			},
 			check: func(t *testing.T, c *ec2.Client, before, after network.Network) {
 				if after.InternetGatewayID != before.InternetGatewayID {
@@ -472,9 +472,9 @@ func TestResumeFinishesHalfMadeResources(t *testing.T) {
 	j := journal(t, r) // the state was lost with the crash
 	changes := diff(t, cl, s, j)
 	hasChange(t, changes, network.StepVPC, engine.ChangeUpdate, "found by its tags, has DNS hostnames off")
-	hasChange(t, changes, network.StepIGW, engine.ChangeUpdate, "found by its tags, is not attached")
-	// The subnets and the route table wait for the zones, an action that
-	// runs again with the state lost: the reconcile finds them.
+	hasChange(t, changes, network.StepIGWAttach, engine.ChangeCreate, "found by its tags, is not attached")
+	// The subnets wait for the zones, an action that runs again with the
+	// state lost: the reconcile finds them.
 	hasChange(t, changes, "subnet/1", engine.ChangePending, "after azs")
 	if n2 := apply(t, cl, s, j); fmt.Sprint(n2) != fmt.Sprint(n) {
 		t.Errorf("resumed network %+v, want %+v", n2, n)

@@ -26,22 +26,40 @@
 // # Steps
 //
 // Add puts the network into a graph and returns typed handles (Refs) on
-// the two outputs the providers read: the VPC (done as soon as the VPC
-// exists, so a security group does not wait for the rest) and the whole
-// Network. Inside, every step declares, with engine.Ref handles, exactly
-// the outputs it reads:
+// the outputs the providers read: the VPC (done as soon as the VPC exists,
+// so a security group does not wait for the rest), each subnet (done as
+// soon as it exists, so a VM is launched in it while it is being routed)
+// and the whole Network, routed. Inside, every step declares, with
+// engine.Ref handles, exactly the outputs it reads, and needs only what
+// AWS needs first:
 //
-//	azs       action    the zones, picked once (DescribeAvailabilityZones)
-//	vpc       resource  the VPC (own, or checked existing)
-//	igw       resource  needs vpc: kforge's gateway, or the existing VPC's
-//	subnet/i  resource  needs azs, vpc (and igw in an existing VPC, which
-//	                    decides whether the subnet is public)
-//	rtb       resource  needs vpc, igw, every subnet: the route table, its
-//	                    default route and the subnets' associations
-//	network   action    needs all of the above: gathers them into a Network
+//	azs           action    the zones, picked once (DescribeAvailabilityZones)
+//	vpc           resource  the VPC (own, or checked existing)
+//	igw           resource  kforge's gateway: needs nothing, made while the
+//	                        VPC is; in an existing VPC, its gateway (needs vpc)
+//	igw/attach    resource  needs vpc, igw: the attachment (own VPC only)
+//	rtb           resource  needs vpc (and igw in an existing VPC, which
+//	                        decides whether there is one): the route table
+//	subnet/i      resource  needs azs, vpc (and igw in an existing VPC,
+//	                        which decides whether the subnet is public)
+//	rtb/route     resource  needs rtb, igw, igw/attach: 0.0.0.0/0 to the gateway
+//	rtb/subnet/i  resource  needs rtb, subnet/i: the subnet's association
+//	network       action    needs all of the above: gathers them into a Network
+//
+// So the longest chain of calls of a create is the VPC then a subnet then
+// its association (or the route table then its route), not the VPC, the
+// gateway, the route table and the routes one after the other. A delete
+// runs the graph in reverse: the gateway is detached (igw/attach) before
+// the VPC goes, and deleted on its own; the route and the associations go
+// with the route table and the subnets, which are deleted at once.
 //
 // With adopted subnets, the graph is vpc and a network resource that checks
 // the subnets.
+//
+// Clusters made before the gateway's attachment, the route and the
+// associations were steps of their own journaled them in the igw and rtb
+// steps; the new steps find them on the next run, in sync, and journal
+// them, changing nothing in AWS.
 //
 // # Reconcile
 //
@@ -84,12 +102,9 @@
 // ClientToken (engine.Run.Token) and runs the same way, since not every
 // endpoint honours the token (the emulator does not).
 //
-// The subnets of an own VPC are made as soon as the VPC exists, alongside
-// the gateway and the route table (in an existing VPC they wait for the
-// gateway look-up, which decides whether they are public); the route table
-// step then routes 0.0.0.0/0 and associates every subnet at once. So the
-// longest chain of calls is the VPC, the gateway and the route table, not
-// those followed by the subnets.
+// A new VPC's DNS attributes are set without being read first (a new VPC
+// has DNS support on, which DNS hostnames need, so both are set at once);
+// only a VPC found by its tags after a crash has them read and repaired.
 //
 // # Delete
 //
@@ -124,17 +139,28 @@ import (
 	"github.com/kforge/kforge/internal/spec"
 )
 
-// Step IDs. StepID is the final step, whose output is a Network.
+// Step IDs (stable: they key the journal of existing clusters). StepID is
+// the final step, whose output is a Network.
 const (
-	StepID         = "network"
-	StepZones      = "azs"
-	StepVPC        = "vpc"
-	StepIGW        = "igw"
+	StepID    = "network"
+	StepZones = "azs"
+	StepVPC   = "vpc"
+	// StepIGW is the internet gateway; StepIGWAttach its attachment to
+	// kforge's own VPC.
+	StepIGW       = "igw"
+	StepIGWAttach = "igw/attach"
+	// StepRouteTable is the route table; StepRoute its default route to the
+	// gateway.
 	StepRouteTable = "rtb"
+	StepRoute      = "rtb/route"
 )
 
 // SubnetStepID is the ID of the step that makes subnet i.
 func SubnetStepID(i int) string { return "subnet/" + strconv.Itoa(i) }
+
+// AssociationStepID is the ID of the step that associates subnet i with
+// the route table.
+func AssociationStepID(i int) string { return "rtb/subnet/" + strconv.Itoa(i) }
 
 // Tags kforge and Kubernetes read on subnets.
 const (
@@ -317,6 +343,11 @@ type Refs struct {
 	// VPC is done as soon as the VPC exists: a security group needs only
 	// it, not the rest of the network.
 	VPC engine.Ref[VPC]
+	// Subnets are done as soon as each subnet exists, before it is routed:
+	// an instance can be launched in it meanwhile (only reaching it needs
+	// the route). Subnet i of a spec of Zones zones is Subnets[i]. Nil with
+	// adopted subnets, which only Network checks.
+	Subnets []engine.Ref[Subnet]
 	// Network is the whole network, its subnets routed.
 	Network engine.Ref[Network]
 }
@@ -330,20 +361,27 @@ func Add(g *engine.Graph, c *Clients, s Spec) Refs {
 		vpc := b.addVPC(g)
 		return Refs{VPC: vpc, Network: b.addAdopted(g, vpc)}
 	}
-	// Added in the order of the plan: the route table before the subnets
-	// it reads, which come before it in the run.
-	subnets := make([]engine.Ref[Subnet], b.s.Zones)
-	for i := range subnets {
-		subnets[i] = engine.RefTo[Subnet](SubnetStepID(i))
-	}
 	zones := b.addZones(g)
 	vpc := b.addVPC(g)
 	igw := b.addIGW(g, vpc)
-	rtb := b.addRTB(g, vpc, igw, subnets)
-	for i := range subnets {
-		b.addSubnet(g, i, zones, vpc, igw)
+	// needs are what the final step waits for besides the VPC, the
+	// gateway, the route table and the subnets.
+	var needs []engine.Dep
+	var attach engine.Dep
+	if b.s.VPCID == "" {
+		attach = b.addAttach(g, vpc, igw)
+		needs = append(needs, attach)
 	}
-	return Refs{VPC: vpc, Network: b.addNetwork(g, vpc, igw, rtb, subnets)}
+	t := b.addRTB(g, vpc, igw)
+	subnets := make([]engine.Ref[Subnet], b.s.Zones)
+	for i := range subnets {
+		subnets[i] = b.addSubnet(g, i, zones, vpc, igw)
+	}
+	needs = append(needs, t.addRoute(g, attach))
+	for i, sn := range subnets {
+		needs = append(needs, t.addAssociation(g, i, sn))
+	}
+	return Refs{VPC: vpc, Subnets: subnets, Network: b.addNetwork(g, vpc, igw, t.rtb, subnets, needs)}
 }
 
 // Steps returns the network's steps as Add adds them, the last one with ID

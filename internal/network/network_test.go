@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -291,7 +290,7 @@ func TestOwnVPC(t *testing.T) {
 	}
 	// What was removed is reported as deleted; the zones and the network
 	// step (no stray subnets) removed nothing.
-	checkEnded(t, ended, cl, s, "vpc", "igw", "rtb", "subnet/0", "subnet/1", "subnet/2")
+	checkEnded(t, ended, cl, s, "vpc", "igw", "igw/attach", "rtb", "subnet/0", "subnet/1", "subnet/2")
 	none := map[string]int{"vpc": 0, "subnet": 0, "igw": 0, "rtb": 0}
 	if got := tagged(t, c, r); fmt.Sprint(got) != fmt.Sprint(none) {
 		t.Errorf("after destroy: %v left", got)
@@ -324,7 +323,7 @@ func TestDestroyWithLostState(t *testing.T) {
 		t.Fatalf("destroy: %v", err)
 	}
 	// The network step removed the two subnets beyond the spec's count.
-	checkEnded(t, ended, cl, s, "vpc", "igw", "rtb", "subnet/0", "subnet/1", "network")
+	checkEnded(t, ended, cl, s, "vpc", "igw", "igw/attach", "rtb", "subnet/0", "subnet/1", "network")
 	none := map[string]int{"vpc": 0, "subnet": 0, "igw": 0, "rtb": 0}
 	if got := tagged(t, c, r); fmt.Sprint(got) != fmt.Sprint(none) {
 		t.Errorf("after destroy with lost state: %v left", got)
@@ -698,8 +697,8 @@ func TestSteps(t *testing.T) {
 		s    network.Spec
 		ids  string
 	}{
-		{"own", network.Spec{Ref: ref("x")}, "azs vpc igw rtb subnet/0 subnet/1 subnet/2 network"},
-		{"existing", network.Spec{Ref: ref("x"), VPCID: "vpc-0123456789abcdef0", Zones: 2}, "azs vpc igw rtb subnet/0 subnet/1 network"},
+		{"own", network.Spec{Ref: ref("x")}, "azs vpc igw igw/attach rtb subnet/0 subnet/1 subnet/2 rtb/route rtb/subnet/0 rtb/subnet/1 rtb/subnet/2 network"},
+		{"existing", network.Spec{Ref: ref("x"), VPCID: "vpc-0123456789abcdef0", Zones: 2}, "azs vpc igw rtb subnet/0 subnet/1 rtb/route rtb/subnet/0 rtb/subnet/1 network"},
 		{"adopt", network.Spec{Ref: ref("x"), VPCID: "vpc-0123456789abcdef0", SubnetIDs: []string{"subnet-01234567"}}, "vpc network"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -730,23 +729,31 @@ func TestSteps(t *testing.T) {
 			}
 		})
 	}
-	// The subnets do not wait for the gateway and the route table (in an
-	// own VPC) or only for the gateway look-up (in an existing one); the
-	// route table associates them, so it comes after them.
+	// Every step needs only what AWS needs first: kforge's gateway is made
+	// while the VPC is, and only its attachment waits for the VPC; the
+	// route table and the subnets wait for the VPC only (in an existing
+	// VPC also for the gateway look-up, which decides whether they are
+	// public and whether there is a table); the route waits for the
+	// attachment, and each association for its subnet and the table.
 	for _, tc := range []struct {
 		s     network.Spec
-		needs string
+		needs map[string]string
 		chain int
 	}{
-		{network.Spec{Ref: ref("x")}, "azs vpc", 4},
-		{network.Spec{Ref: ref("x"), VPCID: "vpc-0123456789abcdef0", Zones: 2}, "azs vpc igw", 5},
+		{network.Spec{Ref: ref("x")}, map[string]string{
+			"vpc": "", "igw": "", "igw/attach": "vpc igw", "rtb": "vpc", "subnet/0": "azs vpc",
+			"rtb/route": "vpc igw rtb igw/attach", "rtb/subnet/0": "vpc rtb subnet/0",
+		}, 4},
+		{network.Spec{Ref: ref("x"), VPCID: "vpc-0123456789abcdef0", Zones: 2}, map[string]string{
+			"vpc": "", "igw": "vpc", "rtb": "vpc igw", "subnet/0": "azs vpc igw",
+			"rtb/route": "vpc igw rtb", "rtb/subnet/1": "vpc rtb subnet/1",
+		}, 5},
 	} {
 		g := graph(cl, tc.s)
-		if got := strings.Join(g.Step("subnet/0").Needs, " "); got != tc.needs {
-			t.Errorf("VPC %q: subnet/0 needs %s, want %s", tc.s.VPCID, got, tc.needs)
-		}
-		if needs := g.Step(network.StepRouteTable).Needs; !slices.Contains(needs, "subnet/0") || !slices.Contains(needs, "subnet/1") {
-			t.Errorf("VPC %q: rtb needs %v, want every subnet", tc.s.VPCID, needs)
+		for id, want := range tc.needs {
+			if got := strings.Join(g.Step(id).Needs, " "); got != want {
+				t.Errorf("VPC %q: %s needs %q, want %q", tc.s.VPCID, id, got, want)
+			}
 		}
 		if got := g.CriticalPath(); got != tc.chain {
 			t.Errorf("VPC %q: %d steps in a row, want %d", tc.s.VPCID, got, tc.chain)

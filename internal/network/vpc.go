@@ -222,24 +222,51 @@ func (b *builder) createVPC(ctx context.Context, r *engine.Run) (VPC, error) {
 	if err != nil {
 		return VPC{}, fmt.Errorf("create VPC %s: %w", b.s.CIDR, err)
 	}
-	return b.readyVPC(ctx, r, v)
+	if v, err = b.availableVPC(ctx, r, v); err != nil {
+		return VPC{}, err
+	}
+	// A new VPC has DNS support on (AWS's default for every VPC), which
+	// DNS hostnames need: both are set at once, without reading them. If
+	// that fails, the next run finds the VPC by its tags, reads them and
+	// repairs what is off (readyVPC).
+	id := aws.ToString(v.VpcId)
+	sets := make([]func(context.Context) error, len(dnsAttrs))
+	for i, a := range dnsAttrs {
+		sets[i] = func(ctx context.Context) error { return b.enableDNS(ctx, id, a.attr) }
+	}
+	if err := awsx.All(ctx, sets...); err != nil {
+		return VPC{}, err
+	}
+	return vpcOutOf(&v, true), nil
 }
 
-// readyVPC waits for the VPC to be available and turns DNS support and
-// DNS hostnames on.
-func (b *builder) readyVPC(ctx context.Context, r *engine.Run, v types.Vpc) (VPC, error) {
-	id := aws.ToString(v.VpcId)
-	if v.State != types.VpcStateAvailable {
-		r.Waiting("waiting for VPC %s to be available", id)
-		w := ec2.NewVpcAvailableWaiter(b.c.EC2, func(o *ec2.VpcAvailableWaiterOptions) { o.Retryable = retryNotFound(o.Retryable) })
-		desc, err := w.WaitForOutput(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{id}}, waitTimeout)
-		if err != nil {
-			return VPC{}, fmt.Errorf("wait for VPC %s to be available: %w", id, err)
-		}
-		if len(desc.Vpcs) > 0 {
-			v = desc.Vpcs[0]
-		}
+// availableVPC waits for the VPC to be available.
+func (b *builder) availableVPC(ctx context.Context, r *engine.Run, v types.Vpc) (types.Vpc, error) {
+	if v.State == types.VpcStateAvailable {
+		return v, nil
 	}
+	id := aws.ToString(v.VpcId)
+	r.Waiting("waiting for VPC %s to be available", id)
+	w := ec2.NewVpcAvailableWaiter(b.c.EC2, func(o *ec2.VpcAvailableWaiterOptions) { o.Retryable = retryNotFound(o.Retryable) })
+	desc, err := w.WaitForOutput(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{id}}, waitTimeout)
+	if err != nil {
+		return v, fmt.Errorf("wait for VPC %s to be available: %w", id, err)
+	}
+	if len(desc.Vpcs) > 0 {
+		v = desc.Vpcs[0]
+	}
+	return v, nil
+}
+
+// readyVPC repairs a VPC found by its tags (a create stopped after
+// CreateVpc): it waits for it to be available, reads its DNS attributes
+// and turns on, DNS support first, those that are off.
+func (b *builder) readyVPC(ctx context.Context, r *engine.Run, v types.Vpc) (VPC, error) {
+	v, err := b.availableVPC(ctx, r, v)
+	if err != nil {
+		return VPC{}, err
+	}
+	id := aws.ToString(v.VpcId)
 	on, err := dnsAttributes(ctx, b.c.EC2, id, eventual)
 	if err != nil {
 		return VPC{}, err
@@ -249,18 +276,26 @@ func (b *builder) readyVPC(ctx context.Context, r *engine.Run, v types.Vpc) (VPC
 		if on[i] {
 			continue
 		}
-		in := &ec2.ModifyVpcAttributeInput{VpcId: aws.String(id)}
-		t := &types.AttributeBooleanValue{Value: aws.Bool(true)}
-		if a.attr == types.VpcAttributeNameEnableDnsSupport {
-			in.EnableDnsSupport = t
-		} else {
-			in.EnableDnsHostnames = t
-		}
-		if _, err := b.c.EC2.ModifyVpcAttribute(ctx, in, eventual); err != nil {
-			return VPC{}, fmt.Errorf("enable %s on VPC %s: %w", a.attr, id, err)
+		if err := b.enableDNS(ctx, id, a.attr); err != nil {
+			return VPC{}, err
 		}
 	}
 	return vpcOutOf(&v, true), nil
+}
+
+// enableDNS turns one of dnsAttrs on.
+func (b *builder) enableDNS(ctx context.Context, id string, attr types.VpcAttributeName) error {
+	in := &ec2.ModifyVpcAttributeInput{VpcId: aws.String(id)}
+	t := &types.AttributeBooleanValue{Value: aws.Bool(true)}
+	if attr == types.VpcAttributeNameEnableDnsSupport {
+		in.EnableDnsSupport = t
+	} else {
+		in.EnableDnsHostnames = t
+	}
+	if _, err := b.c.EC2.ModifyVpcAttribute(ctx, in, eventual); err != nil {
+		return fmt.Errorf("enable %s on VPC %s: %w", attr, id, err)
+	}
+	return nil
 }
 
 // dnsAttrs are the VPC attributes Kubernetes nodes need, DNS support
@@ -442,12 +477,15 @@ func adopted(vpc VPC, subnets []types.Subnet) Network {
 }
 
 // addNetwork gathers the outputs of the other steps into a Network. It
-// observes nothing: it runs again when one of them changes.
-func (b *builder) addNetwork(g *engine.Graph, vpc engine.Ref[VPC], igw engine.Ref[igwOut], rtb engine.Ref[rtbOut], subnets []engine.Ref[Subnet]) engine.Ref[Network] {
+// observes nothing: it runs again when one of them changes. after are the
+// steps that route the subnets (the gateway's attachment, the default
+// route, the associations), which it waits for.
+func (b *builder) addNetwork(g *engine.Graph, vpc engine.Ref[VPC], igw engine.Ref[igwOut], rtb engine.Ref[rtbOut], subnets []engine.Ref[Subnet], after []engine.Dep) engine.Ref[Network] {
 	needs := engine.Needs(vpc, igw, rtb)
 	for _, s := range subnets {
 		needs = append(needs, s)
 	}
+	needs = append(needs, after...)
 	return engine.AddAction(g, engine.Action[Network]{
 		ID:    StepID,
 		Needs: needs,
