@@ -90,10 +90,10 @@ func (p *Provider) Session() lifecycle.Session {
 }
 
 // leftoversStep removes, on delete, what Kubernetes made in the cluster's
-// VPC; the VMs come after it, so that a delete removes it first.
-func (p *Provider) leftoversStep(s spec.Spec, g *engine.Graph) engine.Dep {
+// VPC: after the VMs (the teardown's step that terminates them needs it),
+// before the network (which it needs).
+func (p *Provider) leftoversStep(s spec.Spec, g *engine.Graph) {
 	g.Add(leftovers.Step(&leftovers.Clients{EC2: p.infra.EC2, ELB: p.elb, ELBv2: p.elb2}, s.Ref, []string{network.StepID}))
-	return engine.ID(leftovers.StepID)
 }
 
 // Graph implements lifecycle.Provider. A Kubernetes version the bootstrap
@@ -122,7 +122,7 @@ func (p *Provider) graph(s spec.Spec) (*engine.Graph, infra.Refs, error) {
 		return nil, infra.Refs{}, err
 	}
 	g := engine.NewGraph()
-	refs := infra.Add(g, p.infra, s, engine.ID(leftovers.StepID), true)
+	refs := infra.Add(g, p.infra, s, true)
 	p.leftoversStep(s, g)
 	boot.Add(g, s, refs)
 	return g, refs, nil
@@ -152,7 +152,7 @@ func CheckVersion(s spec.Spec) error {
 // while instances use them).
 func (p *Provider) Teardown(s spec.Spec) (*engine.Graph, error) {
 	g := engine.NewGraph()
-	infra.Add(g, p.infra, s, engine.ID(leftovers.StepID), false)
+	infra.Add(g, p.infra, s, false)
 	p.leftoversStep(s, g)
 	var needs []engine.Dep
 	for _, id := range g.IDs() {

@@ -91,10 +91,12 @@ type builder struct {
 // concurrently.
 func Add(g *engine.Graph, s spec.Spec, refs infra.Refs) {
 	b := &builder{g: g, s: s, infra: refs}
+	// The VMs are launched while their subnets are routed: reaching them
+	// (every SSH step comes after its VM's ready step) needs the routes.
 	for _, role := range infra.Roles {
 		for i := 0; i < infra.Count(s, role); i++ {
 			b.script(ReadyStepID(role, i), fmt.Sprintf("wait for %s to answer SSH and finish cloud-init", infra.VMName(s.Name, role, i)),
-				role, i, engine.Needs(refs.Rules[role]), nil,
+				role, i, engine.Needs(refs.Rules[role], refs.Network.Network), nil,
 				func(context.Context, *engine.Run) (string, error) {
 					return bootstrap.RenderWaitReady(bootstrap.WaitReadyParams{})
 				})

@@ -151,9 +151,9 @@ const NetworkZones = 3
 // Add adds the cluster's infrastructure to g: the network, the secrets,
 // the key pair, the images, the roles, the security groups and their
 // rules, and, with vms, the VMs (a teardown removes them all in one step,
-// AddTeardown). leftovers is the step that removes what Kubernetes made,
-// which the VMs come after (so that a delete removes it first).
-func Add(g *engine.Graph, c *Clients, s spec.Spec, leftovers engine.Dep, vms bool) Refs {
+// AddTeardown). A VM needs its subnet, not the network's routes: it is
+// launched while they are made.
+func Add(g *engine.Graph, c *Clients, s spec.Spec, vms bool) Refs {
 	refs := Refs{
 		Groups: map[string]engine.Ref[Group]{}, Rules: map[string]engine.Ref[Rules]{},
 		Roles: map[string]engine.Ref[iamrole.Out]{}, vms: map[string]engine.Ref[VM]{},
@@ -182,7 +182,7 @@ func Add(g *engine.Graph, c *Clients, s spec.Spec, leftovers engine.Dep, vms boo
 	inv := addInventory(g, c, s)
 	for _, role := range Roles {
 		for i := 0; i < Count(s, role); i++ {
-			refs.vms[SlotOf(role, i)] = addVM(g, c, s, role, i, refs, inv, leftovers)
+			refs.vms[SlotOf(role, i)] = addVM(g, c, s, role, i, refs, inv)
 		}
 	}
 	return refs

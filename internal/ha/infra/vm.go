@@ -113,12 +113,15 @@ func (v VM) ProviderID() string { return "aws:///" + v.Zone + "/" + v.ID }
 // launched again in the same slot, subnet and private address; stopped, it
 // is started; in the wrong security group or without its instance profile,
 // it is put back.
-func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Refs, inv engine.Ref[struct{}], leftovers engine.Dep) engine.Ref[VM] {
+func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Refs, inv engine.Ref[struct{}]) engine.Ref[VM] {
 	slot := SlotOf(role, i)
 	name := VMName(s.Name, role, i)
 	itype := Size(s, role)
 	group := refs.Groups[role]
-	needs := []engine.Dep{refs.Network.Network, refs.Images, refs.KeyPair, refs.Secrets, inv, group, leftovers}
+	// The VM is launched as soon as its subnet exists, while the subnet
+	// is being routed: only reaching it (boot) needs the route.
+	subnet := refs.Network.Subnets[i%len(refs.Network.Subnets)]
+	needs := []engine.Dep{subnet, refs.Images, refs.KeyPair, refs.Secrets, inv, group}
 	profile, hasProfile := refs.Roles[role]
 	if hasProfile {
 		needs = append(needs, profile)
@@ -197,15 +200,12 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 		Create: func(ctx context.Context, r *engine.Run) (VM, error) {
 			var prev VM
 			r.PrevInto(&prev)
-			net, err := refs.Network.Network.Get(r)
+			sn, err := subnet.Get(r)
 			if err != nil {
 				return VM{}, err
 			}
-			if len(net.Subnets) == 0 {
-				return VM{}, fmt.Errorf("the network has no subnet")
-			}
-			subnetID, address := net.Subnets[i%len(net.Subnets)].ID, ""
-			if role == RoleLB && prev.ID != "" && prev.PrivateIP != "" && slices.Contains(net.SubnetIDs(), prev.SubnetID) {
+			subnetID, address := sn.ID, ""
+			if role == RoleLB && prev.ID != "" && prev.PrivateIP != "" && prev.SubnetID == sn.ID {
 				// A new load balancer keeps the old one's address: it is
 				// the API endpoint every kubeconfig and certificate of the
 				// cluster names. Other VMs get a new address, which the
