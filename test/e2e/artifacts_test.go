@@ -24,10 +24,21 @@ import (
 // drop names files left out of SHA256SUMS.
 func fakeArtifacts(t *testing.T, drop ...string) (dir string, files map[string][]byte) {
 	t.Helper()
-	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.2", Etcd: "v3.5.27", Cloud: true}
-	all, err := set.All([]string{"amd64"}, true)
-	if err != nil {
-		t.Fatal(err)
+	return fakeArtifactsOf(t, []string{"v1.34.2"}, drop...)
+}
+
+// fakeArtifactsOf is fakeArtifacts for the kubeadm clusters of several
+// Kubernetes releases, in one directory.
+func fakeArtifactsOf(t *testing.T, releases []string, drop ...string) (dir string, files map[string][]byte) {
+	t.Helper()
+	var all []artifacts.File
+	for _, k := range releases {
+		set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: k, Etcd: "v3.5.27", Cloud: true}
+		fs, err := set.All([]string{"amd64"}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, fs...)
 	}
 	dir = t.TempDir()
 	files = map[string][]byte{}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kforge/kforge/internal/artifacts"
 	"github.com/kforge/kforge/internal/bootstrap"
 	"github.com/kforge/kforge/test/testutil/sshfleet"
 )
@@ -241,6 +242,60 @@ func TestHAK3sUpgrade(t *testing.T) {
 		if (c.Recipe == bootstrap.RecipeK3sServer || c.Recipe == bootstrap.RecipeK3sAgent) && !strings.Contains(string(c.Stdin), "version='v1.34.") {
 			t.Errorf("%s: k3s is not installed at v1.34", c.VM.Name)
 		}
+	}
+	h.MustRun(t, append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
+}
+
+// TestHAKubeadmUpgradeOffline: a cluster that installs from an artifacts
+// directory is upgraded from it: the new release's files are checked and
+// uploaded to the nodes, each kubeadm-upgrade installs kubeadm, kubelet
+// and kubectl of the new release from them and imports its images; and
+// nothing of the create (prerequisites, etcd, joins) runs again.
+func TestHAKubeadmUpgradeOffline(t *testing.T) {
+	t.Parallel()
+	const name, region = "upoff", "us-east-1"
+	h := newHAEnv(t, region)
+	reportAllMissing(h.fleet)
+	old, err := bootstrap.KubernetesVersion("1.33")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := fakeArtifactsOf(t, []string{old, "v1.34.2"})
+	ref := []string{"--name", name, "--region", region}
+	h.MustRun(t, append([]string{"create", "ha-aws", "--bootstrap", "kubeadm", "--k8s-version", "1.33", "--no-cloud-integration", "--artifacts", dir,
+		"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump()}, ref...)...)
+	mark := len(h.fleet.Calls())
+	h.MustRun(t, append([]string{"upgrade", "ha-aws", "--k8s-version", "1.34"}, ref...)...)
+
+	set := artifacts.Set{Bootstrap: artifacts.Kubeadm, Kubernetes: "v1.34.2", Etcd: "v3.5.27"}
+	uploaded := map[string]bool{}
+	for vm, files := range received(t, h.fleet) {
+		for path := range files {
+			uploaded[vm+" "+path] = true
+		}
+	}
+	for _, c := range h.fleet.Calls()[mark:] {
+		switch c.Recipe {
+		case bootstrap.RecipeKubeadmPrereqs, bootstrap.RecipeEtcd, bootstrap.RecipeKubeadmInit, bootstrap.RecipeKubeadmJoinWorker:
+			t.Errorf("the upgrade ran %s on %s again", c.Recipe, c.VM.Name)
+		case bootstrap.RecipeKubeadmUpgrade:
+			text := string(c.Stdin)
+			for _, bin := range []string{"kubeadm", "kubelet", "kubectl"} {
+				p := "/var/lib/kforge/artifacts/" + set.KubernetesBinary("amd64", bin)
+				if !strings.Contains(text, "kforge_artifact '"+p+"'") || !uploaded[c.VM.Name+" "+p] {
+					t.Errorf("%s: %s of v1.34.2 is not installed from the uploaded artifacts (uploaded: %v)", c.VM.Name, bin, uploaded[c.VM.Name+" "+p])
+				}
+			}
+			if !strings.Contains(text, "kforge_image ") || !strings.Contains(text, "kube-apiserver:v1.34.2") && c.VM.Name == name+"-cp-0" {
+				t.Errorf("%s: the images of v1.34.2 are not imported", c.VM.Name)
+			}
+			if cfg := string(c.Files()[bootstrap.KubeadmUpgradeConfigPath]); !strings.Contains(cfg, "imagePullPolicy: Never") {
+				t.Errorf("%s: offline, kubeadm may pull images:\n%s", c.VM.Name, cfg)
+			}
+		}
+	}
+	if n := len(h.fleet.CallsOf(bootstrap.RecipeKubeadmUpgrade)); n != 2 {
+		t.Errorf("%d kubeadm upgrades, want 2", n)
 	}
 	h.MustRun(t, append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
 }
