@@ -173,9 +173,13 @@ func TestHAKubeadmUpgrade(t *testing.T) {
 		t.Errorf("info after the upgrade: %v %v", err, info.Versions)
 	}
 
-	// Again: nothing to do. Then a scale installs the new release.
+	// Again: nothing to do; the next minor, which kforge cannot install
+	// yet, is refused. Then a scale installs the new release.
 	mark = len(h.fleet.Calls())
 	h.MustRun(t, upgrade("--k8s-version", "1.34")...)
+	if r := h.Run(t, upgrade("--k8s-version", "1.35")...); r.Code != 2 || !strings.Contains(r.Stderr, "invalid --k8s-version") {
+		t.Errorf("an upgrade to a release kforge cannot install: exit %d\n%s", r.Code, r.Stderr)
+	}
 	if n := len(h.fleet.Calls()) - mark; n != 0 {
 		t.Errorf("the same upgrade again ran %d scripts", n)
 	}
