@@ -50,8 +50,9 @@
 // its association (or the route table then its route), not the VPC, the
 // gateway, the route table and the routes one after the other. A delete
 // runs the graph in reverse: the gateway is detached (igw/attach) before
-// the VPC goes, and deleted on its own; the route and the associations go
-// with the route table and the subnets, which are deleted at once.
+// the VPC goes, and deleted on its own; each association is removed by its
+// step, then the route table (with its route) and the subnets are deleted
+// at once.
 //
 // With adopted subnets, the graph is vpc and a network resource that checks
 // the subnets.

@@ -290,7 +290,7 @@ func TestOwnVPC(t *testing.T) {
 	}
 	// What was removed is reported as deleted; the zones and the network
 	// step (no stray subnets) removed nothing.
-	checkEnded(t, ended, cl, s, "vpc", "igw", "igw/attach", "rtb", "subnet/0", "subnet/1", "subnet/2")
+	checkEnded(t, ended, cl, s, "vpc", "igw", "igw/attach", "rtb", "subnet/0", "subnet/1", "subnet/2", "rtb/subnet/0", "rtb/subnet/1", "rtb/subnet/2")
 	none := map[string]int{"vpc": 0, "subnet": 0, "igw": 0, "rtb": 0}
 	if got := tagged(t, c, r); fmt.Sprint(got) != fmt.Sprint(none) {
 		t.Errorf("after destroy: %v left", got)
@@ -464,7 +464,7 @@ func TestExistingVPCSharedByTwoClusters(t *testing.T) {
 	if err != nil {
 		t.Fatalf("destroy shared-a: %v", err)
 	}
-	checkEnded(t, ended, cl, specs["shared-a"], "rtb", "subnet/0", "subnet/1", "subnet/2")
+	checkEnded(t, ended, cl, specs["shared-a"], "rtb", "subnet/0", "subnet/1", "subnet/2", "rtb/subnet/0", "rtb/subnet/1", "rtb/subnet/2")
 	ended, err = destroyLog(cl, specs["shared-a"], journal(t, ref("shared-a")))
 	if err != nil {
 		t.Fatalf("second destroy of shared-a: %v", err)

@@ -32,6 +32,8 @@ type routeOut struct {
 type associationOut struct {
 	Table  string `json:"table,omitempty"`
 	Subnet string `json:"subnet,omitempty"`
+	// ID is the association's, which its delete removes.
+	ID string `json:"id,omitempty"`
 }
 
 // defaultRoute is the destination kforge routes to the internet gateway.
@@ -179,36 +181,37 @@ func (t *routing) addRoute(g *engine.Graph, attach engine.Dep) engine.Ref[routeO
 			return routeOut{Table: rt.ID, Gateway: gw.ID}, false, err
 		},
 		t.findRoute,
-		func(ctx context.Context, r *engine.Run, w routeOut) error {
+		func(ctx context.Context, r *engine.Run, w routeOut) (routeOut, error) {
 			rt, _, err := t.table(ctx, r, w.Table)
 			if err != nil {
-				return err
+				return w, err
 			}
 			if err := t.b.ensureDefaultRoute(ctx, rt, w.Gateway); err != nil {
-				return fmt.Errorf("route table %s: %w", w.Table, err)
+				return w, fmt.Errorf("route table %s: %w", w.Table, err)
 			}
-			return nil
-		})
+			return w, nil
+		}, nil)
 }
 
 // addRouting adds a step that keeps one thing of the route table (its
 // route, a subnet's association) as wanted: want says what (none when
 // there is no table, in an existing VPC without a gateway), find observes
-// it, and keep makes or repairs it. It has no delete: the thing goes with
-// the table (or the subnet).
+// it, keep makes or repairs it, and del (nil: the thing goes with the
+// table) removes it.
 func addRouting[T any](g *engine.Graph, id, title string, needs []engine.Dep,
 	want func(r *engine.Run) (w T, none bool, err error),
 	find func(ctx context.Context, r *engine.Run, w T, prev *T) (engine.Observation[T], error),
-	keep func(ctx context.Context, r *engine.Run, w T) error) engine.Ref[T] {
+	keep func(ctx context.Context, r *engine.Run, w T) (T, error),
+	del func(ctx context.Context, r *engine.Run, prev *T) error) engine.Ref[T] {
 	ensure := func(ctx context.Context, r *engine.Run) (T, error) {
 		w, none, err := want(r)
 		if err != nil || none {
 			return w, err
 		}
-		return w, keep(ctx, r, w)
+		return keep(ctx, r, w)
 	}
 	return engine.Add(g, engine.Resource[T]{
-		ID: id, Title: title, Needs: needs,
+		ID: id, Title: title, Needs: needs, Delete: del,
 		Find: func(ctx context.Context, r *engine.Run, prev *T) (engine.Observation[T], error) {
 			w, none, err := want(r)
 			if err != nil || none {
@@ -252,7 +255,8 @@ func (t *routing) findRoute(ctx context.Context, r *engine.Run, w routeOut, prev
 }
 
 // addAssociation adds the association of subnet i with the route table.
-// Deleting the table or the subnet removes it.
+// Its delete removes it before the table and the subnet go (each of whose
+// deletes would otherwise remove it, at the same time).
 func (t *routing) addAssociation(g *engine.Graph, i int, subnet engine.Ref[Subnet]) engine.Ref[associationOut] {
 	return addRouting(g, AssociationStepID(i), fmt.Sprintf("associate subnet %d of %d with the route table", i+1, t.b.s.Zones),
 		engine.Needs(t.vpc, t.rtb, subnet),
@@ -265,9 +269,47 @@ func (t *routing) addAssociation(g *engine.Graph, i int, subnet engine.Ref[Subne
 			return associationOut{Table: rt.ID, Subnet: sn.ID}, false, err
 		},
 		t.findAssociation,
-		func(ctx context.Context, _ *engine.Run, w associationOut) error {
-			return t.b.associate(ctx, w.Subnet, w.Table)
+		func(ctx context.Context, _ *engine.Run, w associationOut) (associationOut, error) {
+			id, err := t.b.associate(ctx, w.Subnet, w.Table)
+			w.ID = id
+			return w, err
+		},
+		func(ctx context.Context, r *engine.Run, prev *associationOut) error {
+			return t.deleteAssociation(ctx, r, subnet, prev)
 		})
+}
+
+// deleteAssociation removes the journaled association, else (the state
+// was lost, or made by a kforge that journaled none) the associations of
+// the journaled subnet, found live.
+func (t *routing) deleteAssociation(ctx context.Context, r *engine.Run, subnet engine.Ref[Subnet], prev *associationOut) error {
+	b := t.b
+	var ids []string
+	if prev != nil && prev.ID != "" {
+		ids = append(ids, prev.ID)
+	} else if sn, err := subnet.Get(r); err == nil && sn.ID != "" {
+		assocs, err := b.associationsOf(ctx, sn.ID)
+		if err != nil {
+			return err
+		}
+		for _, a := range assocs {
+			if !a.main {
+				ids = append(ids, a.id)
+			}
+		}
+	}
+	removed := false
+	for _, id := range ids {
+		_, err := b.c.EC2.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: aws.String(id)})
+		switch {
+		case awsx.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("disassociate route table association %s: %w", id, err)
+		default:
+			removed = true
+		}
+	}
+	return deleted(removed, nil)
 }
 
 // findAssociation observes which route table the subnet is associated
@@ -281,7 +323,7 @@ func (t *routing) findAssociation(ctx context.Context, r *engine.Run, w associat
 	for _, x := range all {
 		for _, a := range x.Associations {
 			if aws.ToString(a.SubnetId) == w.Subnet && live(a) {
-				uses = aws.ToString(x.RouteTableId)
+				uses, w.ID = aws.ToString(x.RouteTableId), aws.ToString(a.RouteTableAssociationId)
 			}
 		}
 	}
@@ -290,7 +332,7 @@ func (t *routing) findAssociation(ctx context.Context, r *engine.Run, w associat
 		return engine.InSync(w), nil
 	case uses != "":
 		return engine.Drifted(w, "subnet %s is associated with route table %s instead of %s", w.Subnet, uses, w.Table), nil
-	case prev != nil && *prev == w:
+	case prev != nil && prev.Table == w.Table && prev.Subnet == w.Subnet:
 		return engine.Gone[associationOut]("subnet %s is not associated with route table %s (it uses the VPC's main route table)", w.Subnet, w.Table), nil
 	}
 	return engine.Missing[associationOut](), nil

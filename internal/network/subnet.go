@@ -455,34 +455,40 @@ func (b *builder) associationsOf(ctx context.Context, subnetID string) ([]associ
 	return out, nil
 }
 
-// associate makes subnet use route table rtbID. A subnet kforge just made
-// has no association: it is associated at once; one associated with another
-// table (AWS refuses: Resource.AlreadyAssociated) is moved.
-func (b *builder) associate(ctx context.Context, subnetID, rtbID string) error {
-	_, err := b.c.EC2.AssociateRouteTable(ctx, &ec2.AssociateRouteTableInput{SubnetId: aws.String(subnetID), RouteTableId: aws.String(rtbID)}, eventual)
+// associate makes subnet use route table rtbID and returns the
+// association's ID. A subnet kforge just made has no association: it is
+// associated at once; one associated with another table (AWS refuses:
+// Resource.AlreadyAssociated) is moved.
+func (b *builder) associate(ctx context.Context, subnetID, rtbID string) (string, error) {
+	fail := func(err error) (string, error) {
+		return "", fmt.Errorf("associate subnet %s with route table %s: %w", subnetID, rtbID, err)
+	}
+	out, err := b.c.EC2.AssociateRouteTable(ctx, &ec2.AssociateRouteTableInput{SubnetId: aws.String(subnetID), RouteTableId: aws.String(rtbID)}, eventual)
 	if err == nil {
-		return nil
+		return aws.ToString(out.AssociationId), nil
 	}
 	if !awsx.HasCode(err, "Resource.AlreadyAssociated") {
-		return fmt.Errorf("associate subnet %s with route table %s: %w", subnetID, rtbID, err)
+		return fail(err)
 	}
 	assocs, err := b.associationsOf(ctx, subnetID)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if len(assocs) > 0 {
-		if assocs[0].table == rtbID {
-			return nil
+	if len(assocs) == 0 {
+		if out, err = b.c.EC2.AssociateRouteTable(ctx, &ec2.AssociateRouteTableInput{SubnetId: aws.String(subnetID), RouteTableId: aws.String(rtbID)}, eventual); err != nil {
+			return fail(err)
 		}
-		_, err = b.c.EC2.ReplaceRouteTableAssociation(ctx, &ec2.ReplaceRouteTableAssociationInput{
-			AssociationId: aws.String(assocs[0].id), RouteTableId: aws.String(rtbID)}, eventual)
-	} else {
-		_, err = b.c.EC2.AssociateRouteTable(ctx, &ec2.AssociateRouteTableInput{SubnetId: aws.String(subnetID), RouteTableId: aws.String(rtbID)}, eventual)
+		return aws.ToString(out.AssociationId), nil
 	}
+	if assocs[0].table == rtbID {
+		return assocs[0].id, nil
+	}
+	moved, err := b.c.EC2.ReplaceRouteTableAssociation(ctx, &ec2.ReplaceRouteTableAssociationInput{
+		AssociationId: aws.String(assocs[0].id), RouteTableId: aws.String(rtbID)}, eventual)
 	if err != nil {
-		return fmt.Errorf("associate subnet %s with route table %s: %w", subnetID, rtbID, err)
+		return fail(err)
 	}
-	return nil
+	return aws.ToString(moved.NewAssociationId), nil
 }
 
 // deleteStraySubnets removes the cluster's subnets whose index is beyond
