@@ -419,7 +419,7 @@ func TestHADriftRepaired(t *testing.T) {
 		if _, err := ec.DeleteRoute(ctx, &ec2.DeleteRouteInput{RouteTableId: rtb, DestinationCidrBlock: aws.String("0.0.0.0/0")}); err != nil {
 			t.Fatal(err)
 		}
-		repair(t, map[string]string{"rtb": "route 0.0.0.0/0 of " + aws.ToString(rtb)})
+		repair(t, map[string]string{"rtb/route": "route 0.0.0.0/0 of " + aws.ToString(rtb)})
 		out, err = ec.DescribeRouteTables(ctx, &ec2.DescribeRouteTablesInput{RouteTableIds: []string{aws.ToString(rtb)}})
 		if err != nil {
 			t.Fatal(err)
