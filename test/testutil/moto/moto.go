@@ -8,6 +8,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -151,10 +152,33 @@ func (s *Server) startFront() error {
 	if err != nil {
 		return err
 	}
-	s.front = &http.Server{Handler: s.EKS, ReadHeaderTimeout: 30 * time.Second}
+	s.front = &http.Server{Handler: wholeBodies(s.EKS), ReadHeaderTimeout: 30 * time.Second}
 	go func() { _ = s.front.Serve(ln) }()
 	s.URL = "http://" + ln.Addr().String()
 	return nil
+}
+
+// wholeBodies reads each request's body before h serves it, so that the
+// proxy's transport never reads a body from the client's connection while
+// the server may drain it (it does once the answer is under way). Once in
+// CI an answer of the emulator was cut short (the client saw "unexpected
+// EOF" on a 200, the proxy "use of closed network connection" on its
+// connection to the emulator); a transport that fails to read its
+// request's body closes that connection, which fits, but the cause was
+// not seen for certain.
+func wholeBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			b, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil {
+				http.Error(w, "read the request body: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Stop ends the emulator.
