@@ -96,7 +96,8 @@ hands the VM its key in cloud-init). With --ssh-jump user@host:port it
 reaches the VMs' private addresses through that host, like ssh -J; the jump
 host's own key must be in ~/.ssh/known_hosts.`,
 		Example: `  kforge create ha-aws --name prod --region eu-west-1 --dry-run
-  kforge create ha-aws --name prod --region eu-west-1 --bootstrap kubeadm --control-planes 3 --workers 2 --etcd 3 --ssh-cidr 203.0.113.7/32`,
+  kforge create ha-aws --name prod --region eu-west-1 --bootstrap kubeadm --control-planes 3 --workers 2 --etcd 3 --ssh-cidr 203.0.113.7/32
+  kforge create ha-aws --name prod --region eu-west-1 --etcd-backups s3://acme-backups/etcd --backup-every 6h --backup-keep 28`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s.Ref = spec.Ref{Type: spec.TypeHA, Name: f.name, Region: f.region}
