@@ -72,7 +72,7 @@ func Add(g *engine.Graph, c *iam.Client, ref spec.Ref, id string, r Role, needs 
 		Find: func(ctx context.Context, _ *engine.Run, prev *Out) (engine.Observation[Out], error) {
 			return find(ctx, c, ref, name, r, prev)
 		},
-		Create: func(ctx context.Context, _ *engine.Run) (Out, error) { return ensure(ctx, c, ref, name, r) },
+		Create: func(ctx context.Context, _ *engine.Run) (Out, error) { return create(ctx, c, ref, name, r) },
 		Update: func(ctx context.Context, _ *engine.Run, _ Out) (Out, error) { return ensure(ctx, c, ref, name, r) },
 		Delete: func(ctx context.Context, _ *engine.Run, _ *Out) error { return Delete(ctx, c, ref, name) },
 	})
@@ -248,19 +248,15 @@ func ensure(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Rol
 		}
 		out.ARN = aws.ToString(got.Role.Arn)
 	}
-	for _, p := range r.Managed {
-		if _, err := c.AttachRolePolicy(ctx, &iam.AttachRolePolicyInput{RoleName: aws.String(name), PolicyArn: aws.String(PolicyARN(ref.Region, p))}); err != nil {
-			return out, fmt.Errorf("attach %s to IAM role %s: %w", p, name, err)
-		}
-	}
-	if r.Inline != "" {
-		if _, err := c.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(InlinePolicyName), PolicyDocument: aws.String(r.Inline)}); err != nil {
-			return out, fmt.Errorf("put the inline policy of IAM role %s: %w", name, err)
-		}
+	if err := policies(ctx, c, ref, name, r); err != nil {
+		return out, err
 	}
 	if r.Profile {
-		prof, err := ensureProfile(ctx, c, ref, name)
+		prof, err := profile(ctx, c, ref, name, false)
 		if err != nil {
+			return out, err
+		}
+		if err := addRole(ctx, c, name, prof); err != nil {
 			return out, err
 		}
 		out.ProfileARN, out.ProfileID = aws.ToString(prof.Arn), aws.ToString(prof.InstanceProfileId)
@@ -268,40 +264,113 @@ func ensure(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Rol
 	return out, nil
 }
 
-func ensureProfile(ctx context.Context, c *iam.Client, ref spec.Ref, name string) (*iamtypes.InstanceProfile, error) {
+// create makes a role that Find saw missing, without looking it up again:
+// the role with its policies and the instance profile side by side (the
+// profile does not need the role), then the role goes into the profile.
+// What a lost earlier call made (EntityAlreadyExists) is adopted once its
+// owner is checked.
+func create(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Role) (Out, error) {
+	out := Out{Name: name}
 	var prof *iamtypes.InstanceProfile
-	got, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
-	switch {
-	case awsx.IsNotFound(err):
-		created, err := c.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{
-			InstanceProfileName: aws.String(name),
-			Tags:                awsx.IAMTags(awsx.Tags(ref, name)),
+	err := awsx.All(ctx, func(ctx context.Context) error {
+		created, err := c.CreateRole(ctx, &iam.CreateRoleInput{
+			RoleName:                 aws.String(name),
+			AssumeRolePolicyDocument: aws.String(trustPolicy(r.Service)),
+			Description:              aws.String(fmt.Sprintf("kforge %s cluster %s in %s", ref.Type, ref.Name, ref.Region)),
+			Tags:                     awsx.IAMTags(awsx.Tags(ref, name)),
 		})
 		if awsx.Code(err) == "EntityAlreadyExists" {
-			return ensureProfile(ctx, c, ref, name)
+			role := r
+			role.Profile = false
+			got, err := ensure(ctx, c, ref, name, role)
+			out.ARN = got.ARN
+			return err
 		}
 		if err != nil {
-			return nil, fmt.Errorf("create instance profile %s: %w", name, err)
+			return fmt.Errorf("create IAM role %s: %w", name, err)
 		}
-		prof = created.InstanceProfile
-	case err != nil:
-		return nil, fmt.Errorf("look up instance profile %s: %w", name, err)
-	default:
-		prof = got.InstanceProfile
-		if o := owner(prof.Tags); o != ref && len(prof.Tags) > 0 {
-			return nil, &OwnerError{Kind: "instance profile", Name: name, Owner: o}
+		out.ARN = aws.ToString(created.Role.Arn)
+		return policies(ctx, c, ref, name, r)
+	}, func(ctx context.Context) (err error) {
+		if r.Profile {
+			prof, err = profile(ctx, c, ref, name, true)
+		}
+		return err
+	})
+	if err != nil || !r.Profile {
+		return out, err
+	}
+	if err := addRole(ctx, c, name, prof); err != nil {
+		return out, err
+	}
+	out.ProfileARN, out.ProfileID = aws.ToString(prof.Arn), aws.ToString(prof.InstanceProfileId)
+	return out, nil
+}
+
+// policies attaches role name's managed policies and puts its inline one,
+// all at once.
+func policies(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Role) error {
+	var calls []func(context.Context) error
+	for _, p := range r.Managed {
+		calls = append(calls, func(ctx context.Context) error {
+			if _, err := c.AttachRolePolicy(ctx, &iam.AttachRolePolicyInput{RoleName: aws.String(name), PolicyArn: aws.String(PolicyARN(ref.Region, p))}); err != nil {
+				return fmt.Errorf("attach %s to IAM role %s: %w", p, name, err)
+			}
+			return nil
+		})
+	}
+	if r.Inline != "" {
+		calls = append(calls, func(ctx context.Context) error {
+			if _, err := c.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(InlinePolicyName), PolicyDocument: aws.String(r.Inline)}); err != nil {
+				return fmt.Errorf("put the inline policy of IAM role %s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	return awsx.All(ctx, calls...)
+}
+
+// profile returns the instance profile of name, made if it is missing
+// (with missing, without looking it up first).
+func profile(ctx context.Context, c *iam.Client, ref spec.Ref, name string, missing bool) (*iamtypes.InstanceProfile, error) {
+	if !missing {
+		got, err := c.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
+		switch {
+		case err == nil:
+			prof := got.InstanceProfile
+			if o := owner(prof.Tags); o != ref && len(prof.Tags) > 0 {
+				return nil, &OwnerError{Kind: "instance profile", Name: name, Owner: o}
+			}
+			return prof, nil
+		case !awsx.IsNotFound(err):
+			return nil, fmt.Errorf("look up instance profile %s: %w", name, err)
 		}
 	}
+	created, err := c.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{
+		InstanceProfileName: aws.String(name),
+		Tags:                awsx.IAMTags(awsx.Tags(ref, name)),
+	})
+	if awsx.Code(err) == "EntityAlreadyExists" {
+		return profile(ctx, c, ref, name, false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create instance profile %s: %w", name, err)
+	}
+	return created.InstanceProfile, nil
+}
+
+// addRole puts role name into its instance profile, unless it is there.
+func addRole(ctx context.Context, c *iam.Client, name string, prof *iamtypes.InstanceProfile) error {
 	for _, r := range prof.Roles {
 		if aws.ToString(r.RoleName) == name {
-			return prof, nil
+			return nil
 		}
 	}
-	_, err = c.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(name), RoleName: aws.String(name)})
+	_, err := c.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(name), RoleName: aws.String(name)})
 	if err != nil && awsx.Code(err) != "LimitExceeded" {
-		return nil, fmt.Errorf("add role %s to its instance profile: %w", name, err)
+		return fmt.Errorf("add role %s to its instance profile: %w", name, err)
 	}
-	return prof, nil
+	return nil
 }
 
 // Delete removes role name and the instance profile of the same name:
