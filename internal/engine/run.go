@@ -137,6 +137,33 @@ func Lookup[T any](r *Run, id string) (v T, ok bool) {
 	return v, json.Unmarshal(raw, &v) == nil
 }
 
+// PrevOf returns what the journal holds of another step, without this
+// step being ordered after it: for a step that makes the resources of
+// sibling steps too (one RunInstances for several VM slots) and must tell
+// which of them were made before. It may change while this step runs.
+func (r *Run) PrevOf(id string) (json.RawMessage, bool) { return r.j.Done(id) }
+
+// TokenFor is Token for a create made on behalf of several steps (steps,
+// in any order): the same whichever of them makes it, on every retry and
+// resume; different once any of them had its resource deleted, or for a
+// later cluster of the same name.
+func (r *Run) TokenFor(steps []string, parts ...string) string {
+	ids := slices.Clone(steps)
+	slices.Sort(ids)
+	h := sha256.New()
+	for i, id := range ids {
+		ref, created, gen := r.j.identity(id)
+		if i == 0 {
+			fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d", ref.Type, ref.Name, ref.Region, created.UnixNano())
+		}
+		fmt.Fprintf(h, "\x00%s\x00%d", id, gen)
+	}
+	for _, p := range parts {
+		fmt.Fprintf(h, "\x00%s", p)
+	}
+	return "kforge-" + hex.EncodeToString(h.Sum(nil))[:32]
+}
+
 // Token returns an idempotency token (ClientToken, ClientRequestToken) for
 // a create made by this step: the same on every retry and resume, so AWS
 // returns what the first call made instead of making a second one; and

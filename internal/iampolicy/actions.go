@@ -158,8 +158,10 @@ func Permissions() []Permission {
 		// What AWS checks although kforge never calls the action itself.
 		{Action: "iam:PassRole", Types: both(), Scopes: []Scope{ScopePassRole},
 			Implicit: "AWS checks it when CreateCluster and CreateNodegroup (aws) or RunInstances and AssociateIamInstanceProfile with an instance profile (ha-aws) hand a kforge-* role to the service"},
-		{Action: "ec2:CreateTags", Types: both(), Scopes: []Scope{ScopeTagOnCreate},
+		{Action: "ec2:CreateTags", Types: eksTyp(), Scopes: []Scope{ScopeTagOnCreate},
 			Implicit: "AWS checks it for the TagSpecifications of EC2 create calls (tag on create); the condition ec2:CreateAction limits it to those calls"},
+		{Action: "ec2:CreateTags", Types: haTyp(), Scopes: []Scope{ScopeTagOnCreate, ScopeBatchNames},
+			Why: "tag on create (the TagSpecifications of EC2 create calls, condition ec2:CreateAction); and name each VM of a batched launch after its slot (Name, kforge.io/slot), only on instances that carry kforge.io/batch"},
 		{Action: "iam:TagRole", Types: both(), Scopes: roles(),
 			Implicit: "AWS checks it for the Tags of CreateRole"},
 		{Action: "iam:TagInstanceProfile", Types: haTyp(), Scopes: profiles(),

@@ -35,6 +35,7 @@ package iampolicy
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -73,6 +74,10 @@ const (
 	// aws:ResourceTag/kforge.io/cluster = false): the policy cannot delete
 	// what kforge did not make.
 	ScopeKforgeTagged
+	// ScopeBatchNames grants ec2:CreateTags on the instances of a batched
+	// launch (condition Null aws:ResourceTag/kforge.io/batch = false),
+	// for the tags that name a VM after its slot only (aws:TagKeys).
+	ScopeBatchNames
 	// ScopeKubernetesMade grants a delete of what Kubernetes made in a
 	// cluster (load balancers, target groups, volumes) only on resources
 	// that carry a tag one of the Kubernetes components sets on what it
@@ -99,6 +104,14 @@ var KubernetesMadeTags = [][2]string{
 // contract's kforge.io/cluster); repeated here so that this package stays
 // a leaf.
 const ClusterTagKey = "kforge.io/cluster"
+
+// BatchTagKey marks the instances of a batched launch (ha-aws), and
+// BatchNameTagKeys are the tags kforge adds to each of them afterwards:
+// its Name and its slot (repeated from package infra).
+const BatchTagKey = "kforge.io/batch"
+
+// BatchNameTagKeys are the tags that name a VM of a batch after its slot.
+var BatchNameTagKeys = []string{"Name", "kforge.io/slot"}
 
 // Permission is one IAM action kforge needs.
 type Permission struct {
@@ -164,7 +177,7 @@ func Actions(typ string) ([]string, error) {
 		out = append(out, p.Action)
 	}
 	sort.Strings(out)
-	return out, nil
+	return slices.Compact(out), nil // All lists an action of both types once
 }
 
 func checkType(typ string) error {
@@ -240,6 +253,7 @@ const (
 	SidTagOnCreate = "TagOnCreate"
 	SidOwnIdentity = "ReadOwnPermissions"
 	SidTagged      = "DeleteOnlyWhatKforgeMade"
+	SidBatchNames  = "NameVMsOfBatchedLaunches"
 	// SidKubernetesMade collects the actions of ScopeKubernetesMade; they
 	// are granted in one statement per tag of KubernetesMadeTags.
 	SidKubernetesMade = "KubernetesMade"
@@ -335,7 +349,7 @@ func Policy(typ string, o Options) (Document, error) {
 		if len(actions) == 0 {
 			return
 		}
-		sort.Strings(actions)
+		actions = slices.Compact(slices.Sorted(slices.Values(actions))) // All lists an action of both types once
 		stmts = append(stmts, Statement{Sid: sid, Effect: "Allow", Action: actions, Resource: resources, Condition: cond})
 	}
 	star := []string{"*"}
@@ -357,6 +371,10 @@ func Policy(typ string, o Options) (Document, error) {
 	add(SidSLR, slrs, map[string]map[string][]string{"StringEquals": {"iam:AWSServiceName": slrServices}})
 	add(SidOwnIdentity, ownIdentityResources(o), nil)
 	add(SidTagged, star, map[string]map[string][]string{"Null": {"aws:ResourceTag/" + ClusterTagKey: {"false"}}})
+	add(SidBatchNames, []string{fmt.Sprintf("arn:%s:ec2:*:%s:instance/*", o.partition(), o.account())}, map[string]map[string][]string{
+		"Null":                      {"aws:ResourceTag/" + BatchTagKey: {"false"}},
+		"ForAllValues:StringEquals": {"aws:TagKeys": BatchNameTagKeys},
+	})
 	for _, kt := range KubernetesMadeTags {
 		bySid[kt[1]] = bySid[SidKubernetesMade]
 		add(kt[1], star, map[string]map[string][]string{"Null": {"aws:ResourceTag/" + kt[0]: {"false"}}})
@@ -377,6 +395,8 @@ func sidOf(action string, sc Scope) string {
 		return SidSLR
 	case ScopeTagOnCreate:
 		return SidTagOnCreate
+	case ScopeBatchNames:
+		return SidBatchNames
 	case ScopeOwnIdentity:
 		return SidOwnIdentity
 	case ScopeKforgeTagged:

@@ -14,6 +14,8 @@ const (
 	KeyAWSServiceName  = "iam:awsservicename"
 	KeyCreateAction    = "ec2:createaction"
 	KeyClusterTag      = "aws:resourcetag/" + ClusterTagKey
+	KeyBatchTag        = "aws:resourcetag/" + BatchTagKey
+	KeyTagKeys         = "aws:tagkeys"
 )
 
 // knownKeys are the keys Decide treats as decided: present with the
@@ -171,6 +173,14 @@ func Requests(t Target) ([]Request, error) {
 					key = "aws:resourcetag/kubernetes.io/created-for/pvc/name"
 				}
 				add(p.Action, "*", key, "made-by-kubernetes")
+			case ScopeBatchNames:
+				// Naming a VM of a batch: an instance that carries the
+				// batch's tag, with its Name and slot.
+				kv := []string{KeyBatchTag, "batch"}
+				for _, k := range BatchNameTagKeys {
+					kv = append(kv, KeyTagKeys, k)
+				}
+				add(p.Action, fmt.Sprintf("arn:%s:ec2:%s:%s:instance/i-0123456789abcdef0", o.partition(), t.Region, o.account()), kv...)
 			case ScopeKforgeTagged:
 				// Deletes act on resources kforge tagged for the cluster.
 				add(p.Action, "*", KeyClusterTag, orName(t.Name))

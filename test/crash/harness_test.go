@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/kforge/kforge/test/testutil/awscheck"
 	"github.com/kforge/kforge/test/testutil/faultproxy"
@@ -51,9 +53,12 @@ type cluster struct {
 	extra []string
 }
 
+// haWorkers is the worker count of an ha-aws test cluster.
+const haWorkers = 4
+
 // newCluster prepares a cluster of type typ on worker w: a small one (one
-// etcd, one control plane, one worker for ha-aws; two nodes for aws), an
-// SSH fleet as jump host for ha-aws.
+// etcd, one control plane, haWorkers workers for ha-aws; two nodes for
+// aws), an SSH fleet as jump host for ha-aws.
 func newCluster(t *testing.T, w *worker, typ string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, w: w, typ: typ, name: fmt.Sprintf("%s%d", map[string]string{typeEKS: "e", typeHA: "h"}[typ], names.Add(1))}
@@ -70,7 +75,9 @@ func newCluster(t *testing.T, w *worker, typ string) *cluster {
 		c.cfg = w.emu.Config(t, c.region)
 		c.fleet = sshfleet.Start(t, sshfleet.Options{AWS: &c.cfg, AuthorizeKeyPairs: true})
 		c.fleet.ServeKforge(t, c.env.Home)
-		c.extra = []string{"--bootstrap", "k3s", "--control-planes", "1", "--workers", "1", "--etcd", "1",
+		// Four workers: 0 and 3 share the first zone's subnet, so they
+		// launch in one batch (one RunInstances, then a CreateTags each).
+		c.extra = []string{"--bootstrap", "k3s", "--control-planes", "1", "--workers", fmt.Sprint(haWorkers), "--etcd", "1",
 			"--ssh-cidr", "10.0.0.0/8", "--ssh-jump", c.fleet.Jump("ubuntu")}
 	}
 	return c
@@ -206,6 +213,58 @@ func (c *cluster) sameCounts(what string, want map[string]int) {
 	inv := c.inventory()
 	if got := counts(inv); !maps.Equal(got, want) {
 		c.t.Errorf("%s: resources differ from a clean run's:\n got  %s\n want %s\n (%s)", what, showCounts(got), showCounts(want), inv)
+	}
+}
+
+// named fails the test unless the cluster's live instances are exactly
+// one per wanted slot (one etcd, load balancer and control plane, workers
+// workers), each named after its slot and carrying the cluster's tags:
+// none left unnamed from a batch, none twice.
+func (c *cluster) named(what string, workers int) {
+	c.t.Helper()
+	if c.typ != typeHA {
+		return
+	}
+	out, err := ec2.NewFromConfig(c.cfg).DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("tag:kforge.io/cluster"), Values: []string{c.name}},
+		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped"}},
+	}})
+	if err != nil {
+		c.t.Fatalf("%s: describe instances: %v", what, err)
+	}
+	want := map[string]bool{"etcd/0": true, "lb/0": true, "cp/0": true}
+	for i := range workers {
+		want[fmt.Sprintf("wp/%d", i)] = true
+	}
+	seen := map[string]string{}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			id, tags := aws.ToString(in.InstanceId), map[string]string{}
+			for _, tg := range in.Tags {
+				tags[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+			}
+			slot := tags["kforge.io/slot"]
+			role, idx, _ := strings.Cut(slot, "/")
+			switch {
+			case slot == "":
+				c.t.Errorf("%s: instance %s has no slot (tags %v)", what, id, tags)
+				continue
+			case seen[slot] != "":
+				c.t.Errorf("%s: slot %s has two instances, %s and %s", what, slot, seen[slot], id)
+			case !want[slot]:
+				c.t.Errorf("%s: instance %s is in slot %s, which is not wanted", what, id, slot)
+			}
+			seen[slot] = id
+			if tags["Name"] != c.name+"-"+role+"-"+idx || tags["kforge.io/role"] != role || tags["kforge.io/type"] != c.typ ||
+				tags["kforge.io/region"] != c.region || tags["kubernetes.io/cluster/"+c.name] != "owned" {
+				c.t.Errorf("%s: instance %s in slot %s has tags %v", what, id, slot, tags)
+			}
+		}
+	}
+	for slot := range want {
+		if seen[slot] == "" {
+			c.t.Errorf("%s: no instance in slot %s", what, slot)
+		}
 	}
 }
 

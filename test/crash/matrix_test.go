@@ -18,11 +18,12 @@ type baseline struct {
 	scaleUpCalls, scaleDnCalls []string
 }
 
-// Worker pool sizes of the scale matrix: created with 1 worker (or 2
-// nodes), scaled up, then down again.
+// Worker pool sizes of the scale matrix: created with haWorkers workers
+// (or 2 nodes), scaled up, then down again. From 4 to 8 workers, 4 and 7
+// share a subnet: the scale up launches them in one batch.
 func scaleSizes(typ string) (from, up int) {
 	if typ == typeHA {
-		return 1, 3
+		return haWorkers, 8
 	}
 	return 2, 3
 }
@@ -39,11 +40,13 @@ func measure(t *testing.T, typ string) baseline {
 	from, up := scaleSizes(typ)
 	b.created = want(typ, from)
 	c.sameCounts("clean create", b.created)
+	c.named("clean create", from)
 	w.px.Clear()
 	c.mustRun(c.scaleArgs(up)...)
 	b.scaleUpCalls = mutatingCalls(w.px)
 	b.scaled = want(typ, up)
 	c.sameCounts("clean scale up", b.scaled)
+	c.named("clean scale up", up)
 	w.px.Clear()
 	c.mustRun(c.scaleArgs(from)...)
 	b.scaleDnCalls = mutatingCalls(w.px)
@@ -168,6 +171,7 @@ func TestCrashMatrix(t *testing.T) {
 					}
 					c.mustRun(c.createArgs()...)
 					c.sameCounts(fmt.Sprintf("create after a kill at mutating call %d", i), b.created)
+					c.named(fmt.Sprintf("create after a kill at mutating call %d", i), haWorkers)
 					if i <= b.delete {
 						killed := c.killAt(i, b.delete, "delete", c.deleteArgs()...)
 						res.add(outcome{op: "delete", killed: killed})
@@ -205,12 +209,14 @@ func TestCrashMatrix(t *testing.T) {
 					}
 					c.mustRun(c.scaleArgs(up)...)
 					c.sameCounts(fmt.Sprintf("scale up after a kill at mutating call %d", i), b.scaled)
+					c.named(fmt.Sprintf("scale up after a kill at mutating call %d", i), up)
 					if i <= b.scaleDown {
 						killed := c.killAt(i, b.scaleDown, "scale down", c.scaleArgs(from)...)
 						res.add(outcome{op: "scale down", killed: killed})
 					}
 					c.mustRun(c.scaleArgs(from)...)
 					c.sameCounts(fmt.Sprintf("scale down after a kill at mutating call %d", i), b.created)
+					c.named(fmt.Sprintf("scale down after a kill at mutating call %d", i), from)
 					c.mustRun(c.deleteArgs()...)
 					c.empty("delete after scaling")
 				})

@@ -81,7 +81,8 @@ func TestInterrupt(t *testing.T) {
 					t.Errorf("interrupted cluster is %q, want failed", st)
 				}
 				c.mustRun(c.createArgs()...)
-				c.sameCounts("create after the interruption", want(typ, 1))
+				c.sameCounts("create after the interruption", want(typ, haWorkers))
+				c.named("create after the interruption", haWorkers)
 				c.mustRun(c.deleteArgs()...)
 				c.empty("delete")
 			})
@@ -144,7 +145,8 @@ func TestLostResponses(t *testing.T) {
 				}
 			}
 			t.Logf("create survived lost answers of %d operations: %s", len(got), strings.Join(got, ", "))
-			c.sameCounts("create with lost answers", want(typ, 1))
+			c.sameCounts("create with lost answers", want(typ, haWorkers))
+			c.named("create with lost answers", haWorkers)
 			checkTokens(t, w.px, typ)
 			if t.Failed() {
 				t.Log(r.Stderr)
@@ -181,7 +183,9 @@ func checkTokens(t *testing.T, p *faultproxy.Proxy, typ string) {
 	}
 	wantTokens := map[string]int{"CreateCluster": 1, "CreateNodegroup": 1, "CreateRouteTable": 1}
 	if typ == typeHA {
-		wantTokens = map[string]int{"RunInstances": 4, "CreateRouteTable": 1}
+		// The etcd member, load balancer, control plane, workers 1 and 2
+		// alone, and the batch of workers 0 and 3.
+		wantTokens = map[string]int{"RunInstances": 6, "CreateRouteTable": 1}
 	}
 	for a, n := range wantTokens {
 		if len(byAction[a]) != n {
@@ -253,7 +257,8 @@ func TestThrottlingAndServerErrors(t *testing.T) {
 					t.Errorf("%s: progress does not show the retries:\n%s", op[0], r.Stderr)
 				}
 				if i == 0 {
-					c.sameCounts("create under throttling", want(typ, 1))
+					c.sameCounts("create under throttling", want(typ, haWorkers))
+					c.named("create under throttling", haWorkers)
 				}
 			}
 			c.empty("delete under throttling")
@@ -309,7 +314,8 @@ func TestEventualConsistency(t *testing.T) {
 			if code := tc.rules[0].Error.Code; !strings.Contains(r.Stderr, "AWS answered "+code+"; retrying with backoff") {
 				t.Errorf("progress does not show that kforge waits for IAM (%s):\n%s", code, r.Stderr)
 			}
-			c.sameCounts("create through IAM propagation delays", want(tc.typ, 1))
+			c.sameCounts("create through IAM propagation delays", want(tc.typ, haWorkers))
+			c.named("create through IAM propagation delays", haWorkers)
 			c.mustRun(c.deleteArgs()...)
 			c.empty("delete")
 		})

@@ -432,7 +432,9 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 		run(append(append([]string{"create", "ha-aws"}, ref...), small...)...)
 		run(append([]string{"info", "ha-aws"}, ref...)...)
 		run(append([]string{"switch", "ha-aws"}, ref...)...)
-		run(append(append([]string{"scale", "ha-aws"}, ref...), "--workers", "2")...)
+		// Workers 1 and 4 share a subnet: they launch in one batch, then
+		// each is named after its slot (CreateTags).
+		run(append(append([]string{"scale", "ha-aws"}, ref...), "--workers", "5")...)
 		run(append(append([]string{"scale", "ha-aws"}, ref...), "--workers", "1")...)
 		// Drift that only a repair's calls put back: a VM stopped, another
 		// moved to another security group, one without its instance

@@ -3,7 +3,9 @@
 // state), its EC2 key pair, the images its VMs boot, a security group per
 // role with its ingress rules, the control planes' and workers' IAM roles
 // and instance profiles (and the etcd VMs', for scheduled snapshots), and
-// one VM per slot (role and index).
+// one VM per slot (role and index). The new workers of a subnet are
+// launched together, in batched RunInstances calls, each VM still with its
+// own step, hostname and host key (batch.go).
 //
 // Every resource is found again on every run, from batched look-ups held
 // in the run's Session (one DescribeInstances for every VM, one

@@ -47,6 +47,10 @@ type Session struct {
 	sgOnce sync.Once
 	sgs    []ec2types.SecurityGroup
 	sgErr  error
+
+	// batches are the batched launches of the run (batch.go).
+	batchMu sync.Mutex
+	batches map[batchKey]map[int]*batch
 }
 
 // NewSession returns the session of one run for a cluster.
@@ -85,10 +89,13 @@ func (s *Session) instances(ctx context.Context) (bySlot, byID map[string]ec2typ
 		}
 		for _, in := range all {
 			s.instAll[aws.ToString(in.InstanceId)] = in
-			if slot := awsx.EC2TagValue(in.Tags, TagSlot); slot != "" {
+			// An instance of a batch not yet named after its slot is in
+			// the slot its launch index gives it (slotOf).
+			if slot, named := slotOf(in); slot != "" {
 				// Two live instances in one slot: the journaled one wins
-				// (found by ID); the other is reported by the VM's Find.
-				if _, dup := s.inst[slot]; !dup {
+				// (found by ID), else the one named after the slot; the
+				// other is reported by the VM's Find.
+				if have, dup := s.inst[slot]; !dup || (named && awsx.EC2TagValue(have.Tags, TagSlot) == "") {
 					s.inst[slot] = in
 				}
 			}

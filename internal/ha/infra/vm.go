@@ -159,6 +159,9 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 		if in.State != nil && (in.State.Name == ec2types.InstanceStateNameStopped || in.State.Name == ec2types.InstanceStateNameStopping) {
 			drift = append(drift, "it was stopped outside kforge")
 		}
+		if _, named := slotOf(in); !named {
+			drift = append(drift, fmt.Sprintf("it was launched in batch %s and not yet named after its slot %s", awsx.EC2TagValue(in.Tags, TagBatch), slot))
+		}
 		return strings.Join(drift, "; "), nil
 	}
 	return engine.Add(g, engine.Resource[VM]{
@@ -221,7 +224,14 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 				lctx, cancel = context.WithTimeout(ctx, addressWait)
 				defer cancel()
 			}
-			id, err := launch(lctx, r, c, sess, s, role, i, subnetID, address, refs, prev.ID)
+			id, batched := "", false
+			if role == RoleWP && prev.ID == "" {
+				// New workers of a subnet launch in batches.
+				id, batched, err = launchBatched(ctx, r, c, sess, s, role, i, subnetID, len(refs.Network.Subnets), refs)
+			}
+			if !batched {
+				id, err = launch(lctx, r, c, sess, s, role, i, subnetID, address, refs, prev.ID)
+			}
 			if err != nil {
 				if address != "" && ctx.Err() == nil && lctx.Err() != nil {
 					return VM{}, fmt.Errorf("launch %s at its address %s: still in use after %s (the API endpoint of the cluster is that address): %w", name, address, addressWait, err)
@@ -242,6 +252,11 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 				return VM{}, err
 			}
 			in := byID[found.ID]
+			if _, named := slotOf(in); !named {
+				if err := nameVM(ctx, c, found.ID, name, slot); err != nil {
+					return VM{}, err
+				}
+			}
 			sg, err := group.Get(r)
 			if err != nil {
 				return VM{}, err
@@ -283,11 +298,16 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 			if prev != nil && prev.ID != "" {
 				ids = append(ids, prev.ID)
 			}
-			live, err := liveInstances(ctx, c.EC2, s.Ref, TagSlot, slot)
+			// The role's instances: a batch's not yet named after their
+			// slots are in theirs too.
+			live, err := liveInstances(ctx, c.EC2, s.Ref, awsx.TagRole, role)
 			if err != nil {
 				return err
 			}
 			for _, in := range live {
+				if at, _ := slotOf(in); at != slot {
+					continue
+				}
 				if id := aws.ToString(in.InstanceId); !slices.Contains(ids, id) {
 					ids = append(ids, id)
 				}
@@ -352,19 +372,6 @@ func zoneOf(in ec2types.Instance) string {
 func launch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spec.Spec, role string, i int, subnetID, address string, refs Refs, replaced string) (string, error) {
 	slot := SlotOf(role, i)
 	name := VMName(s.Name, role, i)
-	itype := Size(s, role)
-	imgs, err := refs.Images.Get(r)
-	if err != nil {
-		return "", err
-	}
-	img, ok := imgs.ByType[itype]
-	if !ok {
-		return "", fmt.Errorf("no image was looked up for %s", itype)
-	}
-	sg, err := refs.Groups[role].Get(r)
-	if err != nil {
-		return "", err
-	}
 	key, err := hostKey(r, slot)
 	if err != nil {
 		return "", err
@@ -373,17 +380,64 @@ func launch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spe
 	if err != nil {
 		return "", err
 	}
-	tags := awsx.Owned(s.Ref, awsx.Tags(s.Ref, name, awsx.TagRole, role, TagSlot, slot))
+	in, err := launchInput(r, s, refs, role, subnetID, 1, ud, r.Token(replaced),
+		awsx.Owned(s.Ref, awsx.Tags(s.Ref, name, awsx.TagRole, role, TagSlot, slot)),
+		awsx.Owned(s.Ref, awsx.Tags(s.Ref, name, awsx.TagRole, role)))
+	if err != nil {
+		return "", err
+	}
+	if address != "" {
+		in.PrivateIpAddress = aws.String(address)
+	}
+	find := func(ctx context.Context) (string, bool, error) {
+		live, err := liveInstances(ctx, c.EC2, s.Ref, TagSlot, slot)
+		if err != nil || len(live) == 0 {
+			return "", false, err
+		}
+		return aws.ToString(live[0].InstanceId), true, nil
+	}
+	// The watcher holds its polls while launches are in flight, so that a
+	// wave of launches is seen running in one poll.
+	sess.watch.launchStarted()
+	defer sess.watch.launchEnded()
+	return awsx.CreateOnce(ctx, find, func(ctx context.Context) (string, error) {
+		out, err := c.EC2.RunInstances(ctx, in, func(o *ec2.Options) { o.Retryer = launchRetryer(sess, address) })
+		if err != nil {
+			return "", fmt.Errorf("launch %s: %w", name, err)
+		}
+		if len(out.Instances) == 0 {
+			return "", fmt.Errorf("launch %s: RunInstances returned no instance", name)
+		}
+		return aws.ToString(out.Instances[0].InstanceId), nil
+	})
+}
+
+// launchInput is the RunInstances of count VMs of a role in a subnet, with
+// their user-data, ClientToken and tags.
+func launchInput(r *engine.Run, s spec.Spec, refs Refs, role, subnetID string, count int32, userData, token string, tags, volumeTags map[string]string) (*ec2.RunInstancesInput, error) {
+	itype := Size(s, role)
+	imgs, err := refs.Images.Get(r)
+	if err != nil {
+		return nil, err
+	}
+	img, ok := imgs.ByType[itype]
+	if !ok {
+		return nil, fmt.Errorf("no image was looked up for %s", itype)
+	}
+	sg, err := refs.Groups[role].Get(r)
+	if err != nil {
+		return nil, err
+	}
 	in := &ec2.RunInstancesInput{
 		ImageId:          aws.String(img.ID),
 		InstanceType:     ec2types.InstanceType(itype),
-		MinCount:         aws.Int32(1),
-		MaxCount:         aws.Int32(1),
+		MinCount:         aws.Int32(count),
+		MaxCount:         aws.Int32(count),
 		KeyName:          aws.String(KeyPairName(s.Name)),
 		SubnetId:         aws.String(subnetID),
 		SecurityGroupIds: []string{sg.ID},
-		UserData:         aws.String(ud),
-		ClientToken:      aws.String(r.Token(replaced)),
+		UserData:         aws.String(userData),
+		ClientToken:      aws.String(token),
 		MetadataOptions: &ec2types.InstanceMetadataOptionsRequest{
 			HttpTokens:              ec2types.HttpTokensStateRequired,
 			HttpEndpoint:            ec2types.InstanceMetadataEndpointStateEnabled,
@@ -398,53 +452,32 @@ func launch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spe
 		}},
 		TagSpecifications: []ec2types.TagSpecification{
 			{ResourceType: ec2types.ResourceTypeInstance, Tags: awsx.EC2Tags(tags)},
-			{ResourceType: ec2types.ResourceTypeVolume, Tags: awsx.EC2Tags(awsx.Owned(s.Ref, awsx.Tags(s.Ref, name, awsx.TagRole, role)))},
+			{ResourceType: ec2types.ResourceTypeVolume, Tags: awsx.EC2Tags(volumeTags)},
 		},
-	}
-	if address != "" {
-		in.PrivateIpAddress = aws.String(address)
 	}
 	if profile, ok := refs.Roles[role]; ok {
 		prof, err := profile.Get(r)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		in.IamInstanceProfile = &ec2types.IamInstanceProfileSpecification{Arn: aws.String(prof.ProfileARN)}
 	}
-	find := func(ctx context.Context) (string, bool, error) {
-		live, err := liveInstances(ctx, c.EC2, s.Ref, TagSlot, slot)
-		if err != nil || len(live) == 0 {
-			return "", false, err
-		}
-		return aws.ToString(live[0].InstanceId), true, nil
+	return in, nil
+}
+
+// launchRetryer is the retry policy of a RunInstances. The ClientToken
+// makes a retry safe on AWS; SafeRetryer keeps the emulator, which ignores
+// it, from duplicating too. A new instance profile may be invisible to EC2
+// for seconds, and the address of a terminated VM (a launch at address) is
+// released minutes after it goes. The launches of a run share one adaptive
+// policy: a hundred VMs launch at once, and once EC2 throttles they go at
+// its pace.
+func launchRetryer(sess *Session, address string) aws.Retryer {
+	retry := awsx.Eventual(awsx.SafeRetryer(sess.launches), awsx.IsIAMPropagation)
+	if address != "" {
+		retry = awsx.Eventual(retry, addressInUse)
 	}
-	// The watcher holds its polls while launches are in flight, so that a
-	// wave of launches is seen running in one poll.
-	sess.watch.launchStarted()
-	defer sess.watch.launchEnded()
-	return awsx.CreateOnce(ctx, find, func(ctx context.Context) (string, error) {
-		out, err := c.EC2.RunInstances(ctx, in, func(o *ec2.Options) {
-			// The ClientToken makes a retry safe on AWS; SafeRetryer keeps
-			// the emulator, which ignores it, from duplicating too. A new
-			// instance profile may be invisible to EC2 for seconds, and
-			// the address of a terminated VM is released minutes after it
-			// goes. The launches of a run share one adaptive policy: a
-			// hundred VMs launch at once, and once EC2 throttles they go
-			// at its pace.
-			retry := awsx.Eventual(awsx.SafeRetryer(sess.launches), awsx.IsIAMPropagation)
-			if address != "" {
-				retry = awsx.Eventual(retry, addressInUse)
-			}
-			o.Retryer = retry
-		})
-		if err != nil {
-			return "", fmt.Errorf("launch %s: %w", name, err)
-		}
-		if len(out.Instances) == 0 {
-			return "", fmt.Errorf("launch %s: RunInstances returned no instance", name)
-		}
-		return aws.ToString(out.Instances[0].InstanceId), nil
-	})
+	return retry
 }
 
 // addressInUse is EC2's refusal of an address still held by a VM being

@@ -97,6 +97,18 @@ func TestKforgeCreatesWithinEC2RateModel(t *testing.T) {
 	if refused["RunInstances"] == 0 {
 		t.Error("no RunInstances was refused: the test's buckets are too large to test the retryer")
 	}
+	// The workers launch in batches, one RunInstances per subnet: 7 for
+	// the etcd members, the load balancer and the control planes, 3 for
+	// the 40 workers.
+	launches := 0
+	for _, c := range admitted {
+		if c.Action == "RunInstances" {
+			launches++
+		}
+	}
+	if launches > 10 {
+		t.Errorf("%d RunInstances for %d VMs, want at most 10", launches, 7+workers)
+	}
 	ds := m.Demands(admitted)
 	t.Logf("the buckets needed at least %s (%s: %.0f calls)", ds[0].Wait.Round(time.Millisecond), ds[0].Key, ds[0].Tokens)
 	if wall < ds[0].Wait {

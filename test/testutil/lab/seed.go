@@ -23,6 +23,9 @@ type metaData struct {
 	InstanceID    string   `json:"instance-id"`
 	LocalHostname string   `json:"local-hostname"`
 	PublicKeys    []string `json:"public-keys,omitempty"`
+	// LaunchIndex is EC2's ami-launch-index: cloud-init keeps only the
+	// parts of a batch's user-data for it.
+	LaunchIndex int `json:"launch-index"`
 }
 
 // localHostname is the instance's private DNS name, as EC2 gives it
@@ -40,7 +43,7 @@ func localHostname(in instance) string {
 // user-data unchanged), and the identity a VM has from its hypervisor and
 // DHCP: hostname, machine ID, /etc/hosts, the VPC's resolver.
 func writeSeed(root string, in instance, userData []byte, keys []string, vpc *vpcNet) error {
-	md, err := yaml.Marshal(metaData{InstanceID: in.id, LocalHostname: localHostname(in), PublicKeys: keys})
+	md, err := yaml.Marshal(metaData{InstanceID: in.id, LocalHostname: localHostname(in), PublicKeys: keys, LaunchIndex: in.launchIndex})
 	if err != nil {
 		return fmt.Errorf("meta-data: %w", err)
 	}

@@ -28,6 +28,9 @@ type instance struct {
 	privateDNS, keyName string
 	name, role          string
 	tags                map[string]string
+	// launchIndex is the instance's EC2 launch index (ami-launch-index),
+	// by which cloud-init picks its part of a batch's user-data.
+	launchIndex int
 }
 
 // watch asks the emulator every PollInterval until Close, and makes the
@@ -195,7 +198,7 @@ func (l *Lab) describeInstances(ctx context.Context) ([]instance, error) {
 					id: aws.ToString(in.InstanceId), vpcID: aws.ToString(in.VpcId),
 					privateIP: aws.ToString(in.PrivateIpAddress), publicIP: aws.ToString(in.PublicIpAddress),
 					privateDNS: aws.ToString(in.PrivateDnsName), keyName: aws.ToString(in.KeyName),
-					tags: map[string]string{},
+					tags: map[string]string{}, launchIndex: int(aws.ToInt32(in.AmiLaunchIndex)),
 				}
 				if in.State != nil {
 					i.state = string(in.State.Name)

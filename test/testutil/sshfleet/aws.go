@@ -25,15 +25,33 @@ import (
 const awsTimeout = 15 * time.Second
 
 // CloudConfig is the part of a VM's #cloud-config user-data the fleet
-// reads: the SSH host key kforge hands the VM.
+// reads: the SSH host key kforge hands the VM, and, in a part of a batch's
+// user-data, the launch index of the instance the part is for.
 type CloudConfig struct {
-	SSHKeys map[string]string `json:"ssh_keys"`
+	LaunchIndex *int              `json:"launch-index"`
+	SSHKeys     map[string]string `json:"ssh_keys"`
 }
 
-// ParseUserData reads the host key from #cloud-config user-data (gzip
-// allowed): ssh_keys.ed25519_private, checked against ed25519_public when
-// that is given.
-func ParseUserData(userData []byte) (ssh.Signer, error) {
+// archivePart is a part of a #cloud-config-archive.
+type archivePart struct {
+	Type        string `json:"type"`
+	LaunchIndex *int   `json:"launch-index"`
+	Content     string `json:"content"`
+}
+
+// ParseUserData reads the host key from the user-data of the instance of
+// launch index 0 (see ParseUserDataAt).
+func ParseUserData(userData []byte) (ssh.Signer, error) { return ParseUserDataAt(userData, 0) }
+
+// ParseUserDataAt reads the host key the user-data gives the instance of
+// EC2 launch index launchIndex, as cloud-init does (gzip allowed):
+// ssh_keys.ed25519_private of the #cloud-config, checked against
+// ed25519_public when that is given. In a #cloud-config-archive (one
+// user-data for a batch of instances), only the cloud-config parts of that
+// launch index, or of none, count (cloud-init drops the others), and
+// exactly one of them must hold a host key; a #cloud-config that names
+// another launch index gives none.
+func ParseUserDataAt(userData []byte, launchIndex int) (ssh.Signer, error) {
 	if len(userData) >= 2 && userData[0] == 0x1f && userData[1] == 0x8b {
 		zr, err := gzip.NewReader(bytes.NewReader(userData))
 		if err != nil {
@@ -43,16 +61,63 @@ func ParseUserData(userData []byte) (ssh.Signer, error) {
 			return nil, fmt.Errorf("gunzip user-data: %w", err)
 		}
 	}
+	if bytes.HasPrefix(userData, []byte("#cloud-config-archive")) {
+		var parts []archivePart
+		if err := yaml.Unmarshal(userData, &parts); err != nil {
+			return nil, fmt.Errorf("user-data is not a valid #cloud-config-archive: %w", err)
+		}
+		var found []ssh.Signer
+		for i, p := range parts {
+			if p.LaunchIndex != nil && *p.LaunchIndex != launchIndex {
+				continue
+			}
+			if p.Type != "" && p.Type != "text/cloud-config" || !strings.HasPrefix(p.Content, "#cloud-config") {
+				continue
+			}
+			s, err := parseCloudConfig([]byte(p.Content), launchIndex)
+			if errors.Is(err, errNoHostKey) || errors.Is(err, errOtherIndex) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("user-data part %d: %w", i, err)
+			}
+			found = append(found, s)
+		}
+		switch len(found) {
+		case 0:
+			return nil, fmt.Errorf("user-data has no part with ssh_keys.ed25519_private for launch index %d: kforge must hand every VM its host key", launchIndex)
+		case 1:
+			return found[0], nil
+		}
+		return nil, fmt.Errorf("user-data has %d parts with a host key for launch index %d", len(found), launchIndex)
+	}
 	if !bytes.HasPrefix(userData, []byte("#cloud-config")) {
 		return nil, errors.New("user-data is not #cloud-config")
 	}
+	s, err := parseCloudConfig(userData, launchIndex)
+	if errors.Is(err, errNoHostKey) {
+		return nil, errors.New("user-data has no ssh_keys.ed25519_private: kforge must hand every VM its host key")
+	}
+	return s, err
+}
+
+var (
+	errNoHostKey  = errors.New("no ssh_keys.ed25519_private")
+	errOtherIndex = errors.New("for another launch index")
+)
+
+// parseCloudConfig reads the host key of one #cloud-config.
+func parseCloudConfig(data []byte, launchIndex int) (ssh.Signer, error) {
 	var cc CloudConfig
-	if err := yaml.Unmarshal(userData, &cc); err != nil {
+	if err := yaml.Unmarshal(data, &cc); err != nil {
 		return nil, fmt.Errorf("user-data is not valid YAML: %w", err)
+	}
+	if cc.LaunchIndex != nil && *cc.LaunchIndex != launchIndex {
+		return nil, fmt.Errorf("user-data is for launch index %d, not %d: %w", *cc.LaunchIndex, launchIndex, errOtherIndex)
 	}
 	priv := cc.SSHKeys["ed25519_private"]
 	if priv == "" {
-		return nil, errors.New("user-data has no ssh_keys.ed25519_private: kforge must hand every VM its host key")
+		return nil, errNoHostKey
 	}
 	signer, err := sshx.ParsePrivateKey([]byte(priv))
 	if err != nil {
@@ -364,7 +429,7 @@ func makeIdentity(vm VM, userData []byte, udErr error, keys map[string]keyPair, 
 	if udErr != nil {
 		return nil, udErr
 	}
-	signer, err := ParseUserData(userData)
+	signer, err := ParseUserDataAt(userData, vm.LaunchIndex)
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: %w", vm.InstanceID, err)
 	}
@@ -448,6 +513,7 @@ func vmOf(in *ec2types.Instance) VM {
 	}
 	vm.Name = vm.Tags["Name"]
 	vm.Role = vm.Tags["kforge.io/role"]
+	vm.LaunchIndex = int(aws.ToInt32(in.AmiLaunchIndex))
 	return vm
 }
 

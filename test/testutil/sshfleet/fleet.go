@@ -80,6 +80,9 @@ type VM struct {
 	VPCID      string
 	KeyName    string
 	Tags       map[string]string
+	// LaunchIndex is the instance's EC2 launch index: the part of a
+	// batch's user-data that is its own.
+	LaunchIndex int
 	// UserData is the decoded user-data the instance was launched with.
 	UserData []byte
 	// HostKey is the host key the VM presents (unless faulted): the one in
