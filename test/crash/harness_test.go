@@ -168,6 +168,9 @@ func (c *cluster) runArmed(arm func(pid func() int), args ...string) signalled {
 	close(ready)
 	r := wait()
 	c.w.px.ClearRules()
+	if r.Signalled && !c.w.px.Settle(time.Minute) {
+		c.t.Fatalf("calls of the killed kforge were still in flight a minute after the kill")
+	}
 	return r
 }
 

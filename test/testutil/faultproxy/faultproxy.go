@@ -234,6 +234,28 @@ func (p *Proxy) PeakInFlight() int {
 	return p.peak
 }
 
+// Settle waits, up to timeout, until no call is in flight, and reports
+// whether none is. A call forwarded for a client that has died goes on to
+// the emulator's answer (as AWS completes what it received): a test that
+// kills kforge settles the proxy before it runs the next command, so that
+// the command sees what the killed one's last calls made, as a user's
+// next command, seconds later, would on AWS.
+func (p *Proxy) Settle(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		n := p.inFlight
+		p.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Records returns every call handled since the start or the last Clear.
 func (p *Proxy) Records() []Record {
 	p.mu.Lock()
