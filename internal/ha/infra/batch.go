@@ -231,6 +231,9 @@ func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s s
 	}
 	sess.watch.launchStarted()
 	launched, err := awsx.CreateOnce(ctx, find, func(ctx context.Context) ([]ec2types.Instance, error) {
+		if err := sess.pace.Wait(ctx); err != nil {
+			return nil, err
+		}
 		out, err := c.EC2.RunInstances(ctx, in, func(o *ec2.Options) { o.Retryer = launchRetryer(sess, "") })
 		if err != nil {
 			return nil, fmt.Errorf("launch %s: %w", what, err)

@@ -401,6 +401,9 @@ func launch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spe
 	sess.watch.launchStarted()
 	defer sess.watch.launchEnded()
 	return awsx.CreateOnce(ctx, find, func(ctx context.Context) (string, error) {
+		if err := sess.pace.Wait(ctx); err != nil {
+			return "", err
+		}
 		out, err := c.EC2.RunInstances(ctx, in, func(o *ec2.Options) { o.Retryer = launchRetryer(sess, address) })
 		if err != nil {
 			return "", fmt.Errorf("launch %s: %w", name, err)

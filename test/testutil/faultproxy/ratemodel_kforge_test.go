@@ -19,7 +19,9 @@ import (
 
 // tightEC2 is EC2's model with buckets small enough that a create of a few
 // dozen VMs runs them dry within seconds: each action's bucket holds 3
-// calls and gains 3 a second, RunInstances 5 and 8 a second.
+// calls and gains 3 a second; RunInstances's holds 2 and gains 1 a second,
+// below the pace kforge keeps its launches to (EC2's documented 5, then 2
+// a second), so that EC2 still refuses launches and the retryer is tested.
 func tightEC2() faultproxy.RateModel {
 	m := faultproxy.DocumentedEC2()
 	small := faultproxy.Bucket{Capacity: 3, Refill: 3}
@@ -27,7 +29,7 @@ func tightEC2() faultproxy.RateModel {
 	for a := range m.Actions {
 		m.Actions[a] = small
 	}
-	m.Actions["RunInstances"] = faultproxy.Bucket{Capacity: 5, Refill: 8}
+	m.Actions["RunInstances"] = faultproxy.Bucket{Capacity: 2, Refill: 1}
 	return m
 }
 
