@@ -72,22 +72,10 @@ type etcdSnapshotScript struct {
 const etcdSnapshotBody = `
 main() {
 	local pki={{q .PKIDir}} dir={{q .Dir}} endpoint={{q .Endpoint}} out={{q .Path}}
-	local tmp="$out.part" status sum
+	local status sum
 	umask 077
 	mkdir -p "$dir"
-	rm -f "$tmp"
-	if ! ETCDCTL_API=3 {{q .Etcdctl}} --endpoints="$endpoint" \
-		--cacert="$pki/ca.crt" --cert="$pki/client.crt" --key="$pki/client.key" \
-		--dial-timeout=5s --command-timeout=300s snapshot save "$tmp" >&2; then
-		rm -f "$tmp"
-		kforge_fail "etcdctl snapshot save from $endpoint failed"
-	fi
-	mv -f "$tmp" "$out"
-	if [[ -x {{q .Etcdutl}} ]]; then
-		status=$({{q .Etcdutl}} snapshot status "$out" --write-out=json) || kforge_fail "the snapshot fails etcdutl snapshot status"
-	else
-		status=$(ETCDCTL_API=3 {{q .Etcdctl}} snapshot status "$out" --write-out=json) || kforge_fail "the snapshot fails etcdctl snapshot status"
-	fi
+	status=$(kforge_etcd_snapshot {{q .Etcdctl}} {{q .Etcdutl}} "$endpoint" "$pki" "$out")
 	sum=$(sha256sum "$out" | cut -d ' ' -f 1)
 	printf 'status %s\n' "$status"
 	printf 'sha256 %s\n' "$sum"

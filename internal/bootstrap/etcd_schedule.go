@@ -207,20 +207,8 @@ main() {
 	fi
 	mkdir -p "$dir"
 	snap="$dir/scheduled.db"
-	rm -f "$snap.part"
 	stamp=$(date -u +%Y%m%dT%H%M%SZ)
-	if ! ETCDCTL_API=3 {{q .Etcdctl}} --endpoints="$endpoint" \
-		--cacert="$pki/ca.crt" --cert="$pki/client.crt" --key="$pki/client.key" \
-		--dial-timeout=5s --command-timeout=600s snapshot save "$snap.part" >&2; then
-		rm -f "$snap.part"
-		kforge_fail "etcdctl snapshot save from $endpoint failed"
-	fi
-	mv -f "$snap.part" "$snap"
-	if [[ -x {{q .Etcdutl}} ]]; then
-		status=$({{q .Etcdutl}} snapshot status "$snap" --write-out=json) || kforge_fail "the snapshot fails etcdutl snapshot status"
-	else
-		status=$(ETCDCTL_API=3 {{q .Etcdctl}} snapshot status "$snap" --write-out=json) || kforge_fail "the snapshot fails etcdctl snapshot status"
-	fi
+	status=$(kforge_etcd_snapshot {{q .Etcdctl}} {{q .Etcdutl}} "$endpoint" "$pki" "$snap")
 	rev=$(json_field revision <<<"$status")
 	[[ $rev =~ ^[0-9]+$ ]] || kforge_fail "snapshot status printed no revision"
 	sum=$(sha256sum "$snap" | cut -d ' ' -f 1)

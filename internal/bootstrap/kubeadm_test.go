@@ -363,10 +363,13 @@ func TestKubeadmPrereqsOffline(t *testing.T) {
 		t.Errorf("an offline install reaches the Kubernetes apt repository")
 	}
 	// Every artifact is checked before use, and every image imported.
-	for _, a := range []Artifact{o.Kubeadm, o.Kubelet, o.Kubectl, o.CNIPlugins} {
-		if !strings.Contains(s, "kforge_artifact '"+a.Path+"' '"+a.URL+"' '"+a.SHA256+"'") {
-			t.Errorf("script does not check %s", a.Path)
+	for bin, a := range map[string]Artifact{"kubeadm": o.Kubeadm, "kubelet": o.Kubelet, "kubectl": o.Kubectl} {
+		if !strings.Contains(s, "kforge_binary '"+a.Path+"' '"+a.URL+"' '"+a.SHA256+"' "+bin+"\n") {
+			t.Errorf("script does not check and install %s", a.Path)
 		}
+	}
+	if a := o.CNIPlugins; !strings.Contains(s, "kforge_artifact '"+a.Path+"' '"+a.URL+"' '"+a.SHA256+"'") {
+		t.Errorf("script does not check %s", a.Path)
 	}
 	for _, img := range o.Images {
 		if !strings.Contains(s, "kforge_image '"+img.Path+"' '"+img.URL+"' '"+img.SHA256+"' '"+img.Ref+"'") {

@@ -133,16 +133,9 @@ main() {
 		systemctl restart containerd.service
 	fi
 {{if .Offline}}{{with .Offline}}
-	local name
-	kforge_artifact {{q .Kubeadm.Path}} {{q .Kubeadm.URL}} {{q .Kubeadm.SHA256}}
-	kforge_artifact {{q .Kubelet.Path}} {{q .Kubelet.URL}} {{q .Kubelet.SHA256}}
-	kforge_artifact {{q .Kubectl.Path}} {{q .Kubectl.URL}} {{q .Kubectl.SHA256}}
-	for name in kubeadm:{{q .Kubeadm.Path}} kubelet:{{q .Kubelet.Path}} kubectl:{{q .Kubectl.Path}}; do
-		if ! cmp -s "${name#*:}" "/usr/local/bin/${name%%:*}"; then
-			install -m 0755 "${name#*:}" "/usr/local/bin/${name%%:*}"
-			kforge_log "installed /usr/local/bin/${name%%:*} ($version)"
-		fi
-	done
+	kforge_binary {{q .Kubeadm.Path}} {{q .Kubeadm.URL}} {{q .Kubeadm.SHA256}} kubeadm
+	kforge_binary {{q .Kubelet.Path}} {{q .Kubelet.URL}} {{q .Kubelet.SHA256}} kubelet
+	kforge_binary {{q .Kubectl.Path}} {{q .Kubectl.URL}} {{q .Kubectl.SHA256}} kubectl
 	kforge_artifact {{q .CNIPlugins.Path}} {{q .CNIPlugins.URL}} {{q .CNIPlugins.SHA256}}
 	if [[ $(cat /opt/cni/bin/.kforge-sha256 2>/dev/null) != {{q .CNIPlugins.SHA256}} ]]; then
 		kforge_dir /opt/cni 0755 root:root

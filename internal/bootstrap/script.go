@@ -139,6 +139,39 @@ kforge_download() {
 }
 `},
 		{name: "kforge_artifact", deps: []string{"kforge_download", "kforge_fail", "kforge_log"}, code: kforgeArtifactHelper},
+		{name: "kforge_binary", deps: []string{"kforge_artifact", "kforge_log"}, code: `
+# kforge_binary FILE URL SHA256 NAME installs an artifact as the command
+# /usr/local/bin/NAME, unless it is there already.
+kforge_binary() {
+	kforge_artifact "$1" "$2" "$3"
+	if ! cmp -s "$1" "/usr/local/bin/$4"; then
+		install -m 0755 "$1" "/usr/local/bin/$4"
+		kforge_log "installed /usr/local/bin/$4"
+	fi
+}
+`},
+		{name: "kforge_etcd_snapshot", deps: []string{"kforge_fail"}, code: `
+# kforge_etcd_snapshot ETCDCTL ETCDUTL ENDPOINT PKI-DIR FILE saves a
+# snapshot of the etcd member at ENDPOINT (with the client certificate in
+# PKI-DIR) as FILE, checks it with snapshot status (etcdutl, else
+# etcdctl) and prints the status as JSON.
+kforge_etcd_snapshot() {
+	local etcdctl=$1 etcdutl=$2 endpoint=$3 pki=$4 out=$5
+	rm -f "$out.part"
+	if ! ETCDCTL_API=3 "$etcdctl" --endpoints="$endpoint" \
+		--cacert="$pki/ca.crt" --cert="$pki/client.crt" --key="$pki/client.key" \
+		--dial-timeout=5s --command-timeout=600s snapshot save "$out.part" >&2; then
+		rm -f "$out.part"
+		kforge_fail "etcdctl snapshot save from $endpoint failed"
+	fi
+	mv -f "$out.part" "$out"
+	if [[ -x $etcdutl ]]; then
+		"$etcdutl" snapshot status "$out" --write-out=json || kforge_fail "the snapshot fails etcdutl snapshot status"
+	else
+		ETCDCTL_API=3 "$etcdctl" snapshot status "$out" --write-out=json || kforge_fail "the snapshot fails etcdctl snapshot status"
+	fi
+}
+`},
 		{name: "kforge_image", deps: []string{"kforge_artifact", "kforge_log"}, code: `
 # kforge_image TARBALL URL SHA256 REF imports an image tarball (an
 # artifact) into containerd's k8s.io namespace, unless REF is there.

@@ -92,11 +92,7 @@ main() {
 		return 0
 	fi
 {{- if .Offline}}{{with .Offline}}
-	kforge_artifact {{q .Kubeadm.Path}} {{q .Kubeadm.URL}} {{q .Kubeadm.SHA256}}
-	if ! cmp -s {{q .Kubeadm.Path}} /usr/local/bin/kubeadm; then
-		install -m 0755 {{q .Kubeadm.Path}} /usr/local/bin/kubeadm
-		kforge_log "installed /usr/local/bin/kubeadm ($version)"
-	fi
+	kforge_binary {{q .Kubeadm.Path}} {{q .Kubeadm.URL}} {{q .Kubeadm.SHA256}} kubeadm
 {{- range .Images}}
 	kforge_image {{q .Path}} {{q .URL}} {{q .SHA256}} {{q .Ref}}
 {{- end}}
@@ -118,15 +114,8 @@ main() {
 		kforge_fail "kubeadm upgrade node failed (see its output above)"
 {{- end}}
 {{- if .Offline}}{{with .Offline}}
-	kforge_artifact {{q .Kubelet.Path}} {{q .Kubelet.URL}} {{q .Kubelet.SHA256}}
-	kforge_artifact {{q .Kubectl.Path}} {{q .Kubectl.URL}} {{q .Kubectl.SHA256}}
-	local name
-	for name in kubelet:{{q .Kubelet.Path}} kubectl:{{q .Kubectl.Path}}; do
-		if ! cmp -s "${name#*:}" "/usr/local/bin/${name%%:*}"; then
-			install -m 0755 "${name#*:}" "/usr/local/bin/${name%%:*}"
-			kforge_log "installed /usr/local/bin/${name%%:*} ($version)"
-		fi
-	done
+	kforge_binary {{q .Kubelet.Path}} {{q .Kubelet.URL}} {{q .Kubelet.SHA256}} kubelet
+	kforge_binary {{q .Kubectl.Path}} {{q .Kubectl.URL}} {{q .Kubectl.SHA256}} kubectl
 {{- end}}
 {{- else}}
 	kforge_kube_packages "$version" kubelet kubectl

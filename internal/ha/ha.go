@@ -131,11 +131,7 @@ func (p *Provider) graph(s spec.Spec) (*engine.Graph, infra.Refs, error) {
 // CheckVersion refuses (exit 2) a Kubernetes version the cluster's
 // bootstrap cannot install.
 func CheckVersion(s spec.Spec) error {
-	resolve := bootstrap.K3sVersion
-	if s.Bootstrap == spec.BootstrapKubeadm {
-		resolve = bootstrap.KubernetesVersion
-	}
-	if _, err := resolve(s.K8sVersion); err != nil {
+	if _, err := boot.Release(s); err != nil {
 		return spec.Usagef("invalid --k8s-version: %v", err)
 	}
 	if s.Bootstrap == spec.BootstrapKubeadm {

@@ -8,7 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/kforge/kforge/internal/awsx"
-	"github.com/kforge/kforge/internal/bootstrap"
+	"github.com/kforge/kforge/internal/ha/boot"
 	"github.com/kforge/kforge/internal/ha/infra"
 	"github.com/kforge/kforge/internal/preflight"
 	"github.com/kforge/kforge/internal/spec"
@@ -34,11 +34,7 @@ func PreflightFacts(s spec.Spec) preflight.Facts {
 			return infra.ImageQuery(s, arch)
 		},
 		Version: func(context.Context, aws.Config) preflight.Check {
-			version := bootstrap.KubernetesVersion
-			if s.Bootstrap == spec.BootstrapK3s {
-				version = bootstrap.K3sVersion
-			}
-			v, err := version(s.K8sVersion)
+			v, err := boot.Release(s)
 			if err != nil {
 				return preflight.Check{Status: preflight.Fail, Detail: err.Error(), Input: true,
 					Fix: "pass --k8s-version with a version kforge supports for --bootstrap " + s.Bootstrap}

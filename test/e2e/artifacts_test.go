@@ -171,7 +171,7 @@ func TestHAArtifactsDirectory(t *testing.T) {
 		}
 		kubelet := set.KubernetesBinary("amd64", "kubelet")
 		sum := sha256.Sum256(files[kubelet])
-		if !strings.Contains(text, "kforge_artifact '"+artifacts.VMPath(kubelet)+"' '' '"+hex.EncodeToString(sum[:])+"'") {
+		if !strings.Contains(text, "kforge_binary '"+artifacts.VMPath(kubelet)+"' '' '"+hex.EncodeToString(sum[:])+"' kubelet\n") {
 			t.Errorf("%s: kubeadm-prereqs does not install the uploaded kubelet", c.VM.Name)
 		}
 	}

@@ -286,7 +286,7 @@ func TestHAKubeadmUpgradeOffline(t *testing.T) {
 			text := string(c.Stdin)
 			for _, bin := range []string{"kubeadm", "kubelet", "kubectl"} {
 				p := "/var/lib/kforge/artifacts/" + set.KubernetesBinary("amd64", bin)
-				if !strings.Contains(text, "kforge_artifact '"+p+"'") || !uploaded[c.VM.Name+" "+p] {
+				if !strings.Contains(text, "kforge_binary '"+p+"'") || !strings.Contains(text, "' "+bin+"\n") || !uploaded[c.VM.Name+" "+p] {
 					t.Errorf("%s: %s of v1.34.2 is not installed from the uploaded artifacts (uploaded: %v)", c.VM.Name, bin, uploaded[c.VM.Name+" "+p])
 				}
 			}

@@ -356,6 +356,16 @@ func (b *builder) etcdTarballs(r *engine.Run) (map[string]bootstrap.Artifact, er
 	return map[string]bootstrap.Artifact{arch: a}, nil
 }
 
+// Release is the release the cluster's bootstrap installs for its
+// --k8s-version: a Kubernetes release (v1.34.2) for kubeadm, a k3s one
+// (v1.34.1+k3s1) for k3s; it is also what the nodes' kubelets report.
+func Release(s spec.Spec) (string, error) {
+	if s.Bootstrap == spec.BootstrapKubeadm {
+		return bootstrap.KubernetesVersion(s.K8sVersion)
+	}
+	return bootstrap.K3sVersion(s.K8sVersion)
+}
+
 // KubeadmImages are the images of a kubeadm cluster, from the spec's
 // image repository or the default registries.
 func KubeadmImages(s spec.Spec) (artifacts.KubeadmImages, error) {

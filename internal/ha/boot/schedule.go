@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -42,7 +43,7 @@ func (b *builder) addBackupSchedule() {
 				if err != nil {
 					return "", err
 				}
-				region := orRegion(loc.Region, s.Region)
+				region := cmp.Or(loc.Region, s.Region)
 				return bootstrap.RenderEtcdBackupSchedule(bootstrap.EtcdBackupScheduleParams{
 					Cluster: cl, Member: cl.Members[i], ClusterName: s.Name,
 					Bucket: loc.Bucket, Prefix: loc.Prefix, Region: region, DNSSuffix: awsx.DNSSuffix(region),
@@ -50,11 +51,4 @@ func (b *builder) addBackupSchedule() {
 				})
 			})
 	}
-}
-
-func orRegion(r, def string) string {
-	if r != "" {
-		return r
-	}
-	return def
 }

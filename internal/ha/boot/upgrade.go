@@ -72,7 +72,7 @@ func AddUpgrade(g *engine.Graph, s spec.Spec, refs infra.Refs) {
 	if offline(s) {
 		b.artifacts = engine.RefTo[artifactsOut](StepArtifacts)
 	}
-	version := b.kubeletVersion()
+	version, _ := Release(s) // "" if it does not resolve: the graph refuses it first
 	var prev engine.Dep
 	for _, role := range []string{infra.RoleCP, infra.RoleWP} {
 		for i := 0; i < infra.Count(s, role); i++ {
@@ -90,18 +90,6 @@ func AddUpgrade(g *engine.Graph, s spec.Spec, refs infra.Refs) {
 			return bootstrap.RenderNodesReady(bootstrap.NodesReadyParams{Kubeconfig: KubeconfigPath(s), Count: nodes(s),
 				Initialized: s.CloudIntegration(), KubeletVersion: version})
 		})
-}
-
-// kubeletVersion is the version the nodes' kubelets report once upgraded
-// (v1.34.2, v1.34.2+k3s1); "" if the spec's version does not resolve
-// (the graph refuses it first).
-func (b *builder) kubeletVersion() string {
-	resolve := bootstrap.KubernetesVersion
-	if b.s.Bootstrap == spec.BootstrapK3s {
-		resolve = bootstrap.K3sVersion
-	}
-	v, _ := resolve(b.s.K8sVersion)
-	return v
 }
 
 // addNodeUpgrade adds the upgrade of node i of a role, after prev.
