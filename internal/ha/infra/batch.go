@@ -3,6 +3,7 @@ package infra
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -88,7 +89,7 @@ type batch struct {
 	mu      sync.Mutex
 	started bool
 	done    chan struct{}
-	ids     map[int]string // instance by slot index
+	insts   map[int]ec2types.Instance // running instances by slot index
 	err     error
 }
 
@@ -149,49 +150,51 @@ func (s *Session) batchesOf(ctx context.Context, r *engine.Run, sp spec.Spec, ro
 }
 
 // launchBatched launches VM i of a role in its batch (the first of the
-// batch's steps here launches the whole batch) and returns its instance.
+// batch's steps here launches the whole batch) and returns its instance
+// once it runs.
 // The role's VMs go round robin over zones subnets. ok is false when the
 // VM is not in a batch of two or more (a replacement, or the only new VM
 // of its subnet): it is launched alone.
-func launchBatched(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spec.Spec, role string, i int, subnetID string, zones int, refs Refs) (id string, ok bool, err error) {
+func launchBatched(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spec.Spec, role string, i int, subnetID string, zones int, refs Refs) (in ec2types.Instance, ok bool, err error) {
 	if zones == 0 {
-		return "", false, nil
+		return in, false, nil
 	}
 	batches, err := sess.batchesOf(ctx, r, s, role, subnetID, i%zones, zones)
 	if err != nil {
-		return "", false, err
+		return in, false, err
 	}
 	b := batches[i]
 	if b == nil || len(b.slots) < 2 {
-		return "", false, nil
+		return in, false, nil
 	}
 	b.mu.Lock()
 	lead := !b.started
 	b.started = true
 	b.mu.Unlock()
 	if lead {
-		b.ids, b.err = runBatch(ctx, r, c, sess, s, refs, b)
+		b.insts, b.err = runBatch(ctx, r, c, sess, s, refs, b)
 		close(b.done)
 	} else {
 		r.Waiting("%s is launched with %d other workers of its subnet", VMName(s.Name, role, i), len(b.slots)-1)
 		select {
 		case <-b.done:
 		case <-ctx.Done():
-			return "", true, ctx.Err()
+			return in, true, ctx.Err()
 		}
 	}
 	if b.err != nil {
-		return "", true, b.err
+		return in, true, b.err
 	}
-	return b.ids[i], true, nil
+	return b.insts[i], true, nil
 }
 
 // batchID is the ID of a batch (TagBatch): its ClientToken's hash.
 func batchID(token string) string { return strings.TrimPrefix(token, "kforge-")[:16] }
 
-// runBatch launches a batch, names each instance after its slot, and
-// returns the instances by slot index.
-func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spec.Spec, refs Refs, b *batch) (map[int]string, error) {
+// runBatch launches a batch, names each instance after its slot, sees
+// that each has its role's instance profile, and returns the instances by
+// slot index once they run.
+func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spec.Spec, refs Refs, b *batch) (map[int]ec2types.Instance, error) {
 	role := b.role
 	steps := make([]string, len(b.slots))
 	vms := make([]vmIdentity, len(b.slots))
@@ -229,18 +232,18 @@ func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s s
 		// not seeing it yet.
 		return live, err == nil && len(live) == len(b.slots), err
 	}
-	sess.watch.launchStarted()
 	launched, err := awsx.CreateOnce(ctx, find, func(ctx context.Context) ([]ec2types.Instance, error) {
-		if err := sess.pace.Wait(ctx); err != nil {
+		if err := sess.pace.Wait(ctx, prioWorkers); err != nil {
 			return nil, err
 		}
+		sess.watch.launchStarted()
 		out, err := c.EC2.RunInstances(ctx, in, func(o *ec2.Options) { o.Retryer = launchRetryer(sess, "") })
+		sess.watch.launchEnded()
 		if err != nil {
 			return nil, fmt.Errorf("launch %s: %w", what, err)
 		}
 		return out.Instances, nil
 	})
-	sess.watch.launchEnded()
 	if err != nil {
 		return nil, err
 	}
@@ -255,18 +258,42 @@ func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s s
 	if len(ids) != len(b.slots) {
 		return nil, fmt.Errorf("launch %s: RunInstances returned %d instances with %d launch indexes, want %d", what, len(launched), len(ids), len(b.slots))
 	}
-	// Name each VM after its slot, a few calls at once.
-	errs := make([]error, len(b.slots))
-	sem := make(chan struct{}, 8)
+	// Name each VM after its slot, see that each has its role's instance
+	// profile, and wait for each to run, all at once: none needs another.
+	r.Waiting("waiting for instances of %s to run", what)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	insts := map[int]ec2types.Instance{}
+	errs := make([]error, 2*len(b.slots)+1)
 	for k, j := range b.slots {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		wg.Go(func() {
+			if err := sess.tags.Wait(ctx, 0); err != nil {
+				errs[k] = err
+				return
+			}
 			errs[k] = nameVM(ctx, c, ids[j], VMName(s.Name, role, j), SlotOf(role, j))
-		}()
+		})
+		wg.Go(func() {
+			in, err := waitFor(ctx, sess, ids[j], running, runningWait)
+			if err != nil {
+				errs[len(b.slots)+k] = err
+				return
+			}
+			mu.Lock()
+			insts[j] = in
+			mu.Unlock()
+		})
+	}
+	if profile, ok := refs.Roles[role]; ok {
+		list := make([]string, len(b.slots))
+		for k, j := range b.slots {
+			list[k] = ids[j]
+		}
+		wg.Go(func() {
+			if err := ensureProfiles(ctx, c, list, profile, r); err != nil {
+				errs[2*len(b.slots)] = fmt.Errorf("launch %s: %w", what, err)
+			}
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -274,16 +301,7 @@ func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s s
 			return nil, err
 		}
 	}
-	if profile, ok := refs.Roles[role]; ok {
-		list := make([]string, len(b.slots))
-		for k, j := range b.slots {
-			list[k] = ids[j]
-		}
-		if err := ensureProfiles(ctx, c, list, profile, r); err != nil {
-			return nil, fmt.Errorf("launch %s: %w", what, err)
-		}
-	}
-	return ids, nil
+	return insts, nil
 }
 
 // nameVM tags an instance of a batch with its VM's Name and slot.
@@ -322,18 +340,23 @@ func ensureProfiles(ctx context.Context, c *Clients, ids []string, profile engin
 	for _, a := range assocs {
 		have[aws.ToString(a.InstanceId)] = true
 	}
-	for _, id := range ids {
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for k, id := range ids {
 		if have[id] {
 			continue
 		}
-		_, err := c.EC2.AssociateIamInstanceProfile(ctx, &ec2.AssociateIamInstanceProfileInput{
-			InstanceId: aws.String(id), IamInstanceProfile: &ec2types.IamInstanceProfileSpecification{Arn: aws.String(p.ProfileARN)},
-		}, func(o *ec2.Options) { o.Retryer = awsx.Eventual(o.Retryer, awsx.IsIAMPropagation) })
-		if err != nil && !awsx.HasCode(err, "IncorrectState") {
-			// IncorrectState: an association exists, made by an attempt
-			// whose answer was lost (the instance is new: it is ours).
-			return fmt.Errorf("give %s instance profile %s: %w", id, p.ProfileARN, err)
-		}
+		wg.Go(func() {
+			_, err := c.EC2.AssociateIamInstanceProfile(ctx, &ec2.AssociateIamInstanceProfileInput{
+				InstanceId: aws.String(id), IamInstanceProfile: &ec2types.IamInstanceProfileSpecification{Arn: aws.String(p.ProfileARN)},
+			}, func(o *ec2.Options) { o.Retryer = awsx.Eventual(o.Retryer, awsx.IsIAMPropagation) })
+			if err != nil && !awsx.HasCode(err, "IncorrectState") {
+				// IncorrectState: an association exists, made by an attempt
+				// whose answer was lost (the instance is new: it is ours).
+				errs[k] = fmt.Errorf("give %s instance profile %s: %w", id, p.ProfileARN, err)
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }

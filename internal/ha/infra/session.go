@@ -3,7 +3,6 @@ package infra
 import (
 	"context"
 	"fmt"
-	"golang.org/x/time/rate"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,10 +35,9 @@ type Session struct {
 	watch    *watcher
 	launches aws.Retryer
 	// pace keeps the run's RunInstances calls within EC2's documented
-	// request bucket for them (5 at once, then 2 a second), so that a wave
-	// of launches is not throttled and then slowed by the adaptive
-	// retryer's cautious ramp.
-	pace *rate.Limiter
+	// request bucket for them, and its CreateTags calls within theirs
+	// (pace.go).
+	pace, tags *pacer
 
 	instOnce sync.Once
 	inst     map[string]ec2types.Instance // live instances by slot
@@ -61,7 +59,7 @@ type Session struct {
 
 // NewSession returns the session of one run for a cluster.
 func NewSession(c *Clients, ref spec.Ref) *Session {
-	return &Session{c: c, ref: ref, watch: newWatcher(c.EC2), launches: awsx.NewAdaptiveRetryer(), pace: rate.NewLimiter(2, 5)}
+	return &Session{c: c, ref: ref, watch: newWatcher(c.EC2), launches: awsx.NewAdaptiveRetryer(), pace: newPacer(launchRate, launchBurst), tags: newPacer(tagRate, tagBurst)}
 }
 
 // SessionHolder is what a provider's session (engine.Run.Context) must

@@ -224,14 +224,18 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 				lctx, cancel = context.WithTimeout(ctx, addressWait)
 				defer cancel()
 			}
-			id, batched := "", false
 			if role == RoleWP && prev.ID == "" {
-				// New workers of a subnet launch in batches.
-				id, batched, err = launchBatched(ctx, r, c, sess, s, role, i, subnetID, len(refs.Network.Subnets), refs)
+				// New workers of a subnet launch in batches; a batch
+				// waits for its instances to run.
+				in, batched, err := launchBatched(ctx, r, c, sess, s, role, i, subnetID, len(refs.Network.Subnets), refs)
+				if batched {
+					if err != nil {
+						return VM{}, err
+					}
+					return vmOf(s, in, role, i, name), nil
+				}
 			}
-			if !batched {
-				id, err = launch(lctx, r, c, sess, s, role, i, subnetID, address, refs, prev.ID)
-			}
+			id, err := launch(lctx, r, c, sess, s, role, i, subnetID, address, refs, prev.ID)
 			if err != nil {
 				if address != "" && ctx.Err() == nil && lctx.Err() != nil {
 					return VM{}, fmt.Errorf("launch %s at its address %s: still in use after %s (the API endpoint of the cluster is that address): %w", name, address, addressWait, err)
@@ -396,15 +400,15 @@ func launch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spe
 		}
 		return aws.ToString(live[0].InstanceId), true, nil
 	}
-	// The watcher holds its polls while launches are in flight, so that a
-	// wave of launches is seen running in one poll.
-	sess.watch.launchStarted()
-	defer sess.watch.launchEnded()
 	return awsx.CreateOnce(ctx, find, func(ctx context.Context) (string, error) {
-		if err := sess.pace.Wait(ctx); err != nil {
+		if err := sess.pace.Wait(ctx, launchPriority(role, i)); err != nil {
 			return "", err
 		}
+		// The watcher holds its polls while launches are in flight, so
+		// that a wave of launches is seen running in one poll.
+		sess.watch.launchStarted()
 		out, err := c.EC2.RunInstances(ctx, in, func(o *ec2.Options) { o.Retryer = launchRetryer(sess, address) })
+		sess.watch.launchEnded()
 		if err != nil {
 			return "", fmt.Errorf("launch %s: %w", name, err)
 		}

@@ -1,0 +1,142 @@
+package infra
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// EC2 documents a request bucket per action, per account and region. Two
+// of them are the ones a create of many workers draws on: RunInstances (5
+// calls at once, refilled at 2 a second) and CreateTags (100, refilled at
+// 10 a second; one call per worker of a batch names it).
+const (
+	launchBurst = 5
+	launchRate  = 2
+	tagBurst    = 100
+	tagRate     = 10
+	// paceMargin is how much later than the bucket's refill a call that
+	// had to wait is sent. Without it a call sent at the very moment this
+	// side's bucket refills can reach EC2 a little before EC2's has (the
+	// first calls' trip times differ by tens of milliseconds), and one
+	// refused launch costs the adaptive retryer's backoff, hundreds of
+	// milliseconds, far more than the margin. The margin does not
+	// accumulate: the schedule stays the bucket's.
+	paceMargin = 50 * time.Millisecond
+)
+
+// Launch priorities: when launches wait for EC2's bucket, the VMs the
+// bootstrap needs first go first (etcd, the load balancer, the first
+// control plane), then the batches of workers, whose naming and instance
+// profile checks then overlap the launches still waiting, then the other
+// control planes, which join only once the first one runs Kubernetes.
+const (
+	prioFirst = iota
+	prioWorkers
+	prioLast
+)
+
+// launchPriority is the priority of the launch of VM i of a role.
+func launchPriority(role string, i int) int {
+	switch {
+	case role == RoleWP:
+		return prioWorkers
+	case role == RoleCP && i > 0:
+		return prioLast
+	default:
+		return prioFirst
+	}
+}
+
+// pacer holds a run's calls of one action to EC2's bucket for it on the
+// client, so that a wave of them is not refused and then slowed by the
+// retryer's backoff. The calls that wait go in order of priority, then of
+// arrival.
+type pacer struct {
+	lim    *rate.Limiter
+	margin time.Duration
+
+	mu      sync.Mutex
+	queue   []*paced
+	arrived int
+	serving bool
+}
+
+type paced struct {
+	prio, seq int
+	go_       chan struct{}
+}
+
+func newPacer(perSecond float64, burst int) *pacer {
+	return &pacer{lim: rate.NewLimiter(rate.Limit(perSecond), burst), margin: paceMargin}
+}
+
+// Wait blocks until the next call may go, or ctx ends. Calls of a lower
+// prio value go first.
+func (p *pacer) Wait(ctx context.Context, prio int) error {
+	p.mu.Lock()
+	if len(p.queue) == 0 && p.lim.Allow() {
+		p.mu.Unlock()
+		return nil
+	}
+	w := &paced{prio: prio, seq: p.arrived, go_: make(chan struct{})}
+	p.arrived++
+	p.queue = append(p.queue, w)
+	sort.SliceStable(p.queue, func(a, b int) bool {
+		if p.queue[a].prio != p.queue[b].prio {
+			return p.queue[a].prio < p.queue[b].prio
+		}
+		return p.queue[a].seq < p.queue[b].seq
+	})
+	if !p.serving {
+		p.serving = true
+		go p.serve()
+	}
+	p.mu.Unlock()
+	select {
+	case <-w.go_:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for k, q := range p.queue {
+			if q == w {
+				p.queue = append(p.queue[:k], p.queue[k+1:]...)
+				return ctx.Err()
+			}
+		}
+		// Its turn came as it gave up: the token is spent.
+		return ctx.Err()
+	}
+}
+
+// serve hands the bucket's tokens to the waiting calls, one at a time,
+// while any waits.
+func (p *pacer) serve() {
+	for {
+		r := p.lim.Reserve()
+		if d := r.Delay(); d > 0 {
+			time.Sleep(d + p.margin)
+		}
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			// Everyone waiting gave up: the token goes back.
+			r.Cancel()
+			p.serving = false
+			p.mu.Unlock()
+			return
+		}
+		w := p.queue[0]
+		p.queue = p.queue[1:]
+		close(w.go_)
+		if len(p.queue) == 0 {
+			p.serving = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+}
