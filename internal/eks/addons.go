@@ -83,7 +83,7 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 		if !settled(got.Addon) {
 			r.Waiting("waiting for add-on %s to be ACTIVE", a.Name)
 			got, err = eks.NewAddonActiveWaiter(p.eks, func(o *eks.AddonActiveWaiterOptions) {
-				o.MinDelay, o.MaxDelay = 5*time.Second, 20*time.Second
+				o.MinDelay, o.MaxDelay = 2*time.Second, 20*time.Second
 			}).WaitForOutput(ctx, describe, addonWait)
 			if err != nil {
 				detail := ""
@@ -204,7 +204,7 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 				foreign: func() error { return engine.ErrAbsent },
 				wait: func(ctx context.Context) error {
 					return eks.NewAddonDeletedWaiter(p.eks, func(o *eks.AddonDeletedWaiterOptions) {
-						o.MinDelay, o.MaxDelay = 5*time.Second, 20*time.Second
+						o.MinDelay, o.MaxDelay = 2*time.Second, 20*time.Second
 					}).Wait(ctx, describe, addonWait)
 				},
 			})
