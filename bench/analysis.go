@@ -173,6 +173,9 @@ type Bound struct {
 	Unattributed int
 	// Unknown lists step labels of the trace that are not in the graph.
 	Unknown []string
+	// Start is, for each step of the graph, the waves that must pass
+	// before it can start: Pre and its heaviest chain of predecessors.
+	Start map[string]int
 }
 
 // CriticalPath computes the bound of a run from its trace.
@@ -283,6 +286,10 @@ func CriticalPath(sc Scenario, calls []Call) (Bound, error) {
 			end = s.ID
 		}
 	}
+	b.Start = map[string]int{}
+	for id := range dist {
+		b.Start[id] = b.Pre + dist[id] - weight(id).Waves
+	}
 	for id := end; id != ""; id = via[id] {
 		b.Path = append([]StepWaves{weight(id)}, b.Path...)
 	}
@@ -308,4 +315,50 @@ func (b Bound) Chain() string {
 		parts = append(parts, fmt.Sprintf("(after the graph)=%d", b.Post))
 	}
 	return strings.Join(parts, " -> ")
+}
+
+// LaunchTail is what must follow the last launch of a create at the
+// least: its own round trip and one poll that sees the instance run.
+const LaunchTail = 2
+
+// Launches is what EC2's request bucket for RunInstances allows a run's
+// launches: EC2 admits Capacity at once, then Refill a second, and kforge
+// keeps to that on the client (internal/ha/infra/pace.go).
+type Launches struct {
+	// Calls counts the RunInstances EC2 carried out (refused attempts
+	// left out).
+	Calls int
+	// Start is the fewest waves before any launch can go: the least
+	// Bound.Start of the steps that made a RunInstances (-1: none).
+	Start int
+	// Wait is the least time from the first admitted launch to the last:
+	// max(0, (Calls - Capacity) / Refill).
+	Wait time.Duration
+	// Duration is the bound the bucket sets on the run: Start waves, then
+	// Wait, then LaunchTail waves. 0 without launches.
+	Duration time.Duration
+}
+
+// LaunchBound computes what a RunInstances bucket of capacity calls,
+// refilled at refill a second, allows the launches of a run whose bound is
+// b. calls is the trace, with RequestLimitExceeded attempts left out.
+func LaunchBound(b Bound, calls []Call, capacity, refill float64, latency time.Duration) Launches {
+	l := Launches{Start: -1}
+	for _, c := range calls {
+		if c.Operation != "RunInstances" || c.Code == "RequestLimitExceeded" {
+			continue
+		}
+		l.Calls++
+		if st, ok := b.Start[c.Step]; ok && (l.Start < 0 || st < l.Start) {
+			l.Start = st
+		}
+	}
+	if l.Calls == 0 || l.Start < 0 {
+		return l
+	}
+	if over := float64(l.Calls) - capacity; over > 0 && refill > 0 {
+		l.Wait = time.Duration(over / refill * float64(time.Second))
+	}
+	l.Duration = time.Duration(l.Start+LaunchTail)*latency + l.Wait
+	return l
 }

@@ -78,6 +78,13 @@ func TestCriticalPath(t *testing.T) {
 	if got := b.Chain(); got != "(before the graph)=2 -> vpc=2 -> subnet=4 -> vm/0=2" {
 		t.Errorf("Chain() = %q", got)
 	}
+	// What must pass before a step starts: vm/0 after subnet (2+2+4),
+	// ssh after vm/0, rtb after igw (2+2+1).
+	for id, want := range map[string]int{"vpc": 2, "subnet": 4, "rtb": 5, "vm/0": 8, "ssh": 10} {
+		if got := b.Start[id]; got != want {
+			t.Errorf("Start[%s] = %d, want %d", id, got, want)
+		}
+	}
 
 	// A teardown runs the same graph in reverse: same bound.
 	r, err := CriticalPath(Scenario{Steps: steps, Reverse: true, Latency: 50 * time.Millisecond}, calls[3:13])
@@ -130,5 +137,42 @@ func TestReadTraceAndPlan(t *testing.T) {
 	}
 	if _, err := ReadPlan(strings.NewReader(`{"steps":[]}`)); err == nil {
 		t.Error("an empty plan was read")
+	}
+}
+
+func TestLaunchBound(t *testing.T) {
+	steps := []Step{{ID: "vpc"}, {ID: "vm/0", Needs: []string{"vpc"}}, {ID: "vm/1", Needs: []string{"vpc"}}, {ID: "late"}, {ID: "vm/2", Needs: []string{"late", "vm/0"}}}
+	var calls []Call
+	calls = append(calls, call("vpc", 0, 50), call("vpc", 50, 50), call("late", 0, 50))
+	for k, s := range []string{"vm/0", "vm/1", "vm/2"} {
+		for n := range 3 {
+			c := call(s, 110+float64(k*60+n), 50)
+			c.Operation = "RunInstances"
+			calls = append(calls, c)
+		}
+	}
+	refused := call("vm/1", 100, 10)
+	refused.Operation, refused.Code = "RunInstances", "RequestLimitExceeded"
+	calls = append(calls, refused)
+	b, err := CriticalPath(Scenario{Steps: steps, Latency: 50 * time.Millisecond}, calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 9 launches admitted (the refused one left out), of a bucket of 5
+	// refilled at 2/s: 2 s from the first to the last. The earliest
+	// launch can go after vpc's 2 waves.
+	l := LaunchBound(b, calls, 5, 2, 50*time.Millisecond)
+	if l.Calls != 9 || l.Start != 2 || l.Wait != 2*time.Second {
+		t.Fatalf("LaunchBound = %+v, want 9 calls, start 2, wait 2s", l)
+	}
+	if want := 2*time.Second + 4*50*time.Millisecond; l.Duration != want {
+		t.Errorf("Duration = %s, want %s", l.Duration, want)
+	}
+	// Within the bucket: no wait.
+	if l := LaunchBound(b, calls, 10, 2, 50*time.Millisecond); l.Wait != 0 || l.Duration != 200*time.Millisecond {
+		t.Errorf("within the bucket: %+v", l)
+	}
+	if l := LaunchBound(b, calls[:3], 5, 2, 50*time.Millisecond); l.Calls != 0 || l.Duration != 0 {
+		t.Errorf("no launch: %+v", l)
 	}
 }
