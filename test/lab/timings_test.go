@@ -13,6 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/kforge/kforge/internal/ha/infra"
 	"github.com/kforge/kforge/test/testutil/awscheck"
 	"github.com/kforge/kforge/test/testutil/kforgebin"
 	"github.com/kforge/kforge/test/testutil/lab"
@@ -84,6 +89,44 @@ func spans(stderr string) map[string]*span {
 	return out
 }
 
+// checkBatched fails unless at least two of the cluster's instances came
+// from one batched launch, each with its own name and launch index.
+func checkBatched(ctx context.Context, t *testing.T, cfg aws.Config, cluster string) {
+	t.Helper()
+	out, err := ec2.NewFromConfig(cfg).DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("tag:kforge.io/cluster"), Values: []string{cluster}},
+		{Name: aws.String("tag-key"), Values: []string{infra.TagBatch}},
+		{Name: aws.String("instance-state-name"), Values: []string{"running"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := map[string][]ec2types.Instance{}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			batches[tagOf(in, infra.TagBatch)] = append(batches[tagOf(in, infra.TagBatch)], in)
+		}
+	}
+	for id, ins := range batches {
+		if len(ins) < 2 {
+			continue
+		}
+		names, indexes := map[string]bool{}, map[int32]bool{}
+		var desc []string
+		for _, in := range ins {
+			names[tagOf(in, "Name")] = true
+			indexes[aws.ToInt32(in.AmiLaunchIndex)] = true
+			desc = append(desc, fmt.Sprintf("%s (%s, launch index %d)", aws.ToString(in.InstanceId), tagOf(in, "Name"), aws.ToInt32(in.AmiLaunchIndex)))
+		}
+		if len(names) != len(ins) || len(indexes) != len(ins) {
+			t.Fatalf("batch %s: instances share a name or launch index: %s", id, strings.Join(desc, ", "))
+		}
+		t.Logf("batch %s on real hosts: %s", id, strings.Join(desc, ", "))
+		return
+	}
+	t.Fatalf("no batched launch among the instances of %s: %d batch tags", cluster, len(batches))
+}
+
 // TestCreateTimings measures, on the lab's real hosts, the time from
 // `kforge create ha-aws` to every node Ready for 1 and for 4 workers (1
 // etcd member, 1 control plane, kubeadm, offline from the artifacts), and
@@ -117,6 +160,12 @@ func TestCreateTimings(t *testing.T) {
 		wall := time.Since(start)
 		if !strings.Contains(r.Stderr, "done     nodes-ready") {
 			t.Fatalf("the create did not wait for the nodes:\n%s", r.Stderr)
+		}
+		if workers > 3 {
+			// Workers 0 and 3 share a subnet: they were launched in one
+			// batch, with one user-data for both. Each still came up
+			// with its own host key (kforge pins it) and joined.
+			checkBatched(ctx, t, cfg, cluster)
 		}
 		sp := spans(r.Stderr)
 		names := make([]string, 0, len(sp))
