@@ -130,7 +130,7 @@ func Permissions() []Permission {
 		{Action: "iam:ListAttachedRolePolicies", Types: both(), Scopes: []Scope{ScopeRole, ScopeOwnIdentity}, Why: "list what to detach on delete; preflight as a role"},
 		{Action: "iam:PutRolePolicy", Types: haTyp(), Scopes: roles(), Why: "the cloud provider's inline policy of the VMs"},
 		{Action: "iam:ListRolePolicies", Types: both(), Scopes: []Scope{ScopeRole, ScopeOwnIdentity}, Why: "list inline policies to delete; preflight as a role"},
-		{Action: "iam:DeleteRolePolicy", Types: haTyp(), Scopes: roles(), Why: "delete the inline policy on delete"},
+		{Action: "iam:DeleteRolePolicy", Types: haTyp(), Scopes: roles(), Why: "delete the inline policy on delete, or one a role should no longer carry"},
 		{Action: "iam:ListInstanceProfilesForRole", Types: both(), Scopes: roles(), Why: "take a role out of its instance profiles before deleting it"},
 		{Action: "iam:GetInstanceProfile", Types: both(), Scopes: profiles(), Why: "find an instance profile (delete looks for one for every role)"},
 		{Action: "iam:CreateInstanceProfile", Types: haTyp(), Scopes: profiles(), Why: "the VMs' instance profiles"},

@@ -35,6 +35,8 @@ type Role struct {
 	// ("service-role/AmazonEBSCSIDriverPolicy").
 	Managed []string
 	// Inline is an inline policy document (JSON), put as policy "kforge".
+	// Empty means the role carries no policy "kforge": one found on it is
+	// drift, and is deleted.
 	Inline string
 	// Profile makes an instance profile of the same name holding the role.
 	Profile bool
@@ -56,8 +58,8 @@ const InlinePolicyName = "kforge"
 // Add adds role r of cluster ref to g as a resource with step ID id. Every
 // run finds the role again: a role or instance profile deleted outside
 // kforge is made again, a managed policy detached is attached again, an
-// inline policy changed is put back, and a role or profile that carries
-// another cluster's tags stops the run.
+// inline policy changed is put back (or, where r wants none, deleted), and
+// a role or profile that carries another cluster's tags stops the run.
 func Add(g *engine.Graph, c *iam.Client, ref spec.Ref, id string, r Role, needs ...engine.Dep) engine.Ref[Out] {
 	name := awsx.IAMName(ref.Name, r.Suffix)
 	title := fmt.Sprintf("IAM role %s (trusted by %s)", name, r.Service)
@@ -117,6 +119,16 @@ func find(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Role,
 			return engine.Observation[Out]{}, fmt.Errorf("read the inline policy of IAM role %s: %w", name, err)
 		case !samePolicy(aws.ToString(pol.PolicyDocument), r.Inline):
 			drift = append(drift, "its inline policy "+InlinePolicyName+" was changed")
+		}
+	} else {
+		// A role that should carry none may still have one: put there
+		// outside kforge, or by an earlier release that granted more.
+		has, err := hasInline(ctx, c, name)
+		if err != nil {
+			return engine.Observation[Out]{}, err
+		}
+		if has {
+			drift = append(drift, "it has an inline policy "+InlinePolicyName+" it should not have")
 		}
 	}
 	if r.Profile {
@@ -251,6 +263,11 @@ func ensure(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r Rol
 	if err := policies(ctx, c, ref, name, r); err != nil {
 		return out, err
 	}
+	if r.Inline == "" {
+		if err := dropInline(ctx, c, name); err != nil {
+			return out, err
+		}
+	}
 	if r.Profile {
 		prof, err := profile(ctx, c, ref, name, false)
 		if err != nil {
@@ -328,6 +345,39 @@ func policies(ctx context.Context, c *iam.Client, ref spec.Ref, name string, r R
 		})
 	}
 	return awsx.All(ctx, calls...)
+}
+
+// hasInline reports whether role name has the inline policy kforge puts
+// (InlinePolicyName). It lists the role's inline policies rather than
+// reading that one, so that a role without one costs one call, allowed on
+// every kforge role.
+func hasInline(ctx context.Context, c *iam.Client, name string) (bool, error) {
+	pages := iam.NewListRolePoliciesPaginator(c, &iam.ListRolePoliciesInput{RoleName: aws.String(name)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return false, fmt.Errorf("list inline policies of IAM role %s: %w", name, err)
+		}
+		if slices.Contains(page.PolicyNames, InlinePolicyName) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// dropInline deletes the inline policy kforge puts on role name, if the
+// role has it: for a role that should carry none. Other inline policies
+// are not kforge's and stay.
+func dropInline(ctx context.Context, c *iam.Client, name string) error {
+	has, err := hasInline(ctx, c, name)
+	if err != nil || !has {
+		return err
+	}
+	_, err = c.DeleteRolePolicy(ctx, &iam.DeleteRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(InlinePolicyName)})
+	if err != nil && !awsx.IsNotFound(err) {
+		return fmt.Errorf("delete inline policy %s of IAM role %s: %w", InlinePolicyName, name, err)
+	}
+	return nil
 }
 
 // profile returns the instance profile of name, made if it is missing
