@@ -5,9 +5,9 @@
 // Services of type LoadBalancer, and the AWS EBS CSI driver
 // (kubernetes-sigs/aws-ebs-csi-driver), which gives the cluster
 // PersistentVolumes on EBS. Both are built here as Kubernetes objects from
-// the Go API types (Manifest), together with the IAM policies that the
-// control-plane and node roles need for them (ControlPlanePolicy,
-// NodePolicy).
+// the Go API types (Manifest), together with the IAM policy that the
+// control-plane role needs for them (ControlPlanePolicy). The workers' role
+// needs none: nothing on a worker calls AWS.
 //
 // Versions, flags, RBAC rules and policies follow what the upstream
 // projects document at the pinned releases; UPSTREAM.md in this directory

@@ -77,22 +77,6 @@ var ccmControlPlaneActions = []string{
 	"kms:DescribeKey",
 }
 
-// ccmNodeActions are the actions of the node policy of the cloud
-// controller manager's docs/prerequisites.md: the instance lookups of the
-// node's own components and the ECR reads of the kubelet's ECR image
-// credential provider.
-var ccmNodeActions = []string{
-	"ec2:DescribeInstances",
-	"ec2:DescribeRegions",
-	"ecr:GetAuthorizationToken",
-	"ecr:BatchCheckLayerAvailability",
-	"ecr:GetDownloadUrlForLayer",
-	"ecr:GetRepositoryPolicy",
-	"ecr:DescribeRepositories",
-	"ecr:ListImages",
-	"ecr:BatchGetImage",
-}
-
 // ccmStatements are the cloud controller manager's control-plane
 // statements. Its only ec2:CreateTags call tags the security groups it
 // creates for load balancers (pkg/providers/v1 tags.go; the tagging
@@ -186,14 +170,6 @@ func ebsStatements(partition string) []iampolicy.Statement {
 	}
 }
 
-// nodeStatements are the node role's statements: the cloud controller
-// manager's node policy. The EBS CSI node service needs nothing from AWS
-// (it reads instance metadata from IMDS, or the Node object), so it adds
-// none.
-func nodeStatements() []iampolicy.Statement {
-	return []iampolicy.Statement{{Sid: "CloudControllerManagerNode", Effect: "Allow", Action: ccmNodeActions, Resource: []string{"*"}}}
-}
-
 // controlPlaneStatements are the control-plane role's statements: the
 // cloud controller manager's and the EBS CSI driver's, whose controller
 // runs on the control planes only.
@@ -224,6 +200,14 @@ func checkPartition(partition string) error {
 // the control planes only, with the role's credentials from IMDS).
 // partition ("aws", "aws-cn" or "aws-us-gov") is the partition of the ARNs
 // in resources.
+//
+// There is no policy for the workers' role: what runs on every node needs
+// none. The EBS CSI node service calls no AWS API (it reads IMDS or its
+// Node). The cloud controller manager's documented "Node Policy" is left
+// out: its instance and region look-ups are what a kubelet of the in-tree
+// AWS provider made, and its ECR reads what the kubelet's ECR image
+// credential provider (docs/credential_provider.md there) makes; kforge's
+// kubelets run with --cloud-provider=external and no credential provider.
 func ControlPlanePolicy(partition string) (string, error) {
 	if err := checkPartition(partition); err != nil {
 		return "", err
@@ -231,23 +215,10 @@ func ControlPlanePolicy(partition string) (string, error) {
 	return render(controlPlaneStatements(partition))
 }
 
-// NodePolicy is the inline IAM policy document (JSON) of the node role:
-// the cloud controller manager's node policy. partition is checked as for
-// ControlPlanePolicy, although the node statements name no ARN.
-func NodePolicy(partition string) (string, error) {
-	if err := checkPartition(partition); err != nil {
-		return "", err
-	}
-	return render(nodeStatements())
-}
-
 // ControlPlaneActions are the sorted, de-duplicated actions of
 // ControlPlanePolicy, for preflight checks and for comparing with the
 // documented policies.
 func ControlPlaneActions() []string { return actionsOf(controlPlaneStatements("aws")) }
-
-// NodeActions are the sorted, de-duplicated actions of NodePolicy.
-func NodeActions() []string { return actionsOf(nodeStatements()) }
 
 // actionsOf returns the sorted, de-duplicated actions of statements.
 func actionsOf(statements []iampolicy.Statement) []string {

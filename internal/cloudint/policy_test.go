@@ -39,14 +39,6 @@ var ccmDocumentedControlPlane = []string{
 	"kms:DescribeKey",
 }
 
-// ccmDocumentedNode is the Action list of the "Node Policy" of
-// kubernetes/cloud-provider-aws docs/prerequisites.md.
-var ccmDocumentedNode = []string{
-	"ec2:DescribeInstances", "ec2:DescribeRegions", "ecr:GetAuthorizationToken",
-	"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:GetRepositoryPolicy",
-	"ecr:DescribeRepositories", "ecr:ListImages", "ecr:BatchGetImage",
-}
-
 // ebsDocumented are the actions of kubernetes-sigs/aws-ebs-csi-driver
 // docs/AmazonEBSCSIDriverPolicyV2.json at v1.63.1, the example policy
 // docs/install.md names. (docs/example-iam-policy.json, the older example
@@ -60,19 +52,15 @@ var ebsDocumented = []string{
 	"ec2:CreateTags", "ec2:DeleteTags",
 }
 
-// TestPolicyActions compares the policies' actions with the documented
-// lists.
+// TestPolicyActions compares the control-plane policy's actions with the
+// documented lists. (The cloud controller manager's "Node Policy" has no
+// counterpart: see ControlPlanePolicy.)
 func TestPolicyActions(t *testing.T) {
 	if got, want := ControlPlaneActions(), sortedSet(append(slices.Clone(ccmDocumentedControlPlane), ebsDocumented...)); !slices.Equal(got, want) {
 		t.Errorf("ControlPlaneActions =\n%v\nwant\n%v", got, want)
 	}
-	if got, want := NodeActions(), sortedSet(ccmDocumentedNode); !slices.Equal(got, want) {
-		t.Errorf("NodeActions = %v, want %v", got, want)
-	}
-	for _, actions := range [][]string{ControlPlaneActions(), NodeActions()} {
-		if !slices.IsSorted(actions) || len(slices.Compact(slices.Clone(actions))) != len(actions) {
-			t.Errorf("actions not sorted and unique: %v", actions)
-		}
+	if actions := ControlPlaneActions(); !slices.IsSorted(actions) || len(slices.Compact(slices.Clone(actions))) != len(actions) {
+		t.Errorf("actions not sorted and unique: %v", actions)
 	}
 }
 
@@ -91,51 +79,46 @@ type decodedPolicy struct {
 
 var sidRE = regexp.MustCompile(`^[A-Za-z0-9]+$`)
 
-// TestPolicyDocuments checks the documents for each partition: valid JSON,
+// TestPolicyDocuments checks the control-plane document for each partition: valid JSON,
 // the policy language version, unique alphanumeric Sids, ARNs of the
 // partition only, and IAM's size limit for a role's inline policies.
 func TestPolicyDocuments(t *testing.T) {
 	for _, partition := range []string{"aws", "aws-cn", "aws-us-gov"} {
-		for name, render := range map[string]func(string) (string, error){"control plane": ControlPlanePolicy, "node": NodePolicy} {
-			doc, err := render(partition)
-			if err != nil {
-				t.Fatalf("%s %s: %v", name, partition, err)
+		doc, err := ControlPlanePolicy(partition)
+		if err != nil {
+			t.Fatalf("%s: %v", partition, err)
+		}
+		var p decodedPolicy
+		if err := json.Unmarshal([]byte(doc), &p); err != nil {
+			t.Fatalf("%s: %v", partition, err)
+		}
+		if p.Version != "2012-10-17" || len(p.Statement) == 0 {
+			t.Errorf("%s: version %q, %d statements", partition, p.Version, len(p.Statement))
+		}
+		sids := map[string]bool{}
+		for _, s := range p.Statement {
+			if !sidRE.MatchString(s.Sid) || sids[s.Sid] {
+				t.Errorf("%s: Sid %q invalid or repeated", partition, s.Sid)
 			}
-			var p decodedPolicy
-			if err := json.Unmarshal([]byte(doc), &p); err != nil {
-				t.Fatalf("%s %s: %v", name, partition, err)
+			sids[s.Sid] = true
+			if s.Effect != "Allow" || len(s.Action) == 0 || len(s.Resource) == 0 {
+				t.Errorf("%s: statement %s = %+v", partition, s.Sid, s)
 			}
-			if p.Version != "2012-10-17" || len(p.Statement) == 0 {
-				t.Errorf("%s %s: version %q, %d statements", name, partition, p.Version, len(p.Statement))
-			}
-			sids := map[string]bool{}
-			for _, s := range p.Statement {
-				if !sidRE.MatchString(s.Sid) || sids[s.Sid] {
-					t.Errorf("%s %s: Sid %q invalid or repeated", name, partition, s.Sid)
-				}
-				sids[s.Sid] = true
-				if s.Effect != "Allow" || len(s.Action) == 0 || len(s.Resource) == 0 {
-					t.Errorf("%s %s: statement %s = %+v", name, partition, s.Sid, s)
-				}
-				for _, r := range s.Resource {
-					if r != "*" && !strings.HasPrefix(r, "arn:"+partition+":ec2:") {
-						t.Errorf("%s %s: statement %s names %s", name, partition, s.Sid, r)
-					}
+			for _, r := range s.Resource {
+				if r != "*" && !strings.HasPrefix(r, "arn:"+partition+":ec2:") {
+					t.Errorf("%s: statement %s names %s", partition, s.Sid, r)
 				}
 			}
-			// IAM limits a role's inline policies to 10,240 characters
-			// (whitespace aside); leave room for kforge's own.
-			if len(doc) > 7000 {
-				t.Errorf("%s %s: %d characters", name, partition, len(doc))
-			}
+		}
+		// IAM limits a role's inline policies to 10,240 characters
+		// (whitespace aside); leave room for kforge's own.
+		if len(doc) > 7000 {
+			t.Errorf("%s: %d characters", partition, len(doc))
 		}
 	}
 	for _, bad := range []string{"", "aws-iso", "AWS"} {
 		if _, err := ControlPlanePolicy(bad); err == nil {
 			t.Errorf("ControlPlanePolicy(%q) succeeded", bad)
-		}
-		if _, err := NodePolicy(bad); err == nil {
-			t.Errorf("NodePolicy(%q) succeeded", bad)
 		}
 	}
 }

@@ -34,15 +34,18 @@ import (
 // TestHACloudIntegration: a kubeadm cluster with the cloud integration
 // names its nodes by their private DNS names, with their provider IDs and
 // an external cloud provider; applies the manifest on the first control
-// plane after kubeadm init; waits for initialised nodes; its roles carry
-// exactly the documented policies; its subnets carry the ELB tags; and
-// delete sweeps what the cloud controller and the CSI driver make.
+// plane after kubeadm init; waits for initialised nodes; its control
+// planes' role carries exactly the documented policy and its workers' role
+// none, and a re-run puts either back after a change; its subnets carry
+// the ELB tags; and delete sweeps what the cloud controller and the CSI
+// driver make.
 func TestHACloudIntegration(t *testing.T) {
 	t.Parallel()
 	const name, region = "cloudy", "us-east-2"
 	h := newHAEnv(t, region)
-	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm",
-		"--control-planes", "2", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
+	create := []string{"create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm",
+		"--control-planes", "2", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump()}
+	h.MustRun(t, create...)
 
 	byRole := instances(t, h.cfg, name)
 	// Every node's kubeadm configuration, by VM name.
@@ -113,17 +116,40 @@ func TestHACloudIntegration(t *testing.T) {
 		t.Error("nodes-ready does not wait for the cloud controller to initialise the nodes")
 	}
 
-	// The roles' inline policies are exactly the documented actions.
+	// The control planes' role allows exactly the documented actions; the
+	// workers' role has no inline policy (nothing on a worker calls AWS).
 	ctx := context.Background()
 	im := iam.NewFromConfig(h.cfg)
-	for _, c := range []struct {
-		role string
-		want []string
-	}{{"kforge-" + name + "-ha-cp", cloudint.ControlPlaneActions()}, {"kforge-" + name + "-ha-wp", cloudint.NodeActions()}} {
-		got := inlineActions(t, im, c.role)
-		if !slices.Equal(got, c.want) {
-			t.Errorf("role %s allows %v,\nwant exactly %v", c.role, got, c.want)
+	cpRole, wpRole := "kforge-"+name+"-ha-cp", "kforge-"+name+"-ha-wp"
+	if got, want := inlineActions(t, im, cpRole), cloudint.ControlPlaneActions(); !slices.Equal(got, want) {
+		t.Errorf("role %s allows %v,\nwant exactly %v", cpRole, got, want)
+	}
+	if got := inlinePolicies(t, im, wpRole); len(got) != 0 {
+		t.Errorf("role %s has inline policies %v, want none", wpRole, got)
+	}
+
+	// A workers' role that still has the cloud controller's node policy
+	// (as kforge once gave it) and a control planes' policy changed
+	// outside kforge are drift: diff names both, and the same create
+	// removes the one and puts the other back.
+	for role, doc := range map[string]string{wpRole: formerNodePolicy, cpRole: `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:DescribeRegions","Resource":"*"}]}`} {
+		if _, err := im.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String("kforge"), PolicyDocument: aws.String(doc)}); err != nil {
+			t.Fatal(err)
 		}
+	}
+	d := h.diff(t, name, region, 1)
+	for step, detail := range map[string]string{"role/wp": "inline policy kforge it should not have", "role/cp": "inline policy kforge was changed"} {
+		if _, got, ok := d.change(step); !ok || !strings.Contains(got, detail) {
+			t.Errorf("diff does not name %s with %q: %+v", step, detail, d.Changes)
+		}
+	}
+	h.MustRun(t, create...)
+	h.diff(t, name, region, 0)
+	if got := inlinePolicies(t, im, wpRole); len(got) != 0 {
+		t.Errorf("after the repair, role %s has inline policies %v, want none", wpRole, got)
+	}
+	if got, want := inlineActions(t, im, cpRole), cloudint.ControlPlaneActions(); !slices.Equal(got, want) {
+		t.Errorf("after the repair, role %s allows %v,\nwant exactly %v", cpRole, got, want)
 	}
 
 	// Subnets are where the cloud controller puts load balancers.
@@ -301,6 +327,24 @@ func heredocAfter(t *testing.T, script, prefix string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// formerNodePolicy is the inline policy kforge once gave the workers' role
+// of an ha-aws cluster: the cloud controller manager's documented "Node
+// Policy", which nothing on a worker uses.
+const formerNodePolicy = `{"Version":"2012-10-17","Statement":[{"Sid":"CloudControllerManagerNode","Effect":"Allow",` +
+	`"Action":["ec2:DescribeInstances","ec2:DescribeRegions","ecr:GetAuthorizationToken","ecr:BatchCheckLayerAvailability",` +
+	`"ecr:GetDownloadUrlForLayer","ecr:GetRepositoryPolicy","ecr:DescribeRepositories","ecr:ListImages","ecr:BatchGetImage"],"Resource":["*"]}]}`
+
+// inlinePolicies returns the names of a role's inline policies, read from
+// the emulator.
+func inlinePolicies(t *testing.T, im *iam.Client, role string) []string {
+	t.Helper()
+	out, err := im.ListRolePolicies(context.Background(), &iam.ListRolePoliciesInput{RoleName: aws.String(role)})
+	if err != nil {
+		t.Fatalf("role %s: %v", role, err)
+	}
+	return out.PolicyNames
 }
 
 // inlineActions returns the sorted actions of a role's inline policy

@@ -8,21 +8,21 @@ import (
 )
 
 // rolePolicies are the inline policies of the control planes' and the
-// workers' roles: exactly what the AWS cloud controller manager and the
-// EBS CSI driver document (package cloudint) for a cluster with the cloud
-// integration, and none without it: nothing on those VMs calls AWS then.
+// workers' roles. With the cloud integration, the control planes' role
+// gets exactly what the AWS cloud controller manager and the EBS CSI
+// driver's controller document (package cloudint), and the workers' role
+// none: the EBS CSI node service calls no AWS API, and nothing else on a
+// worker does. Without the integration neither gets one: nothing on those
+// VMs calls AWS then. An empty policy means the role carries no inline
+// policy; one a role still has (from an earlier release) is removed.
 func rolePolicies(s spec.Spec) (cp, wp string, err error) {
 	if !s.CloudIntegration() {
 		return "", "", nil
 	}
-	part := awsx.Partition(s.Region)
-	if cp, err = cloudint.ControlPlanePolicy(part); err != nil {
+	if cp, err = cloudint.ControlPlanePolicy(awsx.Partition(s.Region)); err != nil {
 		return "", "", err
 	}
-	if wp, err = cloudint.NodePolicy(part); err != nil {
-		return "", "", err
-	}
-	return cp, wp, nil
+	return cp, "", nil
 }
 
 // etcdRolePolicy is the inline policy of the etcd VMs' role: to store,
