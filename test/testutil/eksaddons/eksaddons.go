@@ -1,10 +1,13 @@
-// Package eksaddons is a test double of the EKS add-on and update APIs,
-// which the AWS emulator (moto 5.2) lacks: CreateAddon, DescribeAddon,
-// ListAddons, DeleteAddon and DescribeAddonVersions, and the version
-// updates (updates.go), in the REST-JSON shapes of the EKS API. It stands in front of the emulator as an http.Handler: it
-// answers those routes itself and passes every other request on. An
-// add-on needs its cluster to exist in the emulator, and goes when the
-// cluster is deleted.
+// Package eksaddons is a test double of the EKS APIs the AWS emulator
+// (moto 5.2) lacks: the add-ons (CreateAddon, DescribeAddon, ListAddons,
+// DeleteAddon and DescribeAddonVersions), the version updates
+// (updates.go), and the cluster access configuration with the access
+// entries EKS makes from it (accessentries.go), in the REST-JSON shapes of
+// the EKS API. It stands in front of the emulator as an http.Handler: it
+// answers those routes itself, patches the emulator's DescribeCluster
+// answers with what it holds, and passes every other request on. What it
+// holds for a cluster needs the cluster to exist in the emulator, and
+// goes when the cluster is deleted.
 package eksaddons
 
 import (
@@ -90,11 +93,16 @@ type Double struct {
 	// created and then updated.
 	versionsOf map[string]string
 	updateList []*Update
+	// access holds each cluster's access configuration (region/cluster/),
+	// entries its access entries (region/cluster/principal ARN).
+	access  map[string]AccessConfig
+	entries map[string]*AccessEntry
 }
 
 // New returns the double, passing what it does not serve to next.
 func New(next http.Handler) *Double {
-	return &Double{next: next, Settle: 1, addons: map[string]*Addon{}, clusters: map[string]bool{}, versionsOf: map[string]string{}}
+	return &Double{next: next, Settle: 1, addons: map[string]*Addon{}, clusters: map[string]bool{}, versionsOf: map[string]string{},
+		access: map[string]AccessConfig{}, entries: map[string]*AccessEntry{}}
 }
 
 var (
@@ -152,7 +160,7 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	region, path := m[1], r.URL.Path
-	if d.updates(w, r, region, path) {
+	if d.updates(w, r, region, path) || d.accessEntries(w, r, region) {
 		return
 	}
 	switch {
@@ -176,12 +184,15 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.record("DeleteAddon", region, sm[1])
 		d.delete(w, region, sm[1], sm[2])
 	case r.Method == http.MethodPost && clustersRE.MatchString(path):
-		// CreateCluster: the emulator's answer names the cluster.
+		// CreateCluster: the emulator's answer names the cluster. What the
+		// double keeps of it is kept before the client has the answer.
 		body := readBody(r)
-		rec := d.pass(w, r)
+		rec := httptestRecorder(d.next, r)
+		defer copyResponse(w, rec)
 		var out struct {
 			Cluster struct {
 				Name string `json:"name"`
+				ARN  string `json:"arn"`
 			} `json:"cluster"`
 		}
 		if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &out) == nil && out.Cluster.Name != "" {
@@ -189,6 +200,7 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d.clusters[region+"/"+out.Cluster.Name] = true
 			d.mu.Unlock()
 			d.rememberCreate(region, out.Cluster.Name, body)
+			d.rememberAccess(r, region, out.Cluster.Name, out.Cluster.ARN, body)
 		}
 	case r.Method == http.MethodDelete && clusterRE.MatchString(path):
 		d.record("DeleteCluster", region, clusterRE.FindStringSubmatch(path)[1])
@@ -246,6 +258,12 @@ func (d *Double) dropCluster(region, cluster string) {
 			delete(d.addons, k)
 		}
 	}
+	for k := range d.entries {
+		if strings.HasPrefix(k, region+"/"+cluster+"/") {
+			delete(d.entries, k)
+		}
+	}
+	delete(d.access, key(region, cluster, ""))
 	delete(d.clusters, region+"/"+cluster)
 }
 

@@ -68,10 +68,26 @@ func (d *Double) updates(w http.ResponseWriter, r *http.Request, region, path st
 		d.record("DescribeUpdate", region, sm[1])
 		d.describeUpdate(w, region, sm[1], sm[2])
 	case r.Method == http.MethodGet && clusterRE.MatchString(path):
-		d.patchVersion(w, r, "cluster", key(region, clusterRE.FindStringSubmatch(path)[1], ""))
+		k := key(region, clusterRE.FindStringSubmatch(path)[1], "")
+		d.mu.Lock()
+		set := map[string]any{}
+		if v, ok := d.versionsOf[k]; ok {
+			set["version"] = v
+		}
+		if c, ok := d.access[k]; ok {
+			set["accessConfig"] = c.shape()
+		}
+		d.mu.Unlock()
+		d.patch(w, r, "cluster", set)
 	case r.Method == http.MethodGet && nodegroupRE.MatchString(path):
 		sm := nodegroupRE.FindStringSubmatch(path)
-		d.patchVersion(w, r, "nodegroup", key(region, sm[1], "ng:"+sm[2]))
+		d.mu.Lock()
+		set := map[string]any{}
+		if v, ok := d.versionsOf[key(region, sm[1], "ng:"+sm[2])]; ok {
+			set["version"] = v
+		}
+		d.mu.Unlock()
+		d.patch(w, r, "nodegroup", set)
 	default:
 		return false
 	}
@@ -181,23 +197,22 @@ func (d *Double) describeUpdate(w http.ResponseWriter, region, cluster, id strin
 	fail(w, 404, "ResourceNotFoundException", "No update found for ID: %s", id)
 }
 
-// patchVersion passes a describe to the emulator and writes the version
-// the double holds into its answer's field (cluster or nodegroup).
-func (d *Double) patchVersion(w http.ResponseWriter, r *http.Request, field, k string) {
-	d.mu.Lock()
-	v, ok := d.versionsOf[k]
-	d.mu.Unlock()
-	if !ok {
+// patch passes a describe to the emulator and sets fields of its
+// answer's object (cluster or nodegroup) to what the double holds.
+func (d *Double) patch(w http.ResponseWriter, r *http.Request, object string, set map[string]any) {
+	if len(set) == 0 {
 		d.next.ServeHTTP(w, r)
 		return
 	}
 	rec := httptestRecorder(d.next, r)
 	var out map[string]map[string]any
-	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &out) != nil || out[field] == nil {
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &out) != nil || out[object] == nil {
 		copyResponse(w, rec)
 		return
 	}
-	out[field]["version"] = v
+	for k, v := range set {
+		out[object][k] = v
+	}
 	reply(w, out)
 }
 
