@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kforge/kforge/test/testutil/awscheck"
@@ -47,6 +50,57 @@ func checkTags(t *testing.T, what string, tags map[string]string, typ, name, reg
 	if tags["Name"] == "" {
 		t.Errorf("%s has no Name tag", what)
 	}
+}
+
+// checkCreatorIsAdmin asserts what kforge asks of EKS for a cluster's
+// access (as the EKS double answers it, test/testutil/eksaddons): the
+// API_AND_CONFIG_MAP authentication mode, asked for explicitly (EKS's
+// default is CONFIG_MAP), and the creator's admin permissions
+// bootstrapped, which give the principal of cfg's credentials (kforge's)
+// an access entry with AmazonEKSClusterAdminPolicy at cluster scope.
+func checkCreatorIsAdmin(t *testing.T, cfg aws.Config, name, region string, cluster *ekstypes.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	if ac := cluster.AccessConfig; ac == nil || ac.AuthenticationMode != ekstypes.AuthenticationModeApiAndConfigMap || !aws.ToBool(ac.BootstrapClusterCreatorAdminPermissions) {
+		t.Errorf("cluster accessConfig %s, want API_AND_CONFIG_MAP with the creator's admin permissions bootstrapped", asJSON(ac))
+	}
+	if got, ok := emu.EKS.AccessConfig(region, name); !ok || aws.ToString(got.Requested.AuthenticationMode) != eksaddons.ModeAPIAndConfigMap ||
+		got.Requested.BootstrapClusterCreatorAdminPermissions == nil || !*got.Requested.BootstrapClusterCreatorAdminPermissions {
+		t.Errorf("CreateCluster asked for accessConfig %s, want authenticationMode API_AND_CONFIG_MAP and bootstrapClusterCreatorAdminPermissions true", asJSON(got.Requested))
+	}
+	me, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	principal := eksaddons.PrincipalARN(aws.ToString(me.Arn))
+	kc := eks.NewFromConfig(cfg)
+	entries, err := kc.ListAccessEntries(ctx, &eks.ListAccessEntriesInput{ClusterName: aws.String(name)})
+	if err != nil {
+		t.Fatalf("access entries: %v", err)
+	}
+	if !slices.Contains(entries.AccessEntries, principal) {
+		t.Fatalf("access entries %v, want one for the creator %s", entries.AccessEntries, principal)
+	}
+	pols, err := kc.ListAssociatedAccessPolicies(ctx, &eks.ListAssociatedAccessPoliciesInput{ClusterName: aws.String(name), PrincipalArn: aws.String(principal)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := false
+	for _, p := range pols.AssociatedAccessPolicies {
+		admin = admin || (aws.ToString(p.PolicyArn) == eksaddons.ClusterAdminPolicyARN("aws") && p.AccessScope != nil && p.AccessScope.Type == ekstypes.AccessScopeTypeCluster)
+	}
+	if !admin {
+		t.Errorf("the creator's access policies %s: want AmazonEKSClusterAdminPolicy at cluster scope", asJSON(pols.AssociatedAccessPolicies))
+	}
+}
+
+// asJSON renders an SDK value as JSON (pointers as their values).
+func asJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%+v", v)
+	}
+	return string(b)
 }
 
 func TestEKSLifecycle(t *testing.T) {
@@ -197,6 +251,9 @@ func TestEKSLifecycle(t *testing.T) {
 	if len(addons) != 4 {
 		t.Errorf("%d add-ons, want 4", len(addons))
 	}
+
+	// The creator has cluster-admin through an EKS access entry.
+	checkCreatorIsAdmin(t, cfg, name, region, cl.Cluster)
 
 	// get and info.
 	var list []map[string]any
