@@ -26,10 +26,15 @@ const (
 	// milliseconds, far more than the margin. The margin does not
 	// accumulate: the schedule stays the bucket's.
 	paceMargin = 50 * time.Millisecond
+	// launchGather is how long the first launch of a wave waits for the
+	// others: launches become ready together (they need the same network)
+	// within tens of milliseconds, and the bucket's first 5 then go by
+	// priority too, not to whoever asked first.
+	launchGather = 40 * time.Millisecond
 )
 
-// Launch priorities: when launches wait for EC2's bucket, the VMs the
-// bootstrap needs first go first (etcd, the load balancer, the first
+// Launch priorities: when launches wait for EC2's bucket (or arrive
+// together while it is full), the VMs the bootstrap needs first go first (etcd, the load balancer, the first
 // control plane), then the batches of workers, whose naming and instance
 // profile checks then overlap the launches still waiting, then the other
 // control planes, which join only once the first one runs Kubernetes.
@@ -54,10 +59,13 @@ func launchPriority(role string, i int) int {
 // pacer holds a run's calls of one action to EC2's bucket for it on the
 // client, so that a wave of them is not refused and then slowed by the
 // retryer's backoff. The calls that wait go in order of priority, then of
-// arrival.
+// arrival. With gather set, a call that finds the bucket full waits that
+// long for others, so that the bucket's burst goes by priority too.
 type pacer struct {
 	lim    *rate.Limiter
+	burst  int
 	margin time.Duration
+	gather time.Duration
 
 	mu      sync.Mutex
 	queue   []*paced
@@ -70,15 +78,16 @@ type paced struct {
 	go_       chan struct{}
 }
 
-func newPacer(perSecond float64, burst int) *pacer {
-	return &pacer{lim: rate.NewLimiter(rate.Limit(perSecond), burst), margin: paceMargin}
+func newPacer(perSecond float64, burst int, gather time.Duration) *pacer {
+	return &pacer{lim: rate.NewLimiter(rate.Limit(perSecond), burst), burst: burst, margin: paceMargin, gather: gather}
 }
 
 // Wait blocks until the next call may go, or ctx ends. Calls of a lower
 // prio value go first.
 func (p *pacer) Wait(ctx context.Context, prio int) error {
 	p.mu.Lock()
-	if len(p.queue) == 0 && p.lim.Allow() {
+	full := p.gather > 0 && p.lim.Tokens() >= float64(p.burst)
+	if len(p.queue) == 0 && !full && p.lim.Allow() {
 		p.mu.Unlock()
 		return nil
 	}
@@ -93,7 +102,11 @@ func (p *pacer) Wait(ctx context.Context, prio int) error {
 	})
 	if !p.serving {
 		p.serving = true
-		go p.serve()
+		wait := time.Duration(0)
+		if full {
+			wait = p.gather
+		}
+		go p.serve(wait)
 	}
 	p.mu.Unlock()
 	select {
@@ -114,8 +127,9 @@ func (p *pacer) Wait(ctx context.Context, prio int) error {
 }
 
 // serve hands the bucket's tokens to the waiting calls, one at a time,
-// while any waits.
-func (p *pacer) serve() {
+// while any waits, after gathering arrivals for gather.
+func (p *pacer) serve(gather time.Duration) {
+	time.Sleep(gather)
 	for {
 		r := p.lim.Reserve()
 		if d := r.Delay(); d > 0 {

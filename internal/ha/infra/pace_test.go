@@ -9,7 +9,7 @@ import (
 )
 
 func TestPacerBurstThenRefillWithMargin(t *testing.T) {
-	p := newPacer(launchRate, launchBurst)
+	p := newPacer(launchRate, launchBurst, 0)
 	ctx := context.Background()
 	start := time.Now()
 	for range launchBurst {
@@ -33,7 +33,7 @@ func TestPacerBurstThenRefillWithMargin(t *testing.T) {
 func TestPacerOrdersWaitingCallsByPriority(t *testing.T) {
 	// A token every 200 ms: the waiting calls are let go one at a time,
 	// and all have arrived before the first goes.
-	p := newPacer(5, 1)
+	p := newPacer(5, 1, 0)
 	ctx := context.Background()
 	if err := p.Wait(ctx, prioFirst); err != nil { // the bucket's one token
 		t.Fatal(err)
@@ -67,8 +67,39 @@ func TestPacerOrdersWaitingCallsByPriority(t *testing.T) {
 	}
 }
 
+// Launches that arrive together while the bucket is full are gathered:
+// the bucket's burst goes by priority too.
+func TestPacerGathersTheBurstByPriority(t *testing.T) {
+	p := newPacer(0.01, 2, 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var mu sync.Mutex
+	var got []string
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		name string
+		prio int
+	}{{"cp/1", prioLast}, {"wp-batch", prioWorkers}, {"etcd/0", prioFirst}, {"lb/0", prioFirst}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Wait(ctx, c.prio); err != nil {
+				return // beyond the burst: the bucket refills in 100 s
+			}
+			mu.Lock()
+			got = append(got, c.name)
+			mu.Unlock()
+		}()
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	if len(got) != 2 || !(got[0] == "etcd/0" && got[1] == "lb/0" || got[0] == "lb/0" && got[1] == "etcd/0") {
+		t.Fatalf("the burst of 2 went to %v, want etcd/0 and lb/0", got)
+	}
+}
+
 func TestPacerWaitEndsWithContext(t *testing.T) {
-	p := newPacer(0.01, 1)
+	p := newPacer(0.01, 1, 0)
 	if err := p.Wait(context.Background(), prioFirst); err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ type Session struct {
 
 // NewSession returns the session of one run for a cluster.
 func NewSession(c *Clients, ref spec.Ref) *Session {
-	return &Session{c: c, ref: ref, watch: newWatcher(c.EC2), launches: awsx.NewAdaptiveRetryer(), pace: newPacer(launchRate, launchBurst), tags: newPacer(tagRate, tagBurst)}
+	return &Session{c: c, ref: ref, watch: newWatcher(c.EC2), launches: awsx.NewAdaptiveRetryer(), pace: newPacer(launchRate, launchBurst, launchGather), tags: newPacer(tagRate, tagBurst, 0)}
 }
 
 // SessionHolder is what a provider's session (engine.Run.Context) must
