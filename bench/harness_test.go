@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,7 +80,8 @@ type world struct {
 func newWorld(b *testing.B, region, typ string) *world {
 	b.Helper()
 	w := &world{b: b, region: region, bin: kforgePath(b), home: b.TempDir()}
-	w.emu = moto.Start(b, emulatorOptions(b)...)
+	emuOpts, freeze := emulatorOptions(b)
+	w.emu = moto.Start(b, emuOpts...)
 	w.proxy = faultproxy.Start(b, w.emu.URL)
 	w.proxy.Add(faultproxy.Rule{Fault: faultproxy.Delay, Delay: latency()})
 	// The SSH fleet reads the emulator through a proxy of its own (no
@@ -106,28 +108,76 @@ func newWorld(b *testing.B, region, typ string) *world {
 			b.Fatalf("warm the emulator up: kforge %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	if freeze != "" {
+		w.freezeEmulator(freeze)
+	}
 	return w
 }
 
-// emulatorOptions starts the emulator as BENCH_EMULATOR_GC asks: "off"
-// turns Python's cyclic garbage collector off in moto_server (a
-// sitecustomize module on its PYTHONPATH). With it on (the default), a
-// collection pauses the emulator for 150-200 ms every few hundred calls,
-// at random points of a run: emulator time that is neither kforge's work
-// nor AWS's.
-func emulatorOptions(b *testing.B) []moto.Options {
+// emulatorOptions starts the emulator as BENCH_EMULATOR_GC asks. Python's
+// cyclic garbage collector pauses moto_server now and then: a full
+// collection scans everything the emulator holds (EC2's and IAM's default
+// data, botocore's models: 150-200 ms), emulator time that is neither
+// kforge's work nor AWS's, and it falls where allocations happen to
+// trigger it.
+//
+//   - "freeze" (the default): after the warm-up (newWorld), the emulator
+//     collects once and moves everything it then holds out of its
+//     collector's reach (gc.freeze, on SIGUSR1, from a sitecustomize
+//     module on its PYTHONPATH). The collector stays on for what the
+//     measured run allocates.
+//   - "on": the emulator as it is.
+//   - "off": no collector at all.
+func emulatorOptions(b *testing.B) (opts []moto.Options, freeze string) {
+	var site string
 	switch v := os.Getenv("BENCH_EMULATOR_GC"); v {
-	case "", "on":
-		return nil
+	case "on":
+		return nil, ""
 	case "off":
+		site = "import gc\ngc.disable()\n"
+	case "", "freeze":
 		dir := b.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "sitecustomize.py"), []byte("import gc\ngc.disable()\n"), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		return []moto.Options{{Env: []string{"PYTHONPATH=" + dir}}}
+		freeze = filepath.Join(dir, "frozen")
+		site = fmt.Sprintf(freezeSite, freeze)
 	default:
-		b.Fatalf("BENCH_EMULATOR_GC=%q: want on or off", v)
-		return nil
+		b.Fatalf("BENCH_EMULATOR_GC=%q: want freeze, on or off", v)
+	}
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "sitecustomize.py"), []byte(site), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return []moto.Options{{Env: []string{"PYTHONPATH=" + dir}}}, freeze
+}
+
+// freezeSite is the sitecustomize of BENCH_EMULATOR_GC=freeze: on
+// SIGUSR1, collect, freeze, and say so in the file named by the %q.
+const freezeSite = `import gc, signal
+
+def _kforge_bench_freeze(signum, frame):
+    gc.collect()
+    gc.freeze()
+    with open(%q, "w") as f:
+        f.write(str(gc.get_freeze_count()))
+
+signal.signal(signal.SIGUSR1, _kforge_bench_freeze)
+`
+
+// freezeEmulator asks the emulator to freeze its heap (see
+// emulatorOptions) and waits until it has.
+func (w *world) freezeEmulator(marker string) {
+	w.b.Helper()
+	if err := syscall.Kill(w.emuPID, syscall.SIGUSR1); err != nil {
+		w.b.Fatalf("ask the emulator to freeze its heap: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n, err := os.ReadFile(marker); err == nil && len(n) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.b.Fatal("the emulator did not freeze its heap within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -191,6 +241,12 @@ func (w *world) measure(args ...string) run {
 	emuCPU := cpuTime(w.b, w.emuPID) - emuBefore
 	if err != nil {
 		w.b.Fatalf("kforge %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	if os.Getenv("BENCH_TRACE_DIR") != "" {
+		// kforge's progress lines beside its trace, for the same look.
+		if err := os.WriteFile(strings.TrimSuffix(trace, ".jsonl")+".stderr", errb.Bytes(), 0o600); err != nil {
+			w.b.Fatal(err)
+		}
 	}
 	f, err := os.Open(trace)
 	if err != nil {
