@@ -174,6 +174,7 @@ func TestHACloudIntegration(t *testing.T) {
 	seedLeftovers(t, h.cfg, name, vpc, ids)
 	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
 	awscheck.Empty(t, h.cfg, "ha-aws", name)
+	leftoversGone(t, h.cfg, name)
 }
 
 // TestHANoCloudIntegration: --no-cloud-integration gives the bare

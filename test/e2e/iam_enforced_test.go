@@ -209,6 +209,7 @@ func TestLeastPrivilegeHA(t *testing.T) {
 	seedLeftovers(t, e.admin, name, vpc, subnets)
 	env.MustRun(t, append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
 	awscheck.Empty(t, e.admin, "ha-aws", name)
+	leftoversGone(t, e.admin, name)
 }
 
 // TestLeastPrivilegeEKS: under moto's enforcement, EKS requests without a

@@ -165,10 +165,10 @@ var rarePaths = map[string]string{
 }
 
 // seedLeftovers makes, in a cluster's VPC, what Kubernetes would leave
-// there (an ELBv2 load balancer with a listener and target group, a
-// classic load balancer, two security groups that refer to each other, an
-// available network interface and an EBS volume), so that delete runs its
-// code for them.
+// there (a network load balancer with a listener and target group and a
+// classic load balancer, tagged as the cloud controller tags them, two
+// security groups that refer to each other, an available network
+// interface and an EBS volume), so that delete runs its code for them.
 func seedLeftovers(t *testing.T, cfg aws.Config, name, vpc string, subnets []string) {
 	t.Helper()
 	ctx := context.Background()
@@ -195,26 +195,39 @@ func seedLeftovers(t *testing.T, cfg aws.Config, name, vpc string, subnets []str
 			UserIdGroupPairs: []ec2types.UserIdGroupPair{{GroupId: aws.String(otherSG)}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	elbTags := []elbv2types.Tag{{Key: aws.String(awsx.KubernetesClusterTag(name)), Value: aws.String("owned")}}
+	// The cloud controller tags its load balancers, and the target groups
+	// of its network load balancers, with the Service they serve
+	// (kubernetes.io/service-name=<namespace>/<name>) and the cluster
+	// (kubernetes.io/cluster/<name>=owned): cloud-provider-aws
+	// pkg/providers/v1 aws_loadbalancer.go, ensureLoadBalancer and
+	// ensureLoadBalancerv2.
+	lbTags := map[string]string{awsx.KubernetesClusterTag(name): "owned", "kubernetes.io/service-name": "default/web"}
+	var elbv2Tags []elbv2types.Tag
+	var elbTags []elbtypes.Tag
+	for k, v := range lbTags {
+		elbv2Tags = append(elbv2Tags, elbv2types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		elbTags = append(elbTags, elbtypes.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	// Its ELBv2 load balancers are network load balancers with TCP
+	// listeners and target groups, and no security group.
 	e2 := elasticloadbalancingv2.NewFromConfig(cfg)
 	lb, err := e2.CreateLoadBalancer(ctx, &elasticloadbalancingv2.CreateLoadBalancerInput{Name: aws.String("k8s-" + name),
-		Subnets: subnets, SecurityGroups: []string{lbSG}, Tags: elbTags})
+		Type: elbv2types.LoadBalancerTypeEnumNetwork, Subnets: subnets, Tags: elbv2Tags})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tg, err := e2.CreateTargetGroup(ctx, &elasticloadbalancingv2.CreateTargetGroupInput{Name: aws.String("k8s-tg-" + name),
-		Protocol: elbv2types.ProtocolEnumHttp, Port: aws.Int32(80), VpcId: aws.String(vpc), Tags: elbTags})
+		Protocol: elbv2types.ProtocolEnumTcp, Port: aws.Int32(30080), VpcId: aws.String(vpc), TargetType: elbv2types.TargetTypeEnumInstance, Tags: elbv2Tags})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e2.CreateListener(ctx, &elasticloadbalancingv2.CreateListenerInput{LoadBalancerArn: lb.LoadBalancers[0].LoadBalancerArn,
-		Protocol: elbv2types.ProtocolEnumHttp, Port: aws.Int32(80),
+		Protocol: elbv2types.ProtocolEnumTcp, Port: aws.Int32(80),
 		DefaultActions: []elbv2types.Action{{Type: elbv2types.ActionTypeEnumForward, TargetGroupArn: tg.TargetGroups[0].TargetGroupArn}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := elasticloadbalancing.NewFromConfig(cfg).CreateLoadBalancer(ctx, &elasticloadbalancing.CreateLoadBalancerInput{
-		LoadBalancerName: aws.String("k8s-classic-" + name), Subnets: subnets, SecurityGroups: []string{lbSG},
-		Tags:      []elbtypes.Tag{{Key: aws.String(awsx.KubernetesClusterTag(name)), Value: aws.String("owned")}},
+		LoadBalancerName: aws.String("k8s-classic-" + name), Subnets: subnets, SecurityGroups: []string{lbSG}, Tags: elbTags,
 		Listeners: []elbtypes.Listener{{Protocol: aws.String("TCP"), LoadBalancerPort: 80, InstancePort: aws.Int32(30080)}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +247,69 @@ func seedLeftovers(t *testing.T, cfg aws.Config, name, vpc string, subnets []str
 	if _, err := ec.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnets[0]),
 		TagSpecifications: tag(ec2types.ResourceTypeNetworkInterface)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// leftoversGone checks that nothing seedLeftovers made for cluster name is
+// left (awscheck sees only what carries kforge's tags).
+func leftoversGone(t *testing.T, cfg aws.Config, name string) {
+	t.Helper()
+	ctx := context.Background()
+	var left []string
+	lbs, err := elasticloadbalancingv2.NewFromConfig(cfg).DescribeLoadBalancers(ctx, &elasticloadbalancingv2.DescribeLoadBalancersInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lb := range lbs.LoadBalancers {
+		if aws.ToString(lb.LoadBalancerName) == "k8s-"+name {
+			left = append(left, "load balancer "+aws.ToString(lb.LoadBalancerName))
+		}
+	}
+	tgs, err := elasticloadbalancingv2.NewFromConfig(cfg).DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range tgs.TargetGroups {
+		if aws.ToString(tg.TargetGroupName) == "k8s-tg-"+name {
+			left = append(left, "target group "+aws.ToString(tg.TargetGroupName))
+		}
+	}
+	classic, err := elasticloadbalancing.NewFromConfig(cfg).DescribeLoadBalancers(ctx, &elasticloadbalancing.DescribeLoadBalancersInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lb := range classic.LoadBalancerDescriptions {
+		if aws.ToString(lb.LoadBalancerName) == "k8s-classic-"+name {
+			left = append(left, "classic load balancer "+aws.ToString(lb.LoadBalancerName))
+		}
+	}
+	ec := ec2.NewFromConfig(cfg)
+	owned := []ec2types.Filter{{Name: aws.String("tag:" + awsx.KubernetesClusterTag(name)), Values: []string{"owned"}}}
+	sgs, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: owned})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range sgs.SecurityGroups {
+		left = append(left, "security group "+aws.ToString(g.GroupName))
+	}
+	enis, err := ec.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: owned})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range enis.NetworkInterfaces {
+		left = append(left, "network interface "+aws.ToString(n.NetworkInterfaceId))
+	}
+	vols, err := ec.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: owned})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols.Volumes {
+		if v.State != ec2types.VolumeStateDeleted && v.State != ec2types.VolumeStateDeleting {
+			left = append(left, "volume "+aws.ToString(v.VolumeId))
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("what Kubernetes made for cluster %s outlived its delete: %v", name, left)
 	}
 }
 
@@ -394,6 +470,7 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 		seedLeftovers(t, admin, name, vpc, subnets)
 		run(append([]string{"delete", "aws", "--yes"}, ref...)...)
 		run(append([]string{"delete", "aws", "--yes"}, ref...)...)
+		leftoversGone(t, admin, name)
 
 		// In an existing VPC.
 		userVPCID := userVPC(t, ec2.NewFromConfig(admin), "10.70.0.0/16", true, true)
@@ -445,6 +522,7 @@ func TestPolicyMatchesRecordedCalls(t *testing.T) {
 		seedLeftovers(t, h.cfg, name, vpc, subnets)
 		run(append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
 		run(append([]string{"delete", "ha-aws", "--yes"}, ref...)...)
+		leftoversGone(t, h.cfg, name)
 
 		// kubeadm, in an existing VPC.
 		userVPCID := userVPC(t, ec2.NewFromConfig(h.cfg), "10.80.0.0/16", true, true)
