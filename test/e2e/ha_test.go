@@ -253,15 +253,43 @@ func TestHAK3sLifecycle(t *testing.T) {
 		t.Errorf("kubeconfig server %s, want https://%s:6443", s, lbPublic)
 	}
 
-	// info lists instances with roles and addresses.
+	// info lists instances with roles, addresses and availability zones,
+	// the zones the emulator reports for them (as JSON and as a table).
 	var info struct {
-		Instances []struct{ ID, Role, PrivateIP, PublicIP string } `json:"instances"`
+		Instances []struct{ ID, Role, Zone, PrivateIP, PublicIP string } `json:"instances"`
 	}
 	if err := json.Unmarshal([]byte(h.MustRun(t, "info", "ha-aws", "--name", name, "--region", region, "-o", "json").Stdout), &info); err != nil {
 		t.Fatal(err)
 	}
 	if len(info.Instances) != 9 {
 		t.Errorf("info lists %d instances", len(info.Instances))
+	}
+	zoneOf := map[string]string{} // instance ID -> the emulator's zone
+	for _, l := range byRole {
+		for _, in := range l {
+			zoneOf[aws.ToString(in.InstanceId)] = aws.ToString(in.Placement.AvailabilityZone)
+		}
+	}
+	for _, in := range info.Instances {
+		if want, ok := zoneOf[in.ID]; !ok || want == "" || in.Zone != want {
+			t.Errorf("info -o json: %s %s in zone %q, want %q", in.Role, in.ID, in.Zone, want)
+		}
+	}
+	table := h.MustRun(t, "info", "ha-aws", "--name", name, "--region", region).Stdout
+	for id, zone := range zoneOf {
+		found := false
+		for _, line := range strings.Split(table, "\n") {
+			// ROLE NAME ID ZONE PRIVATE-IP PUBLIC-IP
+			if f := strings.Fields(line); len(f) >= 4 && f[2] == id {
+				found = true
+				if f[3] != zone {
+					t.Errorf("info: %s in zone %q, want %q:\n%s", id, f[3], zone, line)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("info does not list instance %s:\n%s", id, table)
+		}
 	}
 
 	// Scale up, then down: the newest workers are drained, then terminated.
