@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"net/url"
 	"slices"
 	"sort"
@@ -15,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
-	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kforge/kforge/internal/bootstrap"
@@ -178,44 +176,104 @@ func TestHACloudIntegration(t *testing.T) {
 }
 
 // TestHANoCloudIntegration: --no-cloud-integration gives the bare
-// cluster: k3s keeps its own cloud controller, nodes keep kforge's names,
-// nothing is applied, and the roles carry no policy.
+// cluster with either bootstrap: nodes keep kforge's names (the VMs'),
+// kubelets are told of no cloud provider (k3s keeps its own cloud
+// controller), nothing is applied, and the roles carry no policy. The two
+// clusters are made one after the other in the test's region: the SSH
+// fleet finds VMs by address in its region, the emulator numbers the
+// addresses of each subnet from its start (two clusters at once would get
+// the same ones), and every region it enables without opt-in is already
+// another fleet test's.
 func TestHANoCloudIntegration(t *testing.T) {
 	t.Parallel()
-	const name, region = "bare", "ca-central-1"
+	const region = "ca-central-1"
 	h := newHAEnv(t, region)
-	h.MustRun(t, "create", "ha-aws", "--name", name, "--region", region, "--no-cloud-integration",
-		"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
-	if n := len(h.fleet.CallsOf("cloud-integration")); n != 0 {
-		t.Errorf("cloud-integration ran %d times with --no-cloud-integration", n)
-	}
-	for _, c := range append(h.fleet.CallsOf("k3s-server"), h.fleet.CallsOf("k3s-agent")...) {
-		cfg := k3sConfigOf(t, c)
-		if cfg["node-name"] != c.VM.Name {
-			t.Errorf("%s: k3s node-name %v, want the VM's name", c.VM.Name, cfg["node-name"])
+	small := []string{"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump()}
+
+	t.Run("k3s", func(t *testing.T) {
+		const name = "bare"
+		h.MustRun(t, append([]string{"create", "ha-aws", "--name", name, "--region", region, "--no-cloud-integration"}, small...)...)
+		if n := len(h.fleet.CallsOf("cloud-integration")); n != 0 {
+			t.Errorf("cloud-integration ran %d times with --no-cloud-integration", n)
 		}
-		for _, k := range []string{"disable-cloud-controller", "kubelet-arg", "disable"} {
-			if _, ok := cfg[k]; ok {
-				t.Errorf("%s: k3s configuration sets %s without the cloud integration", c.VM.Name, k)
+		for _, c := range append(h.fleet.CallsOf("k3s-server"), h.fleet.CallsOf("k3s-agent")...) {
+			cfg := k3sConfigOf(t, c)
+			if cfg["node-name"] != c.VM.Name {
+				t.Errorf("%s: k3s node-name %v, want the VM's name", c.VM.Name, cfg["node-name"])
+			}
+			for _, k := range []string{"disable-cloud-controller", "kubelet-arg", "disable"} {
+				if _, ok := cfg[k]; ok {
+					t.Errorf("%s: k3s configuration sets %s without the cloud integration", c.VM.Name, k)
+				}
 			}
 		}
-	}
-	im := iam.NewFromConfig(h.cfg)
+		noInlinePolicies(t, h.cfg, name)
+		// The setting is the cluster's: a create without it is refused.
+		r := h.Run(t, append([]string{"create", "ha-aws", "--name", name, "--region", region}, small...)...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, "--no-cloud-integration") {
+			t.Errorf("a create without --no-cloud-integration: exit %d, stderr %s", r.Code, r.Stderr)
+		}
+		h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+		awscheck.Empty(t, h.cfg, "ha-aws", name)
+	})
+
+	t.Run("kubeadm", func(t *testing.T) {
+		const name = "bare-kubeadm"
+		h.MustRun(t, append([]string{"create", "ha-aws", "--name", name, "--region", region, "--bootstrap", "kubeadm", "--no-cloud-integration"}, small...)...)
+		if n := len(h.fleet.CallsOf("cloud-integration")); n != 0 {
+			t.Errorf("cloud-integration ran %d times with --no-cloud-integration", n)
+		}
+		// Every node's kubeadm init or join: registered under its VM's
+		// name, with no kubelet argument and nothing anywhere in what it
+		// ran or wrote about a cloud provider or a provider ID.
+		joined := map[string]bool{}
+		for _, recipe := range []string{"kubeadm-init", "kubeadm-join-cp", "kubeadm-join-worker"} {
+			for _, c := range h.fleet.CallsOf(recipe) {
+				reg := nodeRegistrationOf(t, c)
+				joined[c.VM.Name] = true
+				if reg.Name != c.VM.Name {
+					t.Errorf("%s: %s registers node %q, want the VM's name", c.VM.Name, recipe, reg.Name)
+				}
+				// Only the node's address (node-ip).
+				if a := reg.KubeletExtraArgs; len(a) != 1 || a[0].Name != "node-ip" || a[0].Value != c.VM.PrivateIP {
+					t.Errorf("%s: %s gives the kubelet %v, want only node-ip=%s", c.VM.Name, recipe, a, c.VM.PrivateIP)
+				}
+				text := strings.ToLower(c.Text())
+				for _, s := range []string{"cloud-provider", "provider-id", "providerid"} {
+					if strings.Contains(text, s) {
+						t.Errorf("%s: %s mentions %s without the cloud integration", c.VM.Name, recipe, s)
+					}
+				}
+			}
+		}
+		if want := []string{name + "-cp-0", name + "-wp-0"}; len(joined) != len(want) || !joined[want[0]] || !joined[want[1]] {
+			t.Errorf("kubeadm ran on %v, want %v", joined, want)
+		}
+		var ready []sshfleet.Call // this cluster's (the k3s one's ran before)
+		for _, c := range h.fleet.CallsOf("nodes-ready") {
+			if strings.HasPrefix(c.VM.Name, name+"-") {
+				ready = append(ready, c)
+			}
+		}
+		if len(ready) != 1 || strings.Contains(string(ready[0].Stdin), bootstrap.UninitializedTaint) {
+			t.Errorf("nodes-ready ran %d times, or waits for the cloud controller that is not there", len(ready))
+		}
+		noInlinePolicies(t, h.cfg, name)
+		h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
+		awscheck.Empty(t, h.cfg, "ha-aws", name)
+	})
+}
+
+// noInlinePolicies checks that neither the control planes' nor the
+// workers' role of a cluster has an inline policy.
+func noInlinePolicies(t *testing.T, cfg aws.Config, name string) {
+	t.Helper()
+	im := iam.NewFromConfig(cfg)
 	for _, role := range []string{"kforge-" + name + "-ha-cp", "kforge-" + name + "-ha-wp"} {
-		_, err := im.GetRolePolicy(context.Background(), &iam.GetRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String("kforge")})
-		var nse *iamtypes.NoSuchEntityException
-		if !errors.As(err, &nse) {
-			t.Errorf("role %s: inline policy lookup gave %v, want none", role, err)
+		if got := inlinePolicies(t, im, role); len(got) != 0 {
+			t.Errorf("role %s has inline policies %v without the cloud integration", role, got)
 		}
 	}
-	// The setting is the cluster's: a create without it is refused.
-	r := h.Run(t, "create", "ha-aws", "--name", name, "--region", region,
-		"--control-planes", "1", "--workers", "1", "--etcd", "1", "--ssh-cidr", "10.0.0.0/8", "--ssh-jump", h.jump())
-	if r.Code != 2 || !strings.Contains(r.Stderr, "--no-cloud-integration") {
-		t.Errorf("a create without --no-cloud-integration: exit %d, stderr %s", r.Code, r.Stderr)
-	}
-	h.MustRun(t, "delete", "ha-aws", "--name", name, "--region", region, "--yes")
-	awscheck.Empty(t, h.cfg, "ha-aws", name)
 }
 
 // TestHAK3sCloudIntegration: k3s nodes with the cloud integration run
