@@ -51,7 +51,7 @@ func Permissions() []Permission {
 		{Action: "iam:GetGroupPolicy", Types: both(), Scopes: own(), Why: "preflight: the inline policies of the caller's groups"},
 		{Action: "iam:GetPolicy", Types: both(), Scopes: own(), Why: "preflight: the default version of a managed policy"},
 		{Action: "iam:GetPolicyVersion", Types: both(), Scopes: own(), Why: "preflight: the document of a managed policy"},
-		{Action: "iam:GetRolePolicy", Types: both(), Scopes: own(), Why: "preflight, when kforge runs as a role: the role's inline policies (allowed only on the role named with `kforge policy --caller-role`)"},
+		{Action: "iam:GetRolePolicy", Types: both(), Scopes: []Scope{ScopeRole, ScopeOwnIdentity}, Why: "read the inline policy of a role kforge made, to find drift; preflight, when kforge runs as a role: the role's inline policies (allowed only on the role named with `kforge policy --caller-role`)"},
 
 		// Preflight: region, instance types, images, quotas.
 		{Action: "ec2:DescribeRegions", Types: both(), Why: "preflight: is an opt-in region enabled in the account"},

@@ -3,7 +3,10 @@ package iampolicy
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"slices"
+	"sort"
+	"strings"
 	"testing"
 )
 
@@ -97,5 +100,61 @@ func TestKubernetesMadeDeletesNeedItsTags(t *testing.T) {
 	}
 	if n := compact.Len(); n > 6144 {
 		t.Errorf("the policy for all types is %d characters: more than a managed policy holds", n)
+	}
+}
+
+// Every IAM call internal/iamrole makes (finding, repairing and deleting
+// the roles and instance profiles kforge makes) is allowed by the policy
+// on those roles and profiles, in both cluster types. A find that reads a
+// role's inline policy needed iam:GetRolePolicy there, which the policy
+// once granted only on the caller's own role.
+func TestRoleActionsAllowedOnKforgeRoles(t *testing.T) {
+	var actions []string
+	for a, files := range sourceActions(t) {
+		for _, f := range files {
+			if strings.HasPrefix(a, "iam:") && strings.Contains(filepath.ToSlash(f), "internal/iamrole/") {
+				actions = append(actions, a)
+				break
+			}
+		}
+	}
+	if len(actions) < 10 {
+		t.Fatalf("only %d IAM actions found in internal/iamrole: %v", len(actions), actions)
+	}
+	sort.Strings(actions)
+	o := Options{}
+	for _, typ := range []string{typeHA, typeEKS} {
+		doc, err := Policy(typ, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := NewEvaluator([]NamedPolicy{{Name: "kforge", Document: string(doc.JSON())}}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perms, err := ForType(typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		granted := map[string]bool{}
+		for _, p := range perms {
+			granted[p.Action] = true
+		}
+		for _, a := range actions {
+			if !granted[a] {
+				continue // not this type's (EKS roles have no inline policy or profile): TestPolicyMatchesSource
+			}
+			resource := RoleARN(o, "kforge-demo-cp-role")
+			if strings.Contains(a, "InstanceProfile") && a != "iam:ListInstanceProfilesForRole" {
+				resource = InstanceProfileARN(o, "kforge-demo-ha-cp")
+			}
+			req := Request{Action: a, Resource: resource, Context: map[string][]string{KeyRequestedRegion: {"us-east-1"}}}
+			if a == "iam:PassRole" {
+				continue // scoped by the service it is passed to: TestScopedPolicy
+			}
+			if d := ev.Decide(req); !d.Allowed {
+				t.Errorf("%s: %s on %s denied: %s", typ, a, resource, d.Reason)
+			}
+		}
 	}
 }
