@@ -52,14 +52,15 @@ const (
 )
 
 // Server is a running moto_server, behind a front that adds what moto
-// lacks: the EKS add-on API (package eksaddons).
+// lacks: the EKS add-on and version-update APIs, and clusters' access
+// configuration and access entries (package eksaddons).
 type Server struct {
 	// URL is the front's: every client uses it.
 	URL string
 	// Port is moto_server's own port; MotoURL its address.
 	Port    int
 	MotoURL string
-	// EKS is the add-on API double in the front.
+	// EKS is the double of those EKS APIs in the front.
 	EKS   *eksaddons.Double
 	cmd   *exec.Cmd
 	log   *local.Buffer
@@ -130,7 +131,7 @@ func StartProcess(dir string, opts ...Options) (*Server, error) {
 	}
 }
 
-// startFront serves the front: the EKS add-on double, then moto.
+// startFront serves the front: the EKS double, then moto.
 func (s *Server) startFront() error {
 	target, err := url.Parse(s.MotoURL)
 	if err != nil {
