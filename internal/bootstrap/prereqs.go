@@ -46,6 +46,19 @@ func validImageRef(ref string) error {
 	return nil
 }
 
+// validImages checks the references and files of offline images.
+func validImages(images []ImageArtifact) error {
+	for _, img := range images {
+		if err := validImageRef(img.Ref); err != nil {
+			return err
+		}
+		if err := img.validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type prereqsScript struct {
 	Version, Minor             string
 	Pause                      string
@@ -186,13 +199,8 @@ func RenderKubeadmPrereqs(p KubeadmPrereqsParams) (string, error) {
 		if err := validArtifacts(o.Kubeadm, o.Kubelet, o.Kubectl, o.CNIPlugins); err != nil {
 			return "", fmt.Errorf("kubeadm-prereqs: %w", err)
 		}
-		for _, img := range o.Images {
-			if err := validImageRef(img.Ref); err != nil {
-				return "", fmt.Errorf("kubeadm-prereqs: %w", err)
-			}
-			if err := img.validate(); err != nil {
-				return "", fmt.Errorf("kubeadm-prereqs: %w", err)
-			}
+		if err := validImages(o.Images); err != nil {
+			return "", fmt.Errorf("kubeadm-prereqs: %w", err)
 		}
 	}
 	minor := "v" + m[1] + "." + m[2]

@@ -144,13 +144,8 @@ func RenderKubeadmUpgrade(p KubeadmUpgradeParams) (string, error) {
 		if err := validArtifacts(o.Kubeadm, o.Kubelet, o.Kubectl); err != nil {
 			return "", fmt.Errorf("kubeadm-upgrade: %w", err)
 		}
-		for _, img := range o.Images {
-			if err := validImageRef(img.Ref); err != nil {
-				return "", fmt.Errorf("kubeadm-upgrade: %w", err)
-			}
-			if err := img.validate(); err != nil {
-				return "", fmt.Errorf("kubeadm-upgrade: %w", err)
-			}
+		if err := validImages(o.Images); err != nil {
+			return "", fmt.Errorf("kubeadm-upgrade: %w", err)
 		}
 	}
 	if p.Timeout < 0 {

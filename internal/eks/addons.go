@@ -56,8 +56,13 @@ type AddonOut struct {
 	K8s string `json:"k8s,omitempty"`
 }
 
-// addonWait bounds the wait for an add-on to be ACTIVE or gone.
-const addonWait = 20 * time.Minute
+// addonWait bounds the wait for an add-on to be ACTIVE or gone; its looks
+// go from addonPollMin apart, backing off to addonPollMax.
+const (
+	addonWait    = 20 * time.Minute
+	addonPollMin = 2 * time.Second
+	addonPollMax = 20 * time.Second
+)
 
 // addAddon adds the step of add-on a, after the cluster (and the node
 // group, for an add-on whose pods run on nodes).
@@ -83,7 +88,7 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 		if !settled(got.Addon) {
 			r.Waiting("waiting for add-on %s to be ACTIVE", a.Name)
 			got, err = eks.NewAddonActiveWaiter(p.eks, func(o *eks.AddonActiveWaiterOptions) {
-				o.MinDelay, o.MaxDelay = 2*time.Second, 20*time.Second
+				o.MinDelay, o.MaxDelay = addonPollMin, addonPollMax
 			}).WaitForOutput(ctx, describe, addonWait)
 			if err != nil {
 				detail := ""
@@ -204,7 +209,7 @@ func (p *Provider) addAddon(g *engine.Graph, s spec.Spec, a Addon, cluster engin
 				foreign: func() error { return engine.ErrAbsent },
 				wait: func(ctx context.Context) error {
 					return eks.NewAddonDeletedWaiter(p.eks, func(o *eks.AddonDeletedWaiterOptions) {
-						o.MinDelay, o.MaxDelay = 2*time.Second, 20*time.Second
+						o.MinDelay, o.MaxDelay = addonPollMin, addonPollMax
 					}).Wait(ctx, describe, addonWait)
 				},
 			})

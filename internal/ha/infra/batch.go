@@ -264,19 +264,26 @@ func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s s
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	insts := map[int]ec2types.Instance{}
-	errs := make([]error, 2*len(b.slots)+1)
-	for k, j := range b.slots {
+	var errs []error
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for _, j := range b.slots {
 		wg.Go(func() {
-			if err := sess.tags.Wait(ctx, 0); err != nil {
-				errs[k] = err
-				return
+			err := sess.tags.Wait(ctx, 0)
+			if err == nil {
+				err = nameVM(ctx, c, ids[j], VMName(s.Name, role, j), SlotOf(role, j))
 			}
-			errs[k] = nameVM(ctx, c, ids[j], VMName(s.Name, role, j), SlotOf(role, j))
+			if err != nil {
+				fail(err)
+			}
 		})
 		wg.Go(func() {
 			in, err := waitFor(ctx, sess, ids[j], running, runningWait)
 			if err != nil {
-				errs[len(b.slots)+k] = err
+				fail(err)
 				return
 			}
 			mu.Lock()
@@ -291,15 +298,13 @@ func runBatch(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s s
 		}
 		wg.Go(func() {
 			if err := ensureProfiles(ctx, c, list, profile, r); err != nil {
-				errs[2*len(b.slots)] = fmt.Errorf("launch %s: %w", what, err)
+				fail(fmt.Errorf("launch %s: %w", what, err))
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	if len(errs) > 0 {
+		return nil, errs[0]
 	}
 	return insts, nil
 }

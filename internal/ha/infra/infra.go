@@ -164,11 +164,11 @@ func Add(g *engine.Graph, c *Clients, s spec.Spec, vms bool) Refs {
 	refs.Secrets = addSecrets(g, s)
 	refs.KeyPair = addKeyPair(g, c, s, refs.Secrets)
 	refs.Images = addImages(g, c, s)
-	// The policies are built from constant documents; an error is a bug
-	// that the policy tests catch, and leaves the roles without policy.
-	cpPolicy, wpPolicy, _ := rolePolicies(s)
+	// The policy is built from constant documents; an error is a bug that
+	// the policy tests catch, and leaves the role without policy.
+	cpPolicy, _ := cpRolePolicy(s)
 	refs.Roles[RoleCP] = addRole(g, c, s, StepCPRole, iamrole.Role{Suffix: CPRoleSuffix, Service: "ec2.amazonaws.com", Inline: cpPolicy, Profile: true})
-	refs.Roles[RoleWP] = addRole(g, c, s, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: "ec2.amazonaws.com", Inline: wpPolicy, Profile: true})
+	refs.Roles[RoleWP] = addRole(g, c, s, StepWPRole, iamrole.Role{Suffix: WPRoleSuffix, Service: "ec2.amazonaws.com", Profile: true})
 	if s.EtcdBackups != "" {
 		refs.Roles[RoleEtcd] = addRole(g, c, s, StepEtcdRole, iamrole.Role{Suffix: EtcdRoleSuffix, Service: "ec2.amazonaws.com", Inline: etcdRolePolicy(s), Profile: true})
 	}

@@ -2,7 +2,7 @@ package infra
 
 import (
 	"context"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,43 +63,39 @@ func launchPriority(role string, i int) int {
 // long for others, so that the bucket's burst goes by priority too.
 type pacer struct {
 	lim    *rate.Limiter
-	burst  int
 	margin time.Duration
 	gather time.Duration
 
 	mu      sync.Mutex
-	queue   []*paced
-	arrived int
+	queue   []*paced // by priority, then arrival
 	serving bool
 }
 
 type paced struct {
-	prio, seq int
-	go_       chan struct{}
+	prio  int
+	ready chan struct{}
 }
 
 func newPacer(perSecond float64, burst int, gather time.Duration) *pacer {
-	return &pacer{lim: rate.NewLimiter(rate.Limit(perSecond), burst), burst: burst, margin: paceMargin, gather: gather}
+	return &pacer{lim: rate.NewLimiter(rate.Limit(perSecond), burst), margin: paceMargin, gather: gather}
 }
 
 // Wait blocks until the next call may go, or ctx ends. Calls of a lower
 // prio value go first.
 func (p *pacer) Wait(ctx context.Context, prio int) error {
 	p.mu.Lock()
-	full := p.gather > 0 && p.lim.Tokens() >= float64(p.burst)
+	full := p.gather > 0 && p.lim.Tokens() >= float64(p.lim.Burst())
 	if len(p.queue) == 0 && !full && p.lim.Allow() {
 		p.mu.Unlock()
 		return nil
 	}
-	w := &paced{prio: prio, seq: p.arrived, go_: make(chan struct{})}
-	p.arrived++
-	p.queue = append(p.queue, w)
-	sort.SliceStable(p.queue, func(a, b int) bool {
-		if p.queue[a].prio != p.queue[b].prio {
-			return p.queue[a].prio < p.queue[b].prio
-		}
-		return p.queue[a].seq < p.queue[b].seq
-	})
+	w := &paced{prio: prio, ready: make(chan struct{})}
+	// After every call of the same or a higher priority.
+	at := slices.IndexFunc(p.queue, func(q *paced) bool { return q.prio > prio })
+	if at < 0 {
+		at = len(p.queue)
+	}
+	p.queue = slices.Insert(p.queue, at, w)
 	if !p.serving {
 		p.serving = true
 		wait := time.Duration(0)
@@ -110,18 +106,14 @@ func (p *pacer) Wait(ctx context.Context, prio int) error {
 	}
 	p.mu.Unlock()
 	select {
-	case <-w.go_:
+	case <-w.ready:
 		return nil
 	case <-ctx.Done():
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		for k, q := range p.queue {
-			if q == w {
-				p.queue = append(p.queue[:k], p.queue[k+1:]...)
-				return ctx.Err()
-			}
-		}
-		// Its turn came as it gave up: the token is spent.
+		// Gone from the queue, unless its turn came as it gave up (the
+		// token is then spent).
+		p.queue = slices.DeleteFunc(p.queue, func(q *paced) bool { return q == w })
 		return ctx.Err()
 	}
 }
@@ -131,21 +123,16 @@ func (p *pacer) Wait(ctx context.Context, prio int) error {
 func (p *pacer) serve(gather time.Duration) {
 	time.Sleep(gather)
 	for {
-		r := p.lim.Reserve()
-		if d := r.Delay(); d > 0 {
+		if d := p.lim.Reserve().Delay(); d > 0 {
 			time.Sleep(d + p.margin)
 		}
 		p.mu.Lock()
-		if len(p.queue) == 0 {
-			// Everyone waiting gave up: the token goes back.
-			r.Cancel()
-			p.serving = false
-			p.mu.Unlock()
-			return
+		if len(p.queue) > 0 {
+			// Otherwise everyone waiting gave up, and the token goes
+			// unused.
+			close(p.queue[0].ready)
+			p.queue = p.queue[1:]
 		}
-		w := p.queue[0]
-		p.queue = p.queue[1:]
-		close(w.go_)
 		if len(p.queue) == 0 {
 			p.serving = false
 			p.mu.Unlock()

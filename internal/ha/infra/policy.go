@@ -7,22 +7,18 @@ import (
 	"github.com/kforge/kforge/internal/spec"
 )
 
-// rolePolicies are the inline policies of the control planes' and the
-// workers' roles. With the cloud integration, the control planes' role
-// gets exactly what the AWS cloud controller manager and the EBS CSI
-// driver's controller document (package cloudint), and the workers' role
-// none: the EBS CSI node service calls no AWS API, and nothing else on a
-// worker does. Without the integration neither gets one: nothing on those
-// VMs calls AWS then. An empty policy means the role carries no inline
+// cpRolePolicy is the inline policy of the control planes' role: with the
+// cloud integration, exactly what the AWS cloud controller manager and the
+// EBS CSI driver's controller document (package cloudint); without it,
+// none, as nothing on those VMs calls AWS then. The workers' role carries
+// none either way: the EBS CSI node service calls no AWS API, and nothing
+// else on a worker does. An empty policy means the role carries no inline
 // policy; one a role still has (from an earlier release) is removed.
-func rolePolicies(s spec.Spec) (cp, wp string, err error) {
+func cpRolePolicy(s spec.Spec) (string, error) {
 	if !s.CloudIntegration() {
-		return "", "", nil
+		return "", nil
 	}
-	if cp, err = cloudint.ControlPlanePolicy(awsx.Partition(s.Region)); err != nil {
-		return "", "", err
-	}
-	return cp, "", nil
+	return cloudint.ControlPlanePolicy(awsx.Partition(s.Region))
 }
 
 // etcdRolePolicy is the inline policy of the etcd VMs' role: to store,
