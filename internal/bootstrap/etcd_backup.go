@@ -154,7 +154,14 @@ func (p EtcdRestoreParams) withDefaults() EtcdRestoreParams {
 type etcdRestoreScript struct {
 	EtcdRestoreParams
 	InitialCluster, PeerURL string
+	BumpRevision            int64
 }
+
+// RestoreRevisionBump is how far a restore moves etcd's revision past the
+// snapshot's (with etcdutl v3.5.10 or later), as Kubernetes' etcd guide
+// advises: more than any cluster writes between a snapshot and its
+// restore.
+const RestoreRevisionBump = 1_000_000_000
 
 const etcdRestoreBody = `
 main() {
@@ -177,9 +184,21 @@ main() {
 		stamp=$(date -u +%Y%m%dT%H%M%SZ)
 		rm -rf "$data.restoring"
 		if [[ -x {{q .Etcdutl}} ]]; then
+			# The restored revision goes well past any the API servers'
+			# clients have seen, and what lies before it counts as
+			# compacted: a watch (kube-proxy's, a controller's) then fails
+			# and lists again, instead of waiting, at a revision from
+			# before the restore, for events that never come. etcdutl has
+			# these flags since v3.5.10.
+			local bump=()
+			if {{q .Etcdutl}} snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
+				bump=(--bump-revision={{.BumpRevision}} --mark-compacted)
+			else
+				kforge_log "this etcdutl cannot bump the restored revision: restart the cluster's controllers and kube-proxy if they miss changes"
+			fi
 			{{q .Etcdutl}} snapshot restore "$snap" --name={{q .Member.Name}} \
 				--initial-cluster={{q .InitialCluster}} --initial-cluster-token="$token" \
-				--initial-advertise-peer-urls={{q .PeerURL}} --data-dir="$data.restoring" >&2 ||
+				--initial-advertise-peer-urls={{q .PeerURL}} --data-dir="$data.restoring" "${bump[@]}" >&2 ||
 				kforge_fail "etcdutl snapshot restore failed"
 		else
 			ETCDCTL_API=3 {{q .Etcdctl}} snapshot restore "$snap" --name={{q .Member.Name}} \
@@ -209,7 +228,8 @@ main() {
 // root only, once its SHA-256 matches; etcd is stopped; the snapshot is
 // restored (etcdutl snapshot restore, else etcdctl) into a new data
 // directory as this member of a new cluster (every member's peer URL and
-// the new token); the old data directory is kept beside it; etcd starts
+// the new token), with etcdutl its revision moved RestoreRevisionBump
+// past the snapshot's and what lies before marked compacted; the old data directory is kept beside it; etcd starts
 // again. A marker beside the data directory names the snapshot and token
 // restored, so a restore run again (after a crash) restores nothing twice.
 func RenderEtcdRestore(p EtcdRestoreParams) (string, error) {
@@ -238,7 +258,7 @@ func RenderEtcdRestore(p EtcdRestoreParams) (string, error) {
 		return "", fmt.Errorf("etcd-restore: %s is not a member of the cluster", p.Member.Name)
 	}
 	s, err := renderScript(RecipeEtcdRestore, etcdRestoreBody, etcdRestoreScript{EtcdRestoreParams: p,
-		InitialCluster: strings.Join(initial, ","), PeerURL: httpsURL(p.Member.privateAddr(), p.Cluster.PeerPort)})
+		InitialCluster: strings.Join(initial, ","), PeerURL: httpsURL(p.Member.privateAddr(), p.Cluster.PeerPort), BumpRevision: RestoreRevisionBump})
 	if err != nil {
 		return "", err
 	}

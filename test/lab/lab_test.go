@@ -471,6 +471,26 @@ func backupAndRestore(ctx context.Context, t *testing.T, env *kforgebin.Env, k k
 	if err != nil || strings.Count(string(members), ", started, ") != 3 {
 		t.Errorf("etcdctl member list after the restore: %v\n%s", err, members)
 	}
+	// The restored revision went well past the snapshot's, so that the
+	// cluster's watches list again rather than wait at a revision from
+	// before the restore.
+	status, err := l.Exec(ctx, etcd0.InstanceID, "etcdctl", "--endpoints=https://"+etcd0.PrivateIP+":2379",
+		"--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/client.crt", "--key=/etc/etcd/pki/client.key", "endpoint", "status", "-w", "json")
+	var st []struct {
+		Status struct {
+			Header struct {
+				Revision int64 `json:"revision"`
+			} `json:"header"`
+		}
+	}
+	if err == nil {
+		err = json.Unmarshal(status, &st)
+	}
+	if err != nil || len(st) != 1 || st[0].Status.Header.Revision < snap.Revision+bootstrap.RestoreRevisionBump {
+		t.Errorf("etcd's revision after the restore: %v, want at least the snapshot's %d + %d\n%s", err, snap.Revision, int64(bootstrap.RestoreRevisionBump), status)
+	} else {
+		t.Logf("etcd's revision after the restore: %d (the snapshot's: %d)", st[0].Status.Header.Revision, snap.Revision)
+	}
 }
 
 // checkBackupSchedule checks the scheduled snapshots on the real etcd VMs:
