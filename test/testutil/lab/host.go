@@ -81,11 +81,54 @@ type host struct {
 	stopping    bool // powerOff is stopping it
 }
 
-func (h *host) upper() string      { return filepath.Join(h.dir, "upper") }
-func (h *host) work() string       { return filepath.Join(h.dir, "work") }
+// A host's own writes (its overlay's upper layer and containerd's
+// directory) go to its disk: a sparse ext4 image of DiskGiB on a loop
+// device, mounted at disk(). The kubelet then measures a VM's disk, not
+// the machine's: on a machine whose disk is over 85% full, a kubelet on
+// the machine's disk garbage-collects every image not in use (the lab's
+// images are offline: an API server stopped for a restore could not come
+// back) and evicts pods for disk pressure.
+func (h *host) disk() string       { return filepath.Join(h.dir, "disk") }
+func (h *host) diskImage() string  { return filepath.Join(h.dir, "disk.img") }
+func (h *host) upper() string      { return filepath.Join(h.disk(), "upper") }
+func (h *host) work() string       { return filepath.Join(h.disk(), "work") }
+func (h *host) containerd() string { return filepath.Join(h.disk(), "containerd") }
 func (h *host) root() string       { return filepath.Join(h.dir, "root") }
-func (h *host) containerd() string { return filepath.Join(h.dir, "containerd") }
 func (h *host) consoleLog() string { return filepath.Join(h.dir, "console.log") }
+
+// DiskGiB is the size of a host's disk, as kforge's control planes' root
+// volumes. Its image is sparse: the machine's disk holds what the host
+// writes (about 1.5 GiB for a control plane), not the size.
+const DiskGiB = 40
+
+// makeDisk makes and mounts the host's disk. Without a loop device (a
+// machine that has none to give), the host writes to the machine's disk
+// as before, and says so.
+func (h *host) makeDisk(ctx context.Context) error {
+	if err := os.MkdirAll(h.disk(), 0o755); err != nil {
+		return fmt.Errorf("host disk: %w", err)
+	}
+	f, err := os.OpenFile(h.diskImage(), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("host disk: %w", err)
+	}
+	err = f.Truncate(DiskGiB << 30)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("host disk: %w", err)
+	}
+	if _, err := run(ctx, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", "-L", h.name, h.diskImage()); err != nil {
+		return fmt.Errorf("host disk: %w", err)
+	}
+	// mount's loop option frees the loop device at unmount (autoclear).
+	if _, err := run(ctx, "mount", "-o", "loop", h.diskImage(), h.disk()); err != nil {
+		h.logf("no disk of its own, writing to the machine's (the kubelet measures the machine's free space): %v", err)
+		return os.Remove(h.diskImage())
+	}
+	return nil
+}
 
 // snapshot copies the host's public view; l.mu must be held.
 func (h *host) snapshot() Host {
@@ -134,6 +177,9 @@ func (h *host) build(ctx context.Context, in instance) error {
 	h.l.mu.Lock()
 	h.info.UserData = userData
 	h.l.mu.Unlock()
+	if err := h.makeDisk(ctx); err != nil {
+		return err
+	}
 	for _, d := range []string{h.upper(), h.work(), h.root(), h.containerd()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("host dir: %w", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -198,6 +199,10 @@ func (l *Lab) start(ctx context.Context) error {
 		return fmt.Errorf("first look at the emulator: %w", err)
 	}
 	go l.watch()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(l.dir, &fs); err == nil {
+		l.logf("the machine's disk under %s: %d GiB free of %d GiB", l.dir, fs.Bavail*uint64(fs.Bsize)>>30, fs.Blocks*uint64(fs.Bsize)>>30)
+	}
 	l.logf("lab %s up in %s: jump host %s@%s, runtime %s", l.id, time.Since(t0).Round(time.Millisecond), l.JumpUser(), l.JumpAddr(), l.dir)
 	return nil
 }

@@ -186,6 +186,15 @@ func TestLab(t *testing.T) {
 			if out, err := l.Exec(ctx, vm.id, "stat", "-f", "-c", "%T", "/var/lib/containerd"); err != nil || strings.Contains(string(out), "overlay") {
 				t.Errorf("%s: /var/lib/containerd is on %q (%v)", vm.id, out, err)
 			}
+			// The kubelet measures the host's own disk (nodefs: the root;
+			// imagefs: containerd's), not the machine's.
+			for _, dir := range []string{"/", "/var/lib/containerd"} {
+				out, err := l.Exec(ctx, vm.id, "stat", "-f", "-c", "%S %b", dir)
+				var bsize, blocks int64
+				if _, serr := fmt.Sscan(string(out), &bsize, &blocks); err != nil || serr != nil || bsize*blocks > DiskGiB<<30 || bsize*blocks < (DiskGiB-2)<<30 {
+					t.Errorf("%s: %s is on a filesystem of %d bytes (%q, %v), want the host's disk of %d GiB", vm.id, dir, bsize*blocks, out, err, DiskGiB)
+				}
+			}
 			if out, err := l.Exec(ctx, vm.id, "sh", "-c", "grep -c 'WARNING\\|ERROR' /var/log/cloud-init.log || true"); err == nil && strings.TrimSpace(string(out)) != "0" {
 				log, _ := l.Exec(ctx, vm.id, "grep", "WARNING\\|ERROR", "/var/log/cloud-init.log")
 				t.Logf("%s: cloud-init logged warnings:\n%s", vm.id, log)
