@@ -41,7 +41,7 @@ import (
 
 var emu *moto.Server
 
-func TestMain(m *testing.M) { moto.RunTests(m, &emu) }
+func TestMain(m *testing.M) { moto.RunTests(kforgebin.Cleaning(m), &emu) }
 
 const (
 	name   = "lab"
@@ -156,6 +156,28 @@ func (k kubectl) readyNodes(ctx context.Context) (map[string]bool, error) {
 	return nodes, nil
 }
 
+// dumpCluster logs, after a failure, what the cluster says of itself:
+// nodes, pods and the latest events, for a failure seen only on another
+// machine.
+func dumpCluster(t *testing.T, k kubectl) {
+	if !t.Failed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, args := range [][]string{
+		{"get", "nodes", "-o", "wide"},
+		{"get", "pods", "-A", "-o", "wide"},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+	} {
+		out, err := k.run(ctx, args...)
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) > 40 {
+			out = strings.Join(lines[len(lines)-40:], "\n")
+		}
+		t.Logf("after the failure, kubectl %s (%v):\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
 	t.Helper()
@@ -248,6 +270,7 @@ func TestKubeadmCluster(t *testing.T) {
 	kc := filepath.Join(env.Home, "kubeconfig")
 	env.MustRun(t, "switch", "ha-aws", "--name", name, "--region", region, "--kubeconfig", kc)
 	k := kubectl{l: l, bin: filepath.Join(bin, "kubectl"), kubeconfig: kc}
+	t.Cleanup(func() { dumpCluster(t, k) }) // before the lab closes
 	waitFor(t, "3 Ready nodes through the load balancer", 3*time.Minute, allReady(ctx, k, 3))
 	deploy := fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
@@ -452,7 +475,18 @@ func backupAndRestore(ctx context.Context, t *testing.T, env *kforgebin.Env, k k
 		t.Fatalf("create configmap: %v\n%s", err, out)
 	}
 	start = time.Now()
-	env.MustRun(t, "restore", "ha-aws", "--name", name, "--region", region, "--from", snap.URL, "--yes")
+	restore := []string{"restore", "ha-aws", "--name", name, "--region", region, "--from", snap.URL, "--yes"}
+	if r := env.Run(t, restore...); r.Code != 0 {
+		// Say what each control plane's kubelet made of the API server's
+		// return, for a failure seen only on another machine.
+		for _, cp := range []string{name + "-cp-0", name + "-cp-1"} {
+			h := hostOf(t, l, cp)
+			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests /etc/kubernetes/kforge-held; crictl ps -a --name kube-apiserver; "+
+				"journalctl -u kubelet --no-pager -o short-monotonic | grep -F kube-apiserver | grep -v status_manager | tail -n 40 | cut -c1-400")
+			t.Logf("%s after the failed restore:\n%s", cp, diag)
+		}
+		t.Fatalf("kforge %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(restore, " "), r.Code, r.Stdout, r.Stderr)
+	}
 	t.Logf("restore: %s", time.Since(start).Round(time.Second))
 	waitFor(t, "the API answers through the load balancer after the restore", 5*time.Minute, func() (bool, error) {
 		out, err := k.run(ctx, "get", "--raw", "/readyz")
