@@ -357,7 +357,19 @@ main() {
 	systemctl start --no-block k3s.service
 {{- end}}
 	until ss -Hltn 'sport = :` + "6443" + `' | grep -q .; do
-		((SECONDS < deadline)) || kforge_fail "the API server does not listen on 6443 after {{seconds .Timeout}}s"
+		if ((SECONDS >= deadline)); then
+			# What the operator needs first: did the service start the API
+			# server, and what did it last say about it?
+{{- if .Kubeadm}}
+			[[ -f {{q .Manifest}} ]] || kforge_log "{{.Manifest}} is missing"
+			if command -v crictl >/dev/null; then crictl ps -a --name kube-apiserver 2>&1 | tail -n 3 >&2 || true; fi
+			journalctl -u kubelet --no-pager -n 2000 2>/dev/null | grep -F kube-apiserver | tail -n 4 | cut -c1-300 >&2 || true
+			kforge_fail "the API server does not listen on 6443 after {{seconds .Timeout}}s; see crictl ps -a and journalctl -u kubelet on the VM"
+{{- else}}
+			journalctl -u k3s --no-pager -n 6 2>/dev/null | cut -c1-300 >&2 || true
+			kforge_fail "the API server does not listen on 6443 after {{seconds .Timeout}}s; see journalctl -u k3s on the VM"
+{{- end}}
+		fi
 		sleep 2
 	done
 	echo "started"
