@@ -46,6 +46,9 @@ func reps() int {
 	return 3
 }
 
+// TestMain removes the kforge binary this process built, if it built one.
+func TestMain(m *testing.M) { os.Exit(kforgebin.Cleaning(m).Run()) }
+
 // kforgePath is the binary under test: KFORGE_BIN (bench/run builds it),
 // else one built for this test process.
 func kforgePath(b *testing.B) string {

@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/kforge/kforge/test/testutil/faultproxy"
+	"github.com/kforge/kforge/test/testutil/kforgebin"
 	"github.com/kforge/kforge/test/testutil/moto"
 )
 
@@ -84,7 +85,7 @@ func run(m *testing.M) (int, error) {
 		all = append(all, w)
 		pool <- w
 	}
-	return m.Run(), nil
+	return kforgebin.Cleaning(m).Run(), nil
 }
 
 // acquire takes a worker for the rest of the test; its proxy starts

@@ -6,6 +6,7 @@ package e2e
 import (
 	"testing"
 
+	"github.com/kforge/kforge/test/testutil/kforgebin"
 	"github.com/kforge/kforge/test/testutil/moto"
 )
 
@@ -14,5 +15,5 @@ import (
 var emu *moto.Server
 
 func TestMain(m *testing.M) {
-	moto.RunTests(m, &emu)
+	moto.RunTests(kforgebin.Cleaning(m), &emu)
 }

@@ -25,13 +25,14 @@ import (
 
 	"github.com/kforge/kforge/internal/awsx"
 	"github.com/kforge/kforge/test/testutil/faultproxy"
+	"github.com/kforge/kforge/test/testutil/kforgebin"
 	"github.com/kforge/kforge/test/testutil/moto"
 )
 
 var emu *moto.Server
 
 func TestMain(m *testing.M) {
-	moto.RunTests(m, &emu)
+	moto.RunTests(kforgebin.Cleaning(m), &emu)
 }
 
 const region = "us-west-2"

@@ -47,6 +47,25 @@ func Path(t testing.TB) string {
 	return binPath
 }
 
+// Runner runs a package's tests; *testing.M is one.
+type Runner interface{ Run() int }
+
+// Cleaning wraps m so that, once the tests have run, the binary Path
+// built (about 100 MB) is removed with its directory. In TestMain:
+// os.Exit(kforgebin.Cleaning(m).Run()), or pass it on to what runs m.
+func Cleaning(m Runner) Runner { return cleaning{m} }
+
+type cleaning struct{ m Runner }
+
+func (c cleaning) Run() int {
+	defer func() {
+		if binPath != "" {
+			os.RemoveAll(filepath.Dir(binPath))
+		}
+	}()
+	return c.m.Run()
+}
+
 // Result is what a kforge run printed and how it exited.
 type Result struct {
 	Stdout string

@@ -239,11 +239,11 @@ func (s *Server) SetAuth(on bool) error {
 // RunTests is a test package's TestMain body for one emulator shared by
 // its tests: it starts moto_server, sets *emu, runs the tests, stops the
 // emulator and exits with the tests' code.
-func RunTests(m *testing.M, emu **Server, opts ...Options) {
+func RunTests(m interface{ Run() int }, emu **Server, opts ...Options) {
 	os.Exit(runTests(m, emu, opts...))
 }
 
-func runTests(m *testing.M, emu **Server, opts ...Options) int {
+func runTests(m interface{ Run() int }, emu **Server, opts ...Options) int {
 	dir, err := os.MkdirTemp("", "kforge-moto-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
