@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 	"strings"
@@ -533,6 +534,36 @@ func TestExistingVPCWithoutGateway(t *testing.T) {
 	}
 	if got := tagged(t, c, r); got["subnet"] != 0 {
 		t.Errorf("left %v", got)
+	}
+}
+
+// A create that stopped after its first subnet (in an existing VPC) makes
+// the second in the block next to it, the one a create in one go gives
+// it: the cluster's own subnets do not shift the order of blocks, so the
+// subnets of one create never depend on which is made first.
+func TestSharedSubnetsKeepTheirBlocks(t *testing.T) {
+	t.Parallel()
+	c := ec2Client(t)
+	vpcID, _, _ := userVPC(t, c, "10.31.0.0/16", false)
+	r := ref("resumed")
+	tags := awsx.Owned(r, awsx.Tags(r, "kforge-resumed-subnet-0", network.TagSubnet, "0", network.TagInternalELB, "1"))
+	first, err := c.CreateSubnet(context.Background(), &ec2.CreateSubnetInput{VpcId: aws.String(vpcID), AvailabilityZone: aws.String(region + "a"),
+		CidrBlock: aws.String("10.31.16.0/20"), TagSpecifications: awsx.EC2TagSpec(types.ResourceTypeSubnet, tags)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &network.Clients{EC2: c, InUseTimeout: 2 * time.Second}
+	n := apply(t, cl, network.Spec{Ref: r, VPCID: vpcID, Zones: 2, SubnetPrefix: 20}, journal(t, r))
+	out, err := c.DescribeSubnets(context.Background(), &ec2.DescribeSubnetsInput{SubnetIds: n.SubnetIDs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, sn := range out.Subnets {
+		got[awsx.EC2TagValue(sn.Tags, network.TagSubnet)] = aws.ToString(sn.CidrBlock)
+	}
+	if want := map[string]string{"0": "10.31.16.0/20", "1": "10.31.32.0/20"}; !maps.Equal(got, want) {
+		t.Errorf("subnets by index: %v, want %v (subnet 0 is %s)", got, want, aws.ToString(first.Subnet.SubnetId))
 	}
 }
 

@@ -354,9 +354,10 @@ func (b *builder) createSharedSubnet(ctx context.Context, r *engine.Run, vpc VPC
 }
 
 // freeCIDR returns a block of SubnetPrefix in the VPC's CIDR blocks that no
-// subnet overlaps: prefer if it is one, else the i-th free one if there
-// are that many, so that the subnets of one cluster created at once pick
-// different blocks.
+// subnet overlaps: prefer if it is one, else the i-th block that no other
+// cluster's subnet overlaps, if it is free, else the first free one. The
+// cluster's own subnets do not count in that order: its subnets, created
+// at once, each take their own block, the same whichever is first.
 func (b *builder) freeCIDR(ctx context.Context, vpcID string, i int, prefer string) (netip.Prefix, error) {
 	v, err := vpcKind.byID(ctx, b.c.EC2, vpcID)
 	if err != nil {
@@ -369,13 +370,16 @@ func (b *builder) freeCIDR(ctx context.Context, vpcID string, i int, prefer stri
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("list the subnets of VPC %s: %w", vpcID, err)
 	}
-	var used []netip.Prefix
+	var used, others []netip.Prefix
 	for _, s := range subnets {
 		if c, err := netip.ParsePrefix(aws.ToString(s.CidrBlock)); err == nil {
 			used = append(used, c)
+			if !owned(b.ref(), s.Tags) {
+				others = append(others, c)
+			}
 		}
 	}
-	free := freeBlocks(vpcCIDRs(v), used, b.s.SubnetPrefix, i+1)
+	free := freeBlocks(vpcCIDRs(v), used, b.s.SubnetPrefix, 1)
 	if len(free) == 0 {
 		return netip.Prefix{}, fmt.Errorf("VPC %s has no free /%d for a subnet (its CIDR blocks: %v): free address space, add a CIDR block to the VPC, or pass --subnet-ids",
 			vpcID, b.s.SubnetPrefix, vpcCIDRs(v))
@@ -383,7 +387,10 @@ func (b *builder) freeCIDR(ctx context.Context, vpcID string, i int, prefer stri
 	if p, err := netip.ParsePrefix(prefer); err == nil && p.Bits() == b.s.SubnetPrefix && isFree(vpcCIDRs(v), used, p) {
 		return p, nil
 	}
-	return free[min(i, len(free)-1)], nil
+	if order := freeBlocks(vpcCIDRs(v), others, b.s.SubnetPrefix, i+1); i < len(order) && isFree(vpcCIDRs(v), used, order[i]) {
+		return order[i], nil
+	}
+	return free[0], nil
 }
 
 // isFree reports whether block p lies in one of the VPC's CIDR blocks and
