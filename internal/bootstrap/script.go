@@ -174,13 +174,17 @@ kforge_etcd_snapshot() {
 `},
 		{name: "kforge_image", deps: []string{"kforge_artifact", "kforge_log"}, code: `
 # kforge_image TARBALL URL SHA256 REF imports an image tarball (an
-# artifact) into containerd's k8s.io namespace, unless REF is there.
+# artifact) into containerd's k8s.io namespace, unless REF is there, and
+# pins it: the kubelet's image garbage collection leaves pinned images
+# (containerd 1.7 and later report the label), and a VM installed offline
+# cannot pull one again, such as an API server's stopped for a restore.
 kforge_image() {
 	kforge_artifact "$1" "$2" "$3"
 	if [[ -z $(ctr -n k8s.io images ls -q name=="$4") ]]; then
 		ctr -n k8s.io images import "$1" >&2
 		kforge_log "imported $4"
 	fi
+	ctr -n k8s.io images label "$4" io.cri-containerd.pinned=pinned >/dev/null
 }
 `},
 		{name: "kforge_kube_repo", deps: []string{"kforge_dir", "kforge_install", "kforge_download", "kforge_apt"}, code: `

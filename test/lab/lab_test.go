@@ -156,6 +156,33 @@ func (k kubectl) readyNodes(ctx context.Context) (map[string]bool, error) {
 	return nodes, nil
 }
 
+// checkImagesPinned checks that every image kforge imported on a host
+// (every tagged image: the hosts are offline) carries containerd's pinned
+// label, which keeps it from the kubelet's image garbage collection.
+func checkImagesPinned(ctx context.Context, t *testing.T, l *lab.Lab, h lab.Host) {
+	t.Helper()
+	out, err := l.Exec(ctx, h.InstanceID, "ctr", "-n", "k8s.io", "images", "ls")
+	if err != nil {
+		t.Errorf("%s: ctr images ls: %v\n%s", h.EC2Name, err, out)
+		return
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n")[1:] {
+		ref, _, _ := strings.Cut(line, " ")
+		if ref == "" || strings.HasPrefix(ref, "sha256:") || strings.Contains(ref, "@") {
+			continue // the runtime's own names for an image: its ID and digest
+		}
+		n++
+		if !strings.Contains(line, "io.cri-containerd.pinned=pinned") {
+			t.Errorf("%s: image %s is not pinned: %s", h.EC2Name, ref, line)
+		}
+	}
+	if n < 3 {
+		t.Errorf("%s: %d tagged images, want kforge's offline images:\n%s", h.EC2Name, n, out)
+	}
+	t.Logf("%s: %d images imported, every one pinned", h.EC2Name, n)
+}
+
 // dumpCluster logs, after a failure, what the cluster says of itself:
 // nodes, pods and the latest events, for a failure seen only on another
 // machine.
@@ -313,6 +340,9 @@ spec:
 	out, _ := k.run(ctx, "get", "pods", "-A", "-o", "wide")
 	t.Logf("pods:\n%s", out)
 	checkCloudIntegration(ctx, t, k, cfg)
+	for _, vm := range []string{name + "-cp-0", name + "-wp-0"} {
+		checkImagesPinned(ctx, t, l, hostOf(t, l, vm))
+	}
 
 	// 3. etcd: three started members over TLS with kforge's client
 	// certificate (the one the etcd recipe leaves on each member).
