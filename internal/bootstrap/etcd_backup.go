@@ -229,9 +229,10 @@ main() {
 // restored (etcdutl snapshot restore, else etcdctl) into a new data
 // directory as this member of a new cluster (every member's peer URL and
 // the new token), with etcdutl its revision moved RestoreRevisionBump
-// past the snapshot's and what lies before marked compacted; the old data directory is kept beside it; etcd starts
-// again. A marker beside the data directory names the snapshot and token
-// restored, so a restore run again (after a crash) restores nothing twice.
+// past the snapshot's and what lies before marked compacted; the old data
+// directory is kept beside it; etcd starts again. A marker beside the
+// data directory names the snapshot and token restored, so a restore run
+// again (after a crash) restores nothing twice.
 func RenderEtcdRestore(p EtcdRestoreParams) (string, error) {
 	p = p.withDefaults()
 	if err := p.Cluster.validate(); err != nil {

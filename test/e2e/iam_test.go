@@ -255,54 +255,52 @@ func seedLeftovers(t *testing.T, cfg aws.Config, name, vpc string, subnets []str
 func leftoversGone(t *testing.T, cfg aws.Config, name string) {
 	t.Helper()
 	ctx := context.Background()
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	var left []string
-	lbs, err := elasticloadbalancingv2.NewFromConfig(cfg).DescribeLoadBalancers(ctx, &elasticloadbalancingv2.DescribeLoadBalancersInput{})
-	if err != nil {
-		t.Fatal(err)
+	// The load balancers and the target group, by the names seedLeftovers
+	// gives them.
+	seeded := map[string]string{"k8s-" + name: "load balancer", "k8s-tg-" + name: "target group", "k8s-classic-" + name: "classic load balancer"}
+	found := func(n *string) {
+		if what, ok := seeded[aws.ToString(n)]; ok {
+			left = append(left, what+" "+aws.ToString(n))
+		}
 	}
+	e2 := elasticloadbalancingv2.NewFromConfig(cfg)
+	lbs, err := e2.DescribeLoadBalancers(ctx, &elasticloadbalancingv2.DescribeLoadBalancersInput{})
+	must(err)
 	for _, lb := range lbs.LoadBalancers {
-		if aws.ToString(lb.LoadBalancerName) == "k8s-"+name {
-			left = append(left, "load balancer "+aws.ToString(lb.LoadBalancerName))
-		}
+		found(lb.LoadBalancerName)
 	}
-	tgs, err := elasticloadbalancingv2.NewFromConfig(cfg).DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tgs, err := e2.DescribeTargetGroups(ctx, &elasticloadbalancingv2.DescribeTargetGroupsInput{})
+	must(err)
 	for _, tg := range tgs.TargetGroups {
-		if aws.ToString(tg.TargetGroupName) == "k8s-tg-"+name {
-			left = append(left, "target group "+aws.ToString(tg.TargetGroupName))
-		}
+		found(tg.TargetGroupName)
 	}
 	classic, err := elasticloadbalancing.NewFromConfig(cfg).DescribeLoadBalancers(ctx, &elasticloadbalancing.DescribeLoadBalancersInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	for _, lb := range classic.LoadBalancerDescriptions {
-		if aws.ToString(lb.LoadBalancerName) == "k8s-classic-"+name {
-			left = append(left, "classic load balancer "+aws.ToString(lb.LoadBalancerName))
-		}
+		found(lb.LoadBalancerName)
 	}
+	// The security groups, network interface and volume, by the cluster's
+	// Kubernetes tag.
 	ec := ec2.NewFromConfig(cfg)
 	owned := []ec2types.Filter{{Name: aws.String("tag:" + awsx.KubernetesClusterTag(name)), Values: []string{"owned"}}}
 	sgs, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: owned})
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	for _, g := range sgs.SecurityGroups {
 		left = append(left, "security group "+aws.ToString(g.GroupName))
 	}
 	enis, err := ec.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: owned})
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	for _, n := range enis.NetworkInterfaces {
 		left = append(left, "network interface "+aws.ToString(n.NetworkInterfaceId))
 	}
 	vols, err := ec.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: owned})
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	for _, v := range vols.Volumes {
 		if v.State != ec2types.VolumeStateDeleted && v.State != ec2types.VolumeStateDeleting {
 			left = append(left, "volume "+aws.ToString(v.VolumeId))

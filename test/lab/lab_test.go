@@ -183,6 +183,16 @@ func checkImagesPinned(ctx context.Context, t *testing.T, l *lab.Lab, h lab.Host
 	t.Logf("%s: %d images imported, every one pinned", h.EC2Name, n)
 }
 
+// apiServerDiag is what a control plane says of its API server, for a
+// failure: the static pod manifests (and any held aside by a restore), the
+// API server's containers, and the kubelet's last lines about it and its
+// volumes.
+func apiServerDiag(ctx context.Context, l *lab.Lab, h lab.Host) string {
+	out, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests /etc/kubernetes/kforge-held 2>&1; crictl ps -a --name kube-apiserver; "+
+		"journalctl -u kubelet --no-pager -o short-monotonic | grep -E 'kube-apiserver|volume' | grep -v status_manager | tail -n 40 | cut -c1-400")
+	return string(out)
+}
+
 // dumpCluster logs, after a failure, what the cluster says of itself:
 // nodes, pods and the latest events, for a failure seen only on another
 // machine.
@@ -404,8 +414,7 @@ spec:
 			t.Logf("the kubelet of %s since its boot:\n%s", cp, diag)
 		}
 		if !ok {
-			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests; journalctl -u kubelet --no-pager | grep -E 'kube-apiserver|volume' | grep -v status_manager | tail -n 25 | cut -c1-400")
-			t.Fatalf("the API server of %s did not come back after the restarts:\n%s", cp, diag)
+			t.Fatalf("the API server of %s did not come back after the restarts:\n%s", cp, apiServerDiag(ctx, l, h))
 		}
 	}
 
@@ -510,10 +519,7 @@ func backupAndRestore(ctx context.Context, t *testing.T, env *kforgebin.Env, k k
 		// Say what each control plane's kubelet made of the API server's
 		// return, for a failure seen only on another machine.
 		for _, cp := range []string{name + "-cp-0", name + "-cp-1"} {
-			h := hostOf(t, l, cp)
-			diag, _ := l.Exec(ctx, h.InstanceID, "bash", "-c", "ls -l --time-style=full-iso /etc/kubernetes/manifests /etc/kubernetes/kforge-held; crictl ps -a --name kube-apiserver; "+
-				"journalctl -u kubelet --no-pager -o short-monotonic | grep -F kube-apiserver | grep -v status_manager | tail -n 40 | cut -c1-400")
-			t.Logf("%s after the failed restore:\n%s", cp, diag)
+			t.Logf("%s after the failed restore:\n%s", cp, apiServerDiag(ctx, l, hostOf(t, l, cp)))
 		}
 		t.Fatalf("kforge %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(restore, " "), r.Code, r.Stdout, r.Stderr)
 	}

@@ -154,7 +154,8 @@ func (s *Session) batchesOf(ctx context.Context, r *engine.Run, sp spec.Spec, ro
 // once it runs.
 // The role's VMs go round robin over zones subnets. ok is false when the
 // VM is not in a batch of two or more (a replacement, or the only new VM
-// of its subnet): it is launched alone.
+// of its subnet): it is launched alone. An error (forming the batches, or
+// the batch's launch) fails the VM's step either way.
 func launchBatched(ctx context.Context, r *engine.Run, c *Clients, sess *Session, s spec.Spec, role string, i int, subnetID string, zones int, refs Refs) (in ec2types.Instance, ok bool, err error) {
 	if zones == 0 {
 		return in, false, nil

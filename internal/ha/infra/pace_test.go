@@ -3,6 +3,7 @@ package infra
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -38,32 +39,11 @@ func TestPacerOrdersWaitingCallsByPriority(t *testing.T) {
 	if err := p.Wait(ctx, prioFirst); err != nil { // the bucket's one token
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var order []string
-	var wg sync.WaitGroup
-	for _, c := range []struct {
-		name string
-		prio int
-	}{{"cp/1", prioLast}, {"wp-batch-a", prioWorkers}, {"etcd/2", prioFirst}, {"wp-batch-b", prioWorkers}, {"cp/0", prioFirst}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.Wait(ctx, c.prio); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			order = append(order, c.name)
-			mu.Unlock()
-		}()
-		time.Sleep(2 * time.Millisecond) // arrival order
-	}
-	wg.Wait()
+	order := letThrough(ctx, p, 2*time.Millisecond,
+		paceCall{"cp/1", prioLast}, paceCall{"wp-batch-a", prioWorkers}, paceCall{"etcd/2", prioFirst}, paceCall{"wp-batch-b", prioWorkers}, paceCall{"cp/0", prioFirst})
 	want := []string{"etcd/2", "cp/0", "wp-batch-a", "wp-batch-b", "cp/1"}
-	for k := range want {
-		if k >= len(order) || order[k] != want[k] {
-			t.Fatalf("order = %v, want %v", order, want)
-		}
+	if !slices.Equal(order, want) {
+		t.Fatalf("order = %v, want %v", order, want)
 	}
 }
 
@@ -73,29 +53,40 @@ func TestPacerGathersTheBurstByPriority(t *testing.T) {
 	p := newPacer(0.01, 2, 100*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	var mu sync.Mutex
-	var got []string
-	var wg sync.WaitGroup
-	for _, c := range []struct {
-		name string
-		prio int
-	}{{"cp/1", prioLast}, {"wp-batch", prioWorkers}, {"etcd/0", prioFirst}, {"lb/0", prioFirst}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.Wait(ctx, c.prio); err != nil {
-				return // beyond the burst: the bucket refills in 100 s
-			}
-			mu.Lock()
-			got = append(got, c.name)
-			mu.Unlock()
-		}()
-		time.Sleep(5 * time.Millisecond)
-	}
-	wg.Wait()
+	// Beyond the burst a wait ends with ctx: the bucket refills in 100 s.
+	got := letThrough(ctx, p, 5*time.Millisecond,
+		paceCall{"cp/1", prioLast}, paceCall{"wp-batch", prioWorkers}, paceCall{"etcd/0", prioFirst}, paceCall{"lb/0", prioFirst})
 	if len(got) != 2 || !(got[0] == "etcd/0" && got[1] == "lb/0" || got[0] == "lb/0" && got[1] == "etcd/0") {
 		t.Fatalf("the burst of 2 went to %v, want etcd/0 and lb/0", got)
 	}
+}
+
+// paceCall is a call that waits for a pacer, by name.
+type paceCall struct {
+	name string
+	prio int
+}
+
+// letThrough sends calls to p.Wait, gap apart in their order, and returns
+// the names of those the pacer let go, in the order it let them go (a
+// wait that ended with ctx is left out).
+func letThrough(ctx context.Context, p *pacer, gap time.Duration, calls ...paceCall) []string {
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		wg.Go(func() {
+			if p.Wait(ctx, c.prio) != nil {
+				return
+			}
+			mu.Lock()
+			order = append(order, c.name)
+			mu.Unlock()
+		})
+		time.Sleep(gap) // arrival order
+	}
+	wg.Wait()
+	return order
 }
 
 func TestPacerWaitEndsWithContext(t *testing.T) {

@@ -228,10 +228,10 @@ func addVM(g *engine.Graph, c *Clients, s spec.Spec, role string, i int, refs Re
 				// New workers of a subnet launch in batches; a batch
 				// waits for its instances to run.
 				in, batched, err := launchBatched(ctx, r, c, sess, s, role, i, subnetID, len(refs.Network.Subnets), refs)
+				if err != nil {
+					return VM{}, err
+				}
 				if batched {
-					if err != nil {
-						return VM{}, err
-					}
 					return vmOf(s, in, role, i, name), nil
 				}
 			}

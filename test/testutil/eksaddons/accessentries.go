@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -317,12 +318,7 @@ func (d *Double) accessEntries(w http.ResponseWriter, r *http.Request, region st
 }
 
 func (e *AccessEntry) hasPolicy(arn string) bool {
-	for _, p := range e.Policies {
-		if p.PolicyARN == arn {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(e.Policies, func(p AssociatedPolicy) bool { return p.PolicyARN == arn })
 }
 
 // shape is the access entry as the EKS API describes it.
